@@ -1,0 +1,66 @@
+"""The paper's 13 design-roadmap rows as model configurations, read from ``roadmap.toml``.
+
+Each row is derived from the row it names by a few changed fields (row 5 = row 4 + GQA, row 13 = row 9 +
+meta tokens, ...), over a base scale: ``tiny`` (CPU seconds), ``seed`` (the seed notebook's size) or
+``paper`` (about 300M parameters).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from hymba.config import ModelConfig
+
+SCALES = ("tiny", "seed", "paper")
+
+
+@cache
+def roadmap() -> dict[str, Any]:
+    """The parsed ``roadmap.toml`` shipped with the package."""
+    return tomllib.loads(resources.files(__package__).joinpath("roadmap.toml").read_text())
+
+
+def _rows() -> dict[int, dict[str, Any]]:
+    return {int(r["id"]): r for r in roadmap()["rows"]}
+
+
+ROW_NAMES: dict[int, str] = {i: r["name"] for i, r in _rows().items()}
+
+
+def scale_settings(base: str) -> dict[str, Any]:
+    """All sections of one scale (``model`` and whatever run settings it carries)."""
+    scales = roadmap()["scales"]
+    if base not in scales:
+        raise ValueError(f"unknown preset {base!r}; expected one of {', '.join(scales)}")
+    return scales[base]
+
+
+def row_overrides(row: int) -> dict[str, Any]:
+    """The model fields row ``row`` sets, its ancestors' changes applied first."""
+    rows = _rows()
+    if row not in rows:
+        raise ValueError(f"unknown ablation row {row!r}; expected 1..{len(rows)}")
+    r = rows[row]
+    out = row_overrides(int(r["from"])) if "from" in r else {}
+    out.update(r.get("set", {}))
+    return out
+
+
+def row_config(row: int, base: str = "tiny", **model_overrides: Any) -> ModelConfig:
+    """Model configuration of one roadmap row at one scale; ``model_overrides`` apply last."""
+    model = dict(scale_settings(base)["model"])
+    n_meta = model.pop("n_meta_tokens", 0)
+    fields = row_overrides(row)
+    use_meta = fields.pop("use_meta", False)
+    model.update(fields)
+    model["n_meta_tokens"] = n_meta if use_meta else 0
+    model.update(model_overrides)
+    return ModelConfig.from_dict(model, where=f"row {row}")
+
+
+def ablation_rows(base: str = "tiny", **model_overrides: Any) -> dict[int, ModelConfig]:
+    """``{1: ModelConfig, ..., 13: ModelConfig}`` for one base scale."""
+    return {i: row_config(i, base, **model_overrides) for i in sorted(_rows())}
