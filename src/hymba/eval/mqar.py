@@ -1,0 +1,318 @@
+"""Multi-query associative recall (MQAR), the recall probe of the Zoology benchmark, and the ablation's
+Recall column built on it.
+
+Zoology (Arora et al., "Zoology: Measuring and Improving Recall in Efficient Language Models", 2023)
+defines MQAR as: N key-value pairs at the start of a sequence, then every key queried once later; the model
+must emit the key's value right after seeing the key again. It needs no download, separates architectures
+by how far back they can look up a token, and is what the paper's Recall column (SWDE, FDA) measures in
+spirit: attention heads buy recall, all-SWA layers lose it once the key lies outside every window.
+
+Sequence layout (length ``seq_len``, ``pairs`` = N, vocabulary V)::
+
+    k1 v1 k2 v2 ... kN vN | 0 0 k3 v3 0 0 k1 v1 ... 0
+    <--- 2N context -----> <--- query region: (seq_len - 2N) // 2 slots of two tokens --->
+
+- keys are drawn without replacement from ``[1, V/2)``, values without replacement from ``[V/2, V)``;
+  token 0 is reserved as the filler of every non-query position (Zoology's ``random_non_queries=False``:
+  random filler could repeat a key with a wrong value after it).
+- key i is queried once, at query slot ``s_i``; the slots are drawn without replacement with probability
+  proportional to ``(s + 1) ** (power_a - 1)`` (Zoology's power law, ``power_a = 0.01`` by default), so most
+  queries come soon after the context and a few come late.
+- ``labels`` is -100 everywhere except at each query key's position, where it holds that key's value
+  (labels are aligned: ``labels[:, t]`` is the target of position t). The value also follows the key in
+  the input, as in Zoology, so the sequence reads like text.
+
+The Recall column: each ablation row's architecture (same config, fresh weights, vocabulary replaced by
+the MQAR vocabulary) is trained on MQAR for a fixed budget, then evaluated on held-out sequences;
+:func:`recall_accuracy` returns the fraction of query positions whose argmax prediction is the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from hymba.config import ModelConfig
+
+IGNORE_INDEX = -100
+FILLER = 0
+
+# SeedSequence streams: training batches and held-out evaluation batches never share a seed.
+_TRAIN_STREAM = 1
+_EVAL_STREAM = 2
+_INIT_STREAM = 3
+
+
+def _check_instance(vocab: int, seq_len: int, pairs: int, where: str = "mqar") -> None:
+    if not isinstance(vocab, int) or vocab < 4:
+        raise ValueError(f"{where}: vocab={vocab!r} is invalid: must be an integer >= 4")
+    if not isinstance(pairs, int) or pairs < 1:
+        raise ValueError(f"{where}: pairs={pairs!r} is invalid: must be an integer >= 1")
+    n_keys, n_values = vocab // 2 - 1, vocab - vocab // 2
+    if pairs > n_keys or pairs > n_values:
+        raise ValueError(f"{where}: pairs={pairs} is invalid: vocab={vocab} offers {n_keys} keys in [1, {vocab // 2}) "
+                         f"and {n_values} values in [{vocab // 2}, {vocab}); use pairs <= {min(n_keys, n_values)}")
+    if not isinstance(seq_len, int) or seq_len < 4 * pairs:
+        raise ValueError(f"{where}: seq_len={seq_len!r} is invalid: {pairs} pairs need seq_len >= {4 * pairs} "
+                         "(2N context tokens and N query slots of two tokens)")
+
+
+def _gumbel_topk(rng: np.random.Generator, logp: np.ndarray, n: int, k: int) -> np.ndarray:
+    """``n`` draws of ``k`` indices without replacement, index i with weight exp(logp[i]) (Gumbel top-k,
+    the same distribution as sequential sampling without replacement)."""
+    g = logp[None, :] - np.log(-np.log(rng.random((n, logp.shape[0]))))
+    return np.argsort(-g, axis=1, kind="stable")[:, :k]
+
+
+def mqar_batch(n: int, *, vocab: int, seq_len: int, pairs: int, power_a: float = 0.01,
+               seed: int | np.random.SeedSequence = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` MQAR sequences, fully determined by the arguments.
+
+    Args:
+        n: number of sequences.
+        vocab: V; keys come from [1, V/2), values from [V/2, V), 0 is the filler.
+        seq_len: T, tokens per sequence.
+        pairs: N key-value pairs, each queried once.
+        power_a: exponent of the query-slot power law, weight (s + 1) ** (power_a - 1); smaller = queries
+            concentrate closer to the context.
+        seed: integer or ``numpy.random.SeedSequence``.
+
+    Returns:
+        ``(input_ids, labels)``, both int64 of shape [n, T]; labels are -100 except at query-key positions.
+    """
+    _check_instance(vocab, seq_len, pairs)
+    if not power_a > 0:
+        raise ValueError(f"mqar: power_a={power_a!r} is invalid: must be > 0")
+    rng = np.random.default_rng(seed)
+    half = vocab // 2
+    keys = 1 + _gumbel_topk(rng, np.zeros(half - 1), n, pairs)                # [n, N]
+    values = half + _gumbel_topk(rng, np.zeros(vocab - half), n, pairs)       # [n, N]
+    n_slots = (seq_len - 2 * pairs) // 2
+    slot_logp = (power_a - 1.0) * np.log(np.arange(1, n_slots + 1, dtype=np.float64))
+    slots = _gumbel_topk(rng, slot_logp, n, pairs)                             # [n, N], slot of key i
+
+    ids = np.full((n, seq_len), FILLER, dtype=np.int64)
+    labels = np.full((n, seq_len), IGNORE_INDEX, dtype=np.int64)
+    ids[:, 0:2 * pairs:2] = keys
+    ids[:, 1:2 * pairs:2] = values
+    rows = np.arange(n)[:, None]
+    qpos = 2 * pairs + 2 * slots                                               # [n, N]
+    ids[rows, qpos] = keys
+    ids[rows, qpos + 1] = values
+    labels[rows, qpos] = values
+    return torch.from_numpy(ids), torch.from_numpy(labels)
+
+
+# ---- settings -----------------------------------------------------------------------------------------
+
+Setting = tuple[int, int]  # (seq_len, pairs)
+
+
+def _settings_list(name: str, value: Any) -> tuple[Setting, ...]:
+    try:
+        out = tuple((int(s[0]), int(s[1])) for s in value)
+        ok = len(out) > 0 and all(len(s) == 2 for s in value)
+    except (TypeError, ValueError, IndexError):
+        ok = False
+    if not ok:
+        raise ValueError(f"MQARSettings.{name}={value!r} is invalid: expected a non-empty list of "
+                         "[seq_len, pairs] pairs, e.g. [[64, 4], [256, 16]]")
+    return out
+
+
+@dataclass
+class MQARSettings:
+    """How one architecture is trained and scored on MQAR.
+
+    ``train`` and ``eval`` are lists of ``(seq_len, pairs)``; training cycles through the ``train`` settings
+    one batch each, evaluation averages accuracy over the ``eval`` settings with equal weight. Include
+    lengths beyond the model's sliding window so that all-SWA rows show their recall loss.
+    """
+
+    vocab: int = 128
+    train: tuple[Setting, ...] = ((64, 4), (128, 8), (256, 16))
+    eval: tuple[Setting, ...] = ((64, 4), (128, 8), (256, 16))
+    power_a: float = 0.01
+    train_steps: int = 600
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 30
+    grad_clip: float = 1.0
+    eval_sequences: int = 256  # per eval setting
+    eval_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        self.train = _settings_list("train", self.train)
+        self.eval = _settings_list("eval", self.eval)
+        for name in ("train_steps", "batch_size", "eval_sequences", "eval_batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"MQARSettings.{name}={v!r} is invalid: must be a positive integer")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"MQARSettings.warmup_steps={self.warmup_steps!r} is invalid: must be an integer >= 0")
+        for name in ("lr", "power_a"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"MQARSettings.{name}={v!r} is invalid: must be a number > 0")
+        for name in ("weight_decay", "grad_clip"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"MQARSettings.{name}={v!r} is invalid: must be a number >= 0 (0 = off)")
+        for seq_len, pairs in self.train + self.eval:
+            _check_instance(self.vocab, seq_len, pairs, where="MQARSettings")
+
+    @property
+    def max_seq_len(self) -> int:
+        return max(s for s, _ in self.train + self.eval)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["train"] = [list(s) for s in self.train]
+        d["eval"] = [list(s) for s in self.eval]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "recall") -> "MQARSettings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown key(s) in [{where}]: {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    @classmethod
+    def for_scale(cls, base: str) -> "MQARSettings":
+        """The ``[scales.<base>.recall]`` section of the roadmap presets (defaults where it is absent)."""
+        from hymba.presets import scale_settings
+
+        return cls.from_dict(dict(scale_settings(base).get("recall", {})), where=f"scales.{base}.recall")
+
+
+def _coerce(settings: MQARSettings | dict[str, Any]) -> MQARSettings:
+    if isinstance(settings, MQARSettings):
+        return settings
+    if isinstance(settings, dict):
+        return MQARSettings.from_dict(settings)
+    raise ValueError(f"MQAR settings must be MQARSettings or a dict, got {type(settings).__name__}")
+
+
+# ---- train and evaluate -------------------------------------------------------------------------------
+
+def mqar_model_config(model_cfg: ModelConfig, settings: MQARSettings) -> ModelConfig:
+    """The row's architecture with the vocabulary replaced by the MQAR vocabulary."""
+    return model_cfg.replace(vocab_size=settings.vocab)
+
+
+def _lr_at(step: int, s: MQARSettings) -> float:
+    """Linear warmup, cosine decay to 10% of the peak (the paper's schedule shape)."""
+    if step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    t = (step - s.warmup_steps) / max(1, s.train_steps - s.warmup_steps)
+    return s.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t))))
+
+
+def _optimizer(model: torch.nn.Module, s: MQARSettings) -> torch.optim.Optimizer:
+    """AdamW; matrices decay, vectors (norms, biases, meta tokens, SSM A/D) do not."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.95))
+
+
+def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], *, device: str | torch.device = "cpu",
+               seed: int = 0) -> list[float]:
+    """Train ``model`` in place on MQAR; returns the loss of every step."""
+    s = _coerce(settings)
+    model.train()
+    opt = _optimizer(model, s)
+    losses = []
+    for step in range(s.train_steps):
+        seq_len, pairs = s.train[step % len(s.train)]
+        ids, labels = mqar_batch(s.batch_size, vocab=s.vocab, seq_len=seq_len, pairs=pairs, power_a=s.power_a,
+                                 seed=np.random.SeedSequence([seed, _TRAIN_STREAM, step]))
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, s)
+        loss = model(ids.to(device), labels=labels.to(device)).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if s.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+@torch.no_grad()
+def evaluate_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], *,
+                  device: str | torch.device = "cpu", seed: int = 0) -> dict[Setting, float]:
+    """Accuracy (exact argmax at query positions) on held-out sequences, per ``(seq_len, pairs)`` setting."""
+    s = _coerce(settings)
+    was_training = model.training
+    model.eval()
+    out: dict[Setting, float] = {}
+    for i, (seq_len, pairs) in enumerate(s.eval):
+        ids, labels = mqar_batch(s.eval_sequences, vocab=s.vocab, seq_len=seq_len, pairs=pairs, power_a=s.power_a,
+                                 seed=np.random.SeedSequence([seed, _EVAL_STREAM, i]))
+        correct = total = 0
+        for b in range(0, s.eval_sequences, s.eval_batch_size):
+            x, y = ids[b:b + s.eval_batch_size].to(device), labels[b:b + s.eval_batch_size].to(device)
+            pred = model(x).logits.argmax(-1)
+            mask = y != IGNORE_INDEX
+            correct += int((pred[mask] == y[mask]).sum())
+            total += int(mask.sum())
+        out[(seq_len, pairs)] = correct / total
+    model.train(was_training)
+    return out
+
+
+@dataclass
+class RecallResult:
+    """One architecture's MQAR run: mean accuracy, per-setting accuracy, final training loss, seconds."""
+
+    accuracy: float
+    per_setting: dict[Setting, float]
+    final_loss: float
+    seconds: float
+    losses: list[float] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy, "final_loss": self.final_loss, "seconds": self.seconds,
+                "per_setting": [{"seq_len": t, "pairs": n, "accuracy": a} for (t, n), a in self.per_setting.items()]}
+
+
+def run_recall(model_cfg: ModelConfig, settings: MQARSettings | dict[str, Any], *, device: str | torch.device = "cpu",
+               seed: int = 0) -> RecallResult:
+    """Train a fresh model of ``model_cfg``'s architecture on MQAR, then evaluate it (see module docstring)."""
+    from hymba import HymbaLM
+
+    s = _coerce(settings)
+    t0 = time.perf_counter()
+    cfg = mqar_model_config(model_cfg, s)
+    with torch.random.fork_rng(devices=[]):  # fresh weights from `seed`, caller's RNG left untouched
+        torch.manual_seed(int(np.random.SeedSequence([seed, _INIT_STREAM]).generate_state(1)[0]))
+        model = HymbaLM(cfg).to(device)
+    losses = train_mqar(model, s, device=device, seed=seed)
+    per = evaluate_mqar(model, s, device=device, seed=seed)
+    acc = sum(per.values()) / len(per)
+    tail = losses[-max(1, len(losses) // 20):]
+    return RecallResult(acc, per, sum(tail) / len(tail), time.perf_counter() - t0, losses)
+
+
+def recall_accuracy(model_cfg: ModelConfig, settings: MQARSettings | dict[str, Any], *,
+                    device: str | torch.device = "cpu", seed: int = 0) -> float:
+    """MQAR accuracy in [0, 1] of ``model_cfg``'s architecture, averaged over ``settings.eval``.
+
+    The model (fresh weights, vocabulary = ``settings.vocab``) is trained for ``settings.train_steps`` and
+    scored on held-out sequences; the same ``seed`` gives the same number on the same device.
+    """
+    return run_recall(model_cfg, settings, device=device, seed=seed).accuracy
+
+
+__all__ = ["MQARSettings", "RecallResult", "evaluate_mqar", "mqar_batch", "mqar_model_config", "recall_accuracy",
+           "run_recall", "train_mqar"]
