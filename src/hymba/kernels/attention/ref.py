@@ -1,0 +1,73 @@
+"""Attention masks and the reference attention (``scaled_dot_product_attention`` with an explicit mask).
+
+A query at position p sees a key at position p' when the key is valid and
+    p' <= p  and  (p - p' < window  or  the key is a meta token).
+So a sliding-window query sees itself and the ``window - 1`` tokens before it (global layers: window=None).
+Positions, not indices, define the mask: the same rule serves training, left-padded prefill and a decoding
+cache whose ring buffer holds keys out of order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class MaskSpec:
+    """Who may attend to whom.
+
+    Attributes:
+        q_pos: [B, Tq] positions of the queries.
+        k_pos: [B, Tk] positions of the keys.
+        k_meta: [B, Tk] bool, key is a meta token (always visible).
+        k_valid: [B, Tk] bool or None (all valid): padding and empty cache slots are invalid.
+        window: sliding window W, or None for global attention.
+        n_meta: number of leading meta tokens when the layout is plain training/prefill without padding
+            (keys == queries, ``[meta][tokens]``); ``None`` otherwise. Lets block-sparse kernels use indices.
+    """
+
+    q_pos: Tensor
+    k_pos: Tensor
+    k_meta: Tensor
+    k_valid: Tensor | None = None
+    window: int | None = None
+    n_meta: int | None = None
+
+    def with_window(self, window: int | None) -> "MaskSpec":
+        return MaskSpec(self.q_pos, self.k_pos, self.k_meta, self.k_valid, window, self.n_meta)
+
+
+def build_mask(spec: MaskSpec) -> Tensor:
+    """Boolean mask [B, 1, Tq, Tk], True where attention is allowed.
+
+    A query that may see no key at all (a padding position) is allowed every key so its output stays finite;
+    such outputs are never read.
+    """
+    qp = spec.q_pos[:, :, None]
+    kp = spec.k_pos[:, None, :]
+    allowed = kp <= qp
+    if spec.window is not None:
+        allowed = allowed & ((qp - kp < spec.window) | spec.k_meta[:, None, :])
+    if spec.k_valid is not None:
+        allowed = allowed & spec.k_valid[:, None, :]
+    empty = ~allowed.any(-1, keepdim=True)
+    return (allowed | empty).unsqueeze(1)
+
+
+def attention_sdpa(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
+    """Args: q [B, H, Tq, Dk], k [B, Hkv, Tk, Dk], v [B, Hkv, Tk, Dv]. Returns [B, H, Tq, Dv]."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=build_mask(spec), enable_gqa=k.shape[1] != q.shape[1])
+
+
+def attention_naive(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
+    """Softmax(QK^T / sqrt(d)) V in fp32 with explicit head repetition: the test oracle."""
+    rep = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(rep, 1).float()
+    v = v.repeat_interleave(rep, 1).float()
+    s = q.float() @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    s = s.masked_fill(~build_mask(spec), float("-inf"))
+    return (s.softmax(-1) @ v).to(q.dtype)

@@ -1,0 +1,59 @@
+"""Selective scan dispatch: ``ref`` (plain PyTorch, any device) or ``cuda`` (the official mamba_ssm kernels).
+
+``auto`` takes ``cuda`` for CUDA tensors when mamba_ssm is importable, else ``ref``, and logs its choice once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from hymba.kernels import BackendUnavailable, log_choice
+from hymba.kernels.scan.ref import selective_scan_loop, selective_scan_ref, selective_state_update_ref
+
+BACKENDS = ("auto", "ref", "cuda")
+
+
+def _has_mamba_ssm() -> bool:
+    return importlib.util.find_spec("mamba_ssm") is not None
+
+
+def resolve(backend: str, device_type: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"scan backend {backend!r} unknown; expected one of {BACKENDS}")
+    if backend == "auto":
+        if device_type == "cuda" and _has_mamba_ssm():
+            log_choice("selective_scan", "cuda", "mamba_ssm found")
+            return "cuda"
+        log_choice("selective_scan", "ref", "mamba_ssm not installed" if device_type == "cuda" else device_type)
+        return "ref"
+    if backend == "cuda":
+        if device_type != "cuda":
+            raise BackendUnavailable("scan backend 'cuda' needs CUDA tensors")
+        if not _has_mamba_ssm():
+            raise BackendUnavailable("scan backend 'cuda' needs the mamba_ssm package (not installed)")
+    return backend
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   return_last_state=False, backend: str = "auto"):
+    """Selective scan, shapes as in :func:`hymba.kernels.scan.ref.selective_scan_ref`."""
+    if resolve(backend, u.device.type) == "cuda":
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+        return selective_scan_fn(u, delta, A, B.contiguous(), C.contiguous(), D, z, delta_bias,
+                                 delta_softplus, return_last_state)
+    return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+
+def selective_state_update(state, x, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                           backend: str = "auto"):
+    """One decoding step, updating ``state`` [B, D, N] in place; see ``selective_state_update_ref``."""
+    if resolve(backend, x.device.type) == "cuda":
+        from mamba_ssm.ops.triton.selective_state_update import selective_state_update as fused
+
+        return fused(state, x, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return selective_state_update_ref(state, x, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+__all__ = ["selective_scan", "selective_state_update", "selective_scan_ref", "selective_scan_loop",
+           "selective_state_update_ref", "resolve"]

@@ -1,0 +1,105 @@
+"""The hybrid decoding cache: K/V per KV-producing layer, SSM conv and recurrent state per layer.
+
+- Global layers: a preallocated buffer of ``max_len`` token slots.
+- Sliding-window layers: a ring buffer of exactly ``window`` slots (memory independent of sequence length).
+- Both keep the meta tokens' K/V in ``n_meta`` pinned slots; meta tokens are processed once at prefill.
+- KV-sharing consumers hold nothing: they read their producer's entry.
+- SSM layers: the last ``d_conv - 1`` conv inputs and the [d_inner, d_state] recurrent state.
+
+Slots are addressed by token index j (the column of ``input_ids``, padding included, same for every row);
+each slot records its position and validity, and attention masks are built from positions, so the ring's
+out-of-order slots and left padding need no special cases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from hymba.config import ModelConfig
+
+
+@dataclass
+class LayerKV:
+    k_meta: Tensor  # [B, Hkv, M, Dk]
+    v_meta: Tensor  # [B, Hkv, M, Dv]
+    k: Tensor  # [B, Hkv, C, Dk]
+    v: Tensor  # [B, Hkv, C, Dv]
+    pos: Tensor  # [B, C] long
+    valid: Tensor  # [B, C] bool
+    window: int | None  # None = global (C = max_len); else ring of C = window slots
+
+    def slot(self, j: int) -> int:
+        return j if self.window is None else j % self.window
+
+    def write(self, j0: int, k: Tensor, v: Tensor, pos: Tensor, valid: Tensor) -> None:
+        """Store tokens j0 .. j0+T-1 (k, v [B, Hkv, T, D]; pos, valid [B, T]); a ring keeps the last C."""
+        T = k.shape[2]
+        C = self.k.shape[2]
+        if self.window is None and j0 + T > C:
+            raise ValueError(f"cache full: {j0 + T} tokens > max_len={C} given at prefill")
+        start = max(0, T - C)
+        idx = torch.tensor([self.slot(j0 + t) for t in range(start, T)], device=k.device)
+        self.k[:, :, idx] = k[:, :, start:].to(self.k.dtype)
+        self.v[:, :, idx] = v[:, :, start:].to(self.v.dtype)
+        self.pos[:, idx] = pos[:, start:]
+        self.valid[:, idx] = valid[:, start:]
+
+    def keys(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """k, v, positions, is-meta, valid over [meta slots, token slots]."""
+        B, M = self.k_meta.shape[0], self.k_meta.shape[2]
+        dev = self.pos.device
+        meta_pos = torch.arange(M, device=dev).expand(B, M)
+        is_meta = torch.cat([torch.ones(B, M, dtype=torch.bool, device=dev), torch.zeros_like(self.valid)], 1)
+        valid = torch.cat([torch.ones(B, M, dtype=torch.bool, device=dev), self.valid], 1)
+        return (torch.cat([self.k_meta, self.k], 2), torch.cat([self.v_meta, self.v], 2),
+                torch.cat([meta_pos, self.pos], 1), is_meta, valid)
+
+
+@dataclass
+class HybridCache:
+    config: ModelConfig
+    kv: dict[int, LayerKV] = field(default_factory=dict)
+    conv: dict[int, Tensor] = field(default_factory=dict)  # [B, d_inner, d_conv - 1]
+    ssm: dict[int, Tensor] = field(default_factory=dict)  # [B, d_inner, d_state]
+    length: int = 0  # token columns consumed (padding included)
+    next_pos: Tensor | None = None  # [B] position of the next token
+
+    @classmethod
+    def allocate(cls, config: ModelConfig, batch: int, max_len: int, *, device="cpu",
+                 dtype: torch.dtype = torch.float32, ssm_dtype: torch.dtype = torch.float32) -> "HybridCache":
+        """Allocate every buffer up front (``device="meta"`` sizes a cache without memory)."""
+        c = config
+        cache = cls(c)
+        M = c.n_meta_tokens
+        producers = set(c.kv_producer()) if c.n_heads else set()
+        swa = set(c.swa_layers())
+        for i in range(c.n_layers):
+            if i in producers:
+                window = c.window if i in swa else None
+                C = window if window is not None else max_len
+                kw = dict(device=device, dtype=dtype)
+                cache.kv[i] = LayerKV(
+                    torch.zeros(batch, c.kv_heads, M, c.qk_head_dim, **kw),
+                    torch.zeros(batch, c.kv_heads, M, c.v_head_dim, **kw),
+                    torch.zeros(batch, c.kv_heads, C, c.qk_head_dim, **kw),
+                    torch.zeros(batch, c.kv_heads, C, c.v_head_dim, **kw),
+                    torch.zeros(batch, C, dtype=torch.long, device=device),
+                    torch.zeros(batch, C, dtype=torch.bool, device=device),
+                    window,
+                )
+            if c.ssm:
+                cache.conv[i] = torch.zeros(batch, c.d_inner, c.d_conv - 1, device=device, dtype=dtype)
+                cache.ssm[i] = torch.zeros(batch, c.d_inner, c.d_state, device=device, dtype=ssm_dtype)
+        return cache
+
+    def nbytes(self) -> dict[str, int]:
+        """Bytes actually allocated: K/V (meta slots included) and SSM (conv + recurrent) state."""
+        def size(t: Tensor) -> int:
+            return t.numel() * t.element_size()
+
+        kv = sum(size(e.k) + size(e.v) + size(e.k_meta) + size(e.v_meta) for e in self.kv.values())
+        ssm = sum(size(t) for t in self.conv.values()) + sum(size(t) for t in self.ssm.values())
+        return {"kv": kv, "ssm": ssm, "total": kv + ssm}

@@ -1,0 +1,419 @@
+"""Hymba: attention heads and Mamba SSM heads side by side in every layer.
+
+Dong et al., "Hymba: A Hybrid-head Architecture for Small Language Models", arXiv 2411.13676 (ICLR 2025).
+One input projection per layer yields Q, K, V, the SSM input x and gate z (layers that reuse another
+layer's K/V project only Q, x, z). The branch outputs are fused by paper Eq. 3,
+    Y = W_out((beta1 * norm(attn) + beta2 * norm(ssm)) / 2),
+or by one projection of their concatenation. Learned meta tokens are prepended to every sequence.
+
+Sequence layout inside the model: ``[left padding][meta tokens][tokens]``. Padding sits before the meta
+tokens so that, for every row, meta tokens start at position 0 and the SSM and its conv see exactly what an
+unpadded row sees (padding enters neither the state nor attention).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hymba.config import ModelConfig
+from hymba.kernels.attention import MaskSpec, attention
+from hymba.kernels.scan import selective_scan, selective_state_update
+from hymba.model.cache import HybridCache
+from hymba.model.layers import RMSNorm, Rotary, SwiGLU
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor  # [B, T, vocab], real tokens only
+    loss: Tensor | None = None
+
+
+@dataclass
+class _Context:
+    """What every layer of one forward call shares."""
+
+    spec: MaskSpec  # global-attention mask spec (SWA layers add their window)
+    cos: Tensor | None
+    sin: Tensor | None
+    valid: Tensor | None  # [B, S] False at padding (None: no padding)
+    cache: HybridCache | None = None
+    decoding: bool = False
+    shared_kv: dict[int, tuple[Tensor, Tensor, MaskSpec]] = field(default_factory=dict)
+    pad: Tensor | None = None  # [B] left padding per row (prefill)
+
+
+class SSMBranch(nn.Module):
+    """Mamba-1 selective scan on the x stream (Gu & Dao 2023), with RMSNorm on dt, B and C as released."""
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.c = c
+        d_in, r, n = c.d_inner, c.ssm_dt_rank, c.d_state
+        self.conv1d = nn.Conv1d(d_in, d_in, c.d_conv, groups=d_in, padding=c.d_conv - 1)
+        self.x_proj = nn.Linear(d_in, r + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(r, d_in, bias=False)
+        self.dt_bias = nn.Parameter(torch.empty(d_in))
+        self.A_log = nn.Parameter(torch.empty(d_in, n))
+        self.D = nn.Parameter(torch.empty(d_in))
+        self.dt_norm = RMSNorm(r, c.norm_eps)
+        self.B_norm = RMSNorm(n, c.norm_eps)
+        self.C_norm = RMSNorm(n, c.norm_eps)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The standard Mamba initialisation: S4D-real A, dt log-uniform in [dt_min, dt_max]."""
+        c = self.c
+        std = c.ssm_dt_rank ** -0.5
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        dt = torch.exp(torch.rand(c.d_inner) * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min))
+        dt = dt.clamp(min=c.dt_init_floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.A_log.copy_(torch.log(torch.arange(1, c.d_state + 1, dtype=torch.float32)).repeat(c.d_inner, 1))
+        self.D.fill_(1.0)
+
+    def _dt_B_C(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        r, n = self.c.ssm_dt_rank, self.c.d_state
+        dt, B, C = self.x_proj(u).split([r, n, n], dim=-1)
+        return self.dt_proj(self.dt_norm(dt)), self.B_norm(B), self.C_norm(C)
+
+    def forward(self, x: Tensor, z: Tensor, i: int, ctx: _Context) -> Tensor:
+        """x, z [B, S, d_inner] -> [B, S, d_inner]."""
+        A = -torch.exp(self.A_log.float())
+        if ctx.decoding:
+            return self._step(x[:, 0], z[:, 0], A, ctx.cache, i)[:, None]
+        S = x.shape[1]
+        if ctx.valid is not None:
+            x = x.masked_fill(~ctx.valid[..., None], 0.0)
+        xt = x.transpose(1, 2)  # (B, d_inner, S)
+        u = F.silu(self.conv1d(xt)[..., :S])
+        if ctx.valid is not None:
+            u = u.masked_fill(~ctx.valid[:, None], 0.0)  # padding must not write the state
+        dt, B, C = self._dt_B_C(u.transpose(1, 2))
+        out = selective_scan(u, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
+                             z.transpose(1, 2), self.dt_bias.float(), delta_softplus=True,
+                             return_last_state=ctx.cache is not None, backend=self.c.scan_backend)
+        if ctx.cache is not None:
+            y, state = out
+            k = self.c.d_conv - 1
+            ctx.cache.conv[i].copy_(F.pad(xt, (max(0, k - S), 0))[..., -k:])
+            ctx.cache.ssm[i].copy_(state)
+        else:
+            y = out
+        return y.transpose(1, 2)
+
+    def _step(self, x: Tensor, z: Tensor, A: Tensor, cache: HybridCache, i: int) -> Tensor:
+        """One token: x, z [B, d_inner]."""
+        window = torch.cat([cache.conv[i], x[..., None].to(cache.conv[i].dtype)], dim=-1)  # (B, d_inner, d_conv)
+        cache.conv[i].copy_(window[..., 1:])
+        u = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias).to(x.dtype)
+        dt, B, C = self._dt_B_C(u)
+        return selective_state_update(cache.ssm[i], u, dt, A, B, C, self.D.float(), z, self.dt_bias.float(),
+                                      delta_softplus=True, backend=self.c.scan_backend)
+
+
+class HymbaBlock(nn.Module):
+    """Pre-norm hybrid mixer (attention + SSM heads in parallel) and a SwiGLU FFN, each with its own norm."""
+
+    def __init__(self, c: ModelConfig, i: int):
+        super().__init__()
+        self.c, self.i = c, i
+        self.has_attn = c.n_heads > 0
+        self.producer = c.kv_producer()[i]
+        self.window = c.window if i in set(c.swa_layers()) else None
+        self.has_kv = self.has_attn and self.producer == i
+        H, Hkv, dk, dv = c.n_heads, c.kv_heads, c.qk_head_dim, c.v_head_dim
+        # widths of Q, K, V, x, z in the one input projection (absent parts are 0 wide)
+        self.split = [H * dk, Hkv * dk if self.has_kv else 0, Hkv * dv if self.has_kv else 0,
+                      c.d_inner if c.ssm else 0, c.d_inner if c.ssm else 0]
+        self.mixer_norm = RMSNorm(c.d_model, c.norm_eps)
+        self.in_proj = nn.Linear(c.d_model, sum(self.split), bias=False)
+        self.ssm = SSMBranch(c) if c.ssm else None
+        both = self.has_attn and c.ssm
+        if both and c.fusion == "mean":
+            self.attn_norm = RMSNorm(c.attn_out_dim, c.norm_eps)  # beta1 of Eq. 3
+            self.ssm_norm = RMSNorm(c.d_inner, c.norm_eps)  # beta2 of Eq. 3
+        out_in = c.attn_out_dim + c.d_inner if both and c.fusion == "concat" else (
+            c.attn_out_dim if self.has_attn else c.d_inner)
+        self.out_proj = nn.Linear(out_in, c.d_model, bias=False)
+        self.ffn_norm = RMSNorm(c.d_model, c.norm_eps)
+        self.ffn = SwiGLU(c.d_model, c.ffn_dim)
+
+    def _attention(self, q: Tensor, k: Tensor | None, v: Tensor | None, ctx: _Context) -> Tensor:
+        c = self.c
+        B, S = q.shape[:2]
+        q = q.view(B, S, c.n_heads, c.qk_head_dim).transpose(1, 2)  # (B, H, S, Dk)
+        if c.rope:
+            q = Rotary.apply(q, ctx.cos, ctx.sin)
+        if self.has_kv:
+            k = k.view(B, S, c.kv_heads, c.qk_head_dim).transpose(1, 2)  # (B, Hkv, S, Dk)
+            v = v.view(B, S, c.kv_heads, c.v_head_dim).transpose(1, 2)  # (B, Hkv, S, Dv)
+            if c.rope:
+                k = Rotary.apply(k, ctx.cos, ctx.sin)
+            spec = ctx.spec.with_window(self.window)
+            if ctx.cache is not None:
+                k, v, spec = self._cache_kv(k, v, spec, ctx)
+            ctx.shared_kv[self.i] = (k, v, spec)
+        k, v, spec = ctx.shared_kv[self.producer]  # post-RoPE K/V, own or the producer's
+        o = attention(q, k, v, spec, backend=c.attn_backend)  # (B, H, S, Dv)
+        return o.transpose(1, 2).reshape(B, S, c.attn_out_dim)
+
+    def _cache_kv(self, k: Tensor, v: Tensor, spec: MaskSpec, ctx: _Context):
+        """Prefill: store K/V, attend over the fresh ones. Decode: store the new token, attend over the cache."""
+        entry, cache, M = ctx.cache.kv[self.i], ctx.cache, self.c.n_meta_tokens
+        if not ctx.decoding:
+            B, S = k.shape[0], k.shape[2]
+            rows = torch.arange(B, device=k.device)[:, None]
+            meta_idx = ctx.pad[:, None] + torch.arange(M, device=k.device)  # (B, M) meta slots per row
+            entry.k_meta.copy_(k.transpose(1, 2)[rows, meta_idx].transpose(1, 2))
+            entry.v_meta.copy_(v.transpose(1, 2)[rows, meta_idx].transpose(1, 2))
+            valid = ctx.valid[:, M:] if ctx.valid is not None else torch.ones(B, S - M, dtype=torch.bool,
+                                                                               device=k.device)
+            entry.write(0, k[:, :, M:], v[:, :, M:], spec.q_pos[:, M:], valid)
+            return k, v, spec
+        entry.write(cache.length, k, v, spec.q_pos, torch.ones_like(spec.q_pos, dtype=torch.bool))
+        kk, vv, kpos, kmeta, kvalid = entry.keys()
+        return kk, vv, MaskSpec(spec.q_pos, kpos, kmeta, kvalid, self.window)
+
+    def forward(self, x: Tensor, ctx: _Context) -> Tensor:
+        q, k, v, xs, z = self.in_proj(self.mixer_norm(x)).split(self.split, dim=-1)
+        a = self._attention(q, k, v, ctx) if self.has_attn else None
+        s = self.ssm(xs, z, self.i, ctx) if self.ssm is not None else None
+        if a is not None and s is not None:
+            if self.c.fusion == "mean":
+                y = self.out_proj((self.attn_norm(a) + self.ssm_norm(s)) / 2)
+            else:
+                y = self.out_proj(torch.cat([a, s], dim=-1))
+        else:
+            y = self.out_proj(a if a is not None else s)
+        x = x + y
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class HymbaLM(nn.Module):
+    """The Hymba language model; every row of the paper's design roadmap is a :class:`ModelConfig`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        c = self.config = config
+        self.embed = nn.Embedding(c.vocab_size, c.d_model)
+        self.meta_tokens = nn.Parameter(torch.empty(c.n_meta_tokens, c.d_model)) if c.n_meta_tokens else None
+        self.rotary = Rotary(c.qk_head_dim, c.rope_base) if c.n_heads and c.rope else None
+        self.layers = nn.ModuleList(HymbaBlock(c, i) for i in range(c.n_layers))
+        self.norm = RMSNorm(c.d_model, c.norm_eps)
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        c = self.config
+        for name, p in self.named_parameters():
+            if p.ndim >= 2 and "conv1d" not in name:
+                # residual output projections scaled down with depth (GPT-2)
+                scale = 1 / math.sqrt(2 * c.n_layers) if name.endswith(("out_proj.weight", "w_down.weight")) else 1
+                nn.init.normal_(p, std=c.init_std * scale)
+        for layer in self.layers:
+            if layer.ssm is not None:
+                layer.ssm.reset_parameters()
+
+    # ---- forward -----------------------------------------------------------------------------------
+    def _embed(self, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None,
+                                                                               Tensor]:
+        """Embeddings [B, S, d], positions [B, S], validity [B, S] or None, left padding [B]."""
+        B, T = input_ids.shape
+        M = self.config.n_meta_tokens
+        dev = input_ids.device
+        tok = self.embed(input_ids)
+        if attention_mask is None:
+            x = tok if not M else torch.cat([self.meta_tokens.expand(B, M, -1).to(tok.dtype), tok], dim=1)
+            pos = torch.arange(M + T, device=dev).expand(B, M + T)
+            return x, pos, None, torch.zeros(B, dtype=torch.long, device=dev)
+        mask = attention_mask.bool()
+        if (mask[:, 1:].int() < mask[:, :-1].int()).any():
+            raise ValueError("attention_mask must be left-padded (zeros before ones in every row)")
+        pad = T - mask.sum(1)  # (B,)
+        s = torch.arange(M + T, device=dev)[None]
+        pos = s - pad[:, None]  # meta tokens at 0..M-1, tokens after them
+        valid = pos >= 0
+        x = tok.gather(1, (s - M).clamp(min=0)[..., None].expand(B, M + T, tok.shape[-1]))
+        if M:
+            is_meta = valid & (pos < M)
+            meta = self.meta_tokens.to(tok.dtype)[pos.clamp(0, M - 1)]
+            x = torch.where(is_meta[..., None], meta, x)
+        x = x.masked_fill(~valid[..., None], 0.0)
+        return x, pos.clamp(min=0), valid, pad
+
+    def _run(self, x: Tensor, ctx: _Context) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, ctx)
+        return x
+
+    def _context(self, pos: Tensor, valid: Tensor | None, dtype: torch.dtype, **kw) -> _Context:
+        M = self.config.n_meta_tokens
+        B, S = pos.shape
+        is_meta = (pos < M) if valid is None else (pos < M) & valid
+        spec = MaskSpec(pos, pos, is_meta, valid, None, M if valid is None else None)
+        cos, sin = self.rotary.cos_sin(pos, dtype) if self.rotary is not None else (None, None)
+        return _Context(spec, cos, sin, valid, **kw)
+
+    def forward(self, input_ids: Tensor, labels: Tensor | None = None,
+                attention_mask: Tensor | None = None) -> ModelOutput:
+        """Args:
+            input_ids: [B, T] token ids.
+            labels: [B, T] targets aligned with ``input_ids`` (labels[:, t] is the token after position t);
+                -100 is ignored.
+            attention_mask: [B, T], 1 for tokens and 0 for left padding.
+        Returns:
+            :class:`ModelOutput` with logits [B, T, vocab] of the real tokens and the mean cross-entropy.
+        """
+        x, pos, valid, _ = self._embed(input_ids, attention_mask)
+        x = self._run(x, self._context(pos, valid, x.dtype))
+        logits = self.lm_head(self.norm(x[:, self.config.n_meta_tokens:]))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return ModelOutput(logits, loss)
+
+    # ---- decoding ----------------------------------------------------------------------------------
+    def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> HybridCache:
+        p = self.embed.weight
+        return HybridCache.allocate(self.config, batch, max_len, device=p.device, dtype=dtype or p.dtype)
+
+    @torch.no_grad()
+    def prefill(self, input_ids: Tensor, attention_mask: Tensor | None = None, max_len: int | None = None,
+                cache: HybridCache | None = None) -> tuple[Tensor, HybridCache]:
+        """Run the prompt (meta tokens included) once and fill a fresh cache.
+
+        Args:
+            input_ids: [B, T]; attention_mask: [B, T] for left-padded prompts; max_len: token columns the
+                cache must hold (prompt + new tokens; default T + 256).
+        Returns:
+            logits [B, T, vocab] and the cache.
+        """
+        B, T = input_ids.shape
+        cache = cache or self.allocate_cache(B, max_len or T + 256)
+        x, pos, valid, pad = self._embed(input_ids, attention_mask)
+        x = self._run(x, self._context(pos, valid, x.dtype, cache=cache, pad=pad))
+        cache.length = T
+        cache.next_pos = pos[:, -1] + 1
+        return self.lm_head(self.norm(x[:, self.config.n_meta_tokens:])), cache
+
+    @torch.no_grad()
+    def decode_step(self, next_ids: Tensor, cache: HybridCache) -> Tensor:
+        """Feed one token per row ([B] or [B, 1]); returns logits [B, 1, vocab] and advances the cache."""
+        ids = next_ids.view(-1, 1)
+        pos = cache.next_pos[:, None]
+        x = self.embed(ids)
+        ctx = self._context(pos, None, x.dtype, cache=cache, decoding=True)
+        ctx.spec.n_meta = None
+        x = self._run(x, ctx)
+        cache.length += 1
+        cache.next_pos = cache.next_pos + 1
+        return self.lm_head(self.norm(x))
+
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
+                 seed: int | None = None, attention_mask: Tensor | None = None,
+                 eos_id: int | None = None) -> Tensor:
+        """Sample ``max_new_tokens`` after each (left-padded) prompt; temperature 0 = greedy.
+
+        Returns the new tokens [B, max_new_tokens]; rows that emitted ``eos_id`` are filled with it.
+        """
+        B, T = input_ids.shape
+        gen = None
+        if seed is not None:
+            gen = torch.Generator(device=input_ids.device).manual_seed(seed)
+        logits, cache = self.prefill(input_ids, attention_mask, max_len=T + max_new_tokens)
+        last = logits[:, -1]
+        out = []
+        done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+        for step in range(max_new_tokens):
+            nxt = _sample(last.float(), temperature, top_k, gen)
+            if eos_id is not None:
+                nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
+                done |= nxt == eos_id
+            out.append(nxt)
+            if step + 1 == max_new_tokens or (eos_id is not None and bool(done.all())):
+                break
+            last = self.decode_step(nxt, cache)[:, -1]
+        out += [torch.full_like(out[0], eos_id)] * (max_new_tokens - len(out))
+        return torch.stack(out, dim=1)
+
+    # ---- accounting --------------------------------------------------------------------------------
+    def param_breakdown(self) -> dict[str, int]:
+        """Parameter counts by group: attention, ssm, ffn, embedding, norm, meta, total.
+
+        The input projection is split by its Q/K/V vs x/z rows; a shared W_out by its input columns
+        (mean fusion: half to each branch, both inputs being d_inner wide; concat: by the concatenated widths).
+        """
+        groups = dict.fromkeys(("attention", "ssm", "ffn", "embedding", "norm", "meta"), 0)
+        c = self.config
+        for name, p in self.named_parameters():
+            n = p.numel()
+            if name == "meta_tokens":
+                groups["meta"] += n
+            elif name.startswith(("embed", "lm_head")):
+                groups["embedding"] += n
+            elif ".ssm." in name:
+                groups["ssm"] += n
+            elif ".ffn." in name:
+                groups["ffn"] += n
+            elif name.endswith("in_proj.weight"):
+                layer = self.layers[int(name.split(".")[1])]
+                qkv = sum(layer.split[:3])
+                groups["attention"] += qkv * c.d_model
+                groups["ssm"] += n - qkv * c.d_model
+            elif name.endswith("out_proj.weight"):
+                a_in = c.attn_out_dim if c.n_heads else 0
+                s_in = c.d_inner if c.ssm else 0
+                if c.fusion == "mean" and a_in and s_in:
+                    a_in = s_in  # Eq. 3 feeds W_out the (d_inner wide) average of both branches
+                a = n * a_in // (a_in + s_in)
+                groups["attention"] += a
+                groups["ssm"] += n - a
+            elif "norm" in name:
+                groups["norm"] += n
+            else:
+                raise AssertionError(f"parameter {name} has no group")
+        groups["total"] = sum(p.numel() for p in self.parameters())
+        return groups
+
+    def attn_mamba_ratio(self) -> tuple[int, int]:
+        """(attention params, SSM params), from :meth:`param_breakdown`."""
+        b = self.param_breakdown()
+        return b["attention"], b["ssm"]
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs (forward + backward) per token: 6 x matmul params plus attention and scan terms."""
+        c = self.config
+        b = self.param_breakdown()
+        dense = b["total"] - b["norm"] - b["meta"]
+        dense -= sum(l.ssm.A_log.numel() + l.ssm.D.numel() + l.ssm.dt_bias.numel() for l in self.layers
+                     if l.ssm is not None)
+        if not c.tie_embeddings:
+            dense -= self.embed.weight.numel()  # lookup, not a matmul
+        flops = 6 * dense
+        S = seq_len + c.n_meta_tokens
+        for layer in self.layers:
+            if layer.has_attn:
+                ctx = (S + 1) / 2 if layer.window is None else min(layer.window, (S + 1) / 2) + c.n_meta_tokens
+                flops += 6 * c.n_heads * (c.qk_head_dim + c.v_head_dim) * ctx
+            if layer.ssm is not None:
+                flops += 3 * 9 * c.d_inner * c.d_state
+        return float(flops)
+
+
+def _sample(logits: Tensor, temperature: float, top_k: int | None, gen: torch.Generator | None) -> Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]
