@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 
 from hymba.kernels import BackendUnavailable, log_choice
-from hymba.kernels.scan.ref import selective_scan_loop, selective_scan_ref, selective_state_update_ref
+from hymba.kernels.scan.ref import selective_scan_quadratic, selective_scan_ref, selective_state_update_ref
 
 BACKENDS = ("auto", "ref", "cuda")
 
@@ -55,5 +55,5 @@ def selective_state_update(state, x, delta, A, B, C, D=None, z=None, delta_bias=
     return selective_state_update_ref(state, x, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
-__all__ = ["selective_scan", "selective_state_update", "selective_scan_ref", "selective_scan_loop",
+__all__ = ["selective_scan", "selective_state_update", "selective_scan_ref", "selective_scan_quadratic",
            "selective_state_update_ref", "resolve"]

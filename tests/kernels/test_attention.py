@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from hymba.kernels.attention import MaskSpec, attention, attention_naive, attention_sdpa, build_mask
+
+
+def brute_force_mask(T, M, window):
+    """Index-by-index statement of the rule: causal AND (inside window OR key is a meta token)."""
+    m = torch.zeros(T, T, dtype=torch.bool)
+    for i in range(T):
+        for j in range(T):
+            inside = window is None or i - j <= window - 1
+            m[i, j] = j <= i and (inside or j < M)
+    return m
+
+
+def plain_spec(B, T, M, window):
+    pos = torch.arange(T).expand(B, T)
+    return MaskSpec(pos, pos, pos < M, None, window, M)
+
+
+@pytest.mark.parametrize("T,M,window", [(1, 0, None), (10, 0, None), (17, 0, 4), (17, 3, 4), (20, 5, 1), (9, 2, 100)])
+def test_mask_equals_brute_force(T, M, window):
+    got = build_mask(plain_spec(2, T, M, window))
+    assert got.shape == (2, 1, T, T)
+    assert torch.equal(got[0, 0], brute_force_mask(T, M, window))
+
+
+def test_window_convention_query_sees_itself_and_w_minus_1_before():
+    m = build_mask(plain_spec(1, 10, 0, 3))[0, 0]
+    assert m[9].nonzero().flatten().tolist() == [7, 8, 9]
+
+
+def test_padding_keys_are_never_attended_and_pad_queries_stay_finite():
+    pos = torch.tensor([[0, 0, 0, 1, 2]])
+    valid = torch.tensor([[False, False, True, True, True]])
+    spec = MaskSpec(pos, pos, torch.zeros_like(valid), valid, None, None)
+    m = build_mask(spec)[0, 0]
+    assert not m[2:, :2].any()
+    q, k, v = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
+    assert torch.isfinite(attention_sdpa(q, k, v, spec)).all()
+
+
+@pytest.mark.parametrize("H,Hkv,Dk,Dv", [(4, 4, 8, 8), (4, 2, 8, 16), (6, 1, 4, 12)])
+def test_sdpa_matches_naive_with_gqa_and_wide_values(H, Hkv, Dk, Dv):
+    B, T, M = 2, 19, 3
+    q, k, v = torch.randn(B, H, T, Dk), torch.randn(B, Hkv, T, Dk), torch.randn(B, Hkv, T, Dv)
+    spec = plain_spec(B, T, M, 5)
+    torch.testing.assert_close(attention(q, k, v, spec), attention_naive(q, k, v, spec), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T,M,window", [(256, 0, None), (300, 16, 64), (512, 128, 256)])
+def test_flex_matches_sdpa(T, M, window):
+    B, H, Hkv, Dk, Dv = 2, 8, 2, 64, 128
+    g = dict(device="cuda", dtype=torch.bfloat16)
+    q, k, v = torch.randn(B, H, T, Dk, **g), torch.randn(B, Hkv, T, Dk, **g), torch.randn(B, Hkv, T, Dv, **g)
+    pos = torch.arange(T, device="cuda").expand(B, T)
+    spec = MaskSpec(pos, pos, pos < M, None, window, M)
+    torch.testing.assert_close(attention(q, k, v, spec, backend="flex").float(),
+                               attention_naive(q, k, v, spec).float(), rtol=2e-2, atol=2e-2)

@@ -1,0 +1,92 @@
+import pytest
+import torch
+
+from hymba.kernels.scan import selective_scan, selective_state_update
+from hymba.kernels.scan.ref import selective_scan_quadratic, selective_scan_ref, selective_state_update_ref
+
+
+def _inputs(b, d, L, n, dtype=torch.float64, device="cpu"):
+    g = dict(dtype=dtype, device=device)
+    return dict(
+        u=torch.randn(b, d, L, **g), delta=torch.randn(b, d, L, **g) * 0.5,
+        A=-torch.exp(torch.randn(d, n, **g)), B=torch.randn(b, n, L, **g), C=torch.randn(b, n, L, **g),
+        D=torch.randn(d, **g), z=torch.randn(b, d, L, **g), delta_bias=torch.randn(d, **g) * 0.1,
+    )
+
+
+@pytest.mark.parametrize("b,d,L,n", [(1, 3, 1, 2), (2, 5, 63, 4), (2, 8, 100, 16)], ids=lambda v: str(v))
+def test_ref_matches_quadratic_oracle_outputs_state_and_grads(b, d, L, n):
+    x = _inputs(b, d, L, n)
+    for t in x.values():
+        t.requires_grad_(True)
+    y1, h1 = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
+    y2, h2 = selective_scan_quadratic(**x, delta_softplus=True, return_last_state=True, chunk_size=7)
+    torch.testing.assert_close(y1, y2, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(h1, h2, rtol=1e-9, atol=1e-9)
+    w = torch.randn_like(y1)
+    g1 = torch.autograd.grad((y1 * w).sum() + h1.sum(), list(x.values()))
+    g2 = torch.autograd.grad((y2 * w).sum() + h2.sum(), list(x.values()))
+    for name, a, b_ in zip(x, g1, g2):
+        torch.testing.assert_close(a, b_, rtol=1e-8, atol=1e-8, msg=f"grad of {name}")
+
+
+def test_initial_state_continues_a_split_sequence():
+    x = _inputs(2, 4, 30, 3)
+    y_full, h_full = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
+    first = {k: (v[..., :12] if v.ndim == 3 else v) for k, v in x.items()}
+    rest = {k: (v[..., 12:] if v.ndim == 3 else v) for k, v in x.items()}
+    y1, h1 = selective_scan_ref(**first, delta_softplus=True, return_last_state=True)
+    y2, h2 = selective_scan_ref(**rest, delta_softplus=True, return_last_state=True, initial_state=h1)
+    torch.testing.assert_close(torch.cat([y1, y2], -1), y_full)
+    torch.testing.assert_close(h2, h_full)
+
+
+def test_state_update_steps_equal_the_scan():
+    b, d, L, n = 2, 6, 9, 4
+    x = _inputs(b, d, L, n)
+    y_scan, h_scan = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
+    state = torch.zeros(b, d, n, dtype=torch.float64)
+    ys = []
+    for t in range(L):
+        ys.append(selective_state_update_ref(state, x["u"][..., t], x["delta"][..., t], x["A"], x["B"][..., t],
+                                             x["C"][..., t], x["D"], x["z"][..., t], x["delta_bias"], True))
+    torch.testing.assert_close(torch.stack(ys, -1), y_scan)
+    torch.testing.assert_close(state, h_scan)
+
+
+def test_fp32_state_for_low_precision_inputs():
+    x = {k: v.float() for k, v in _inputs(2, 4, 40, 4).items()}
+    y32 = selective_scan_ref(**x, delta_softplus=True)
+    y16 = selective_scan_ref(**{k: v.bfloat16() for k, v in x.items()}, delta_softplus=True)
+    assert y16.dtype == torch.bfloat16
+    torch.testing.assert_close(y16.float(), y32, rtol=0.05, atol=0.05)
+
+
+def test_requested_backend_missing_is_an_error_not_a_fallback():
+    x = {k: v.float() for k, v in _inputs(1, 2, 3, 2).items()}
+    with pytest.raises(RuntimeError, match="cuda"):
+        selective_scan(**x, backend="cuda")
+    with pytest.raises(ValueError, match="unknown"):
+        selective_scan(**x, backend="fast")
+
+
+@pytest.mark.gpu
+def test_cuda_backend_matches_ref():
+    pytest.importorskip("mamba_ssm")
+    x = {k: v.float() for k, v in _inputs(2, 64, 200, 16, device="cuda").items()}
+    for t in x.values():
+        t.requires_grad_(True)
+    y1, h1 = selective_scan(**x, delta_softplus=True, return_last_state=True, backend="cuda")
+    y2, h2 = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
+    torch.testing.assert_close(y1, y2, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(h1.float(), h2, rtol=1e-3, atol=1e-3)
+    g1 = torch.autograd.grad(y1.sum(), list(x.values()))
+    g2 = torch.autograd.grad(y2.sum(), list(x.values()))
+    for name, a, b_ in zip(x, g1, g2):
+        torch.testing.assert_close(a, b_, rtol=1e-2, atol=1e-2, msg=f"grad of {name}")
+    state = torch.zeros(2, 64, 16, device="cuda")
+    state2 = state.clone()
+    args = [x["u"][..., 0].detach(), x["delta"][..., 0].detach(), x["A"].detach(), x["B"][..., 0].detach(),
+            x["C"][..., 0].detach(), x["D"].detach(), x["z"][..., 0].detach(), x["delta_bias"].detach(), True]
+    torch.testing.assert_close(selective_state_update(state, *args, backend="cuda"),
+                               selective_state_update_ref(state2, *args), rtol=1e-3, atol=1e-3)
