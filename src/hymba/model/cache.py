@@ -23,39 +23,46 @@ from hymba.config import ModelConfig
 
 @dataclass
 class LayerKV:
-    k_meta: Tensor  # [B, Hkv, M, Dk]
-    v_meta: Tensor  # [B, Hkv, M, Dv]
-    k: Tensor  # [B, Hkv, C, Dk]
-    v: Tensor  # [B, Hkv, C, Dv]
-    pos: Tensor  # [B, C] long
-    valid: Tensor  # [B, C] bool
-    window: int | None  # None = global (C = max_len); else ring of C = window slots
+    """K/V of one producing layer: ``n_meta`` pinned meta slots, then C token slots."""
 
-    def slot(self, j: int) -> int:
-        return j if self.window is None else j % self.window
+    k: Tensor  # [B, Hkv, M + C, Dk]
+    v: Tensor  # [B, Hkv, M + C, Dv]
+    pos: Tensor  # [B, M + C] long
+    valid: Tensor  # [B, M + C] bool
+    n_meta: int
+    window: int | None  # None = global (C = max_len); else a ring of C = window slots
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2] - self.n_meta
+
+    def write_meta(self, k: Tensor, v: Tensor) -> None:
+        """The meta tokens' K/V [B, Hkv, M, D], written once at prefill."""
+        M = self.n_meta
+        self.k[:, :, :M] = k
+        self.v[:, :, :M] = v
+        self.pos[:, :M] = torch.arange(M, device=self.pos.device)
+        self.valid[:, :M] = True
 
     def write(self, j0: int, k: Tensor, v: Tensor, pos: Tensor, valid: Tensor) -> None:
         """Store tokens j0 .. j0+T-1 (k, v [B, Hkv, T, D]; pos, valid [B, T]); a ring keeps the last C."""
-        T = k.shape[2]
-        C = self.k.shape[2]
+        T, C, M = k.shape[2], self.capacity, self.n_meta
         if self.window is None and j0 + T > C:
             raise ValueError(f"cache full: {j0 + T} tokens > max_len={C} given at prefill")
         start = max(0, T - C)
-        idx = torch.tensor([self.slot(j0 + t) for t in range(start, T)], device=k.device)
+        first = j0 + start if self.window is None else (j0 + start) % C
+        if first + T - start <= C:  # contiguous slots
+            idx = slice(M + first, M + first + T - start)
+        else:
+            idx = M + torch.arange(j0 + start, j0 + T, device=k.device) % C
         self.k[:, :, idx] = k[:, :, start:].to(self.k.dtype)
         self.v[:, :, idx] = v[:, :, start:].to(self.v.dtype)
         self.pos[:, idx] = pos[:, start:]
         self.valid[:, idx] = valid[:, start:]
 
-    def keys(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """k, v, positions, is-meta, valid over [meta slots, token slots]."""
-        B, M = self.k_meta.shape[0], self.k_meta.shape[2]
-        dev = self.pos.device
-        meta_pos = torch.arange(M, device=dev).expand(B, M)
-        is_meta = torch.cat([torch.ones(B, M, dtype=torch.bool, device=dev), torch.zeros_like(self.valid)], 1)
-        valid = torch.cat([torch.ones(B, M, dtype=torch.bool, device=dev), self.valid], 1)
-        return (torch.cat([self.k_meta, self.k], 2), torch.cat([self.v_meta, self.v], 2),
-                torch.cat([meta_pos, self.pos], 1), is_meta, valid)
+    def is_meta(self) -> Tensor:
+        """[1, M + C] bool."""
+        return (torch.arange(self.k.shape[2], device=self.k.device) < self.n_meta)[None]
 
 
 @dataclass
@@ -79,16 +86,14 @@ class HybridCache:
         for i in range(c.n_layers):
             if i in producers:
                 window = c.window if i in swa else None
-                C = window if window is not None else max_len
+                S = M + (window if window is not None else max_len)
                 kw = dict(device=device, dtype=dtype)
                 cache.kv[i] = LayerKV(
-                    torch.zeros(batch, c.kv_heads, M, c.qk_head_dim, **kw),
-                    torch.zeros(batch, c.kv_heads, M, c.v_head_dim, **kw),
-                    torch.zeros(batch, c.kv_heads, C, c.qk_head_dim, **kw),
-                    torch.zeros(batch, c.kv_heads, C, c.v_head_dim, **kw),
-                    torch.zeros(batch, C, dtype=torch.long, device=device),
-                    torch.zeros(batch, C, dtype=torch.bool, device=device),
-                    window,
+                    torch.zeros(batch, c.kv_heads, S, c.qk_head_dim, **kw),
+                    torch.zeros(batch, c.kv_heads, S, c.v_head_dim, **kw),
+                    torch.zeros(batch, S, dtype=torch.long, device=device),
+                    torch.zeros(batch, S, dtype=torch.bool, device=device),
+                    M, window,
                 )
             if c.ssm:
                 cache.conv[i] = torch.zeros(batch, c.d_inner, c.d_conv - 1, device=device, dtype=dtype)
@@ -100,6 +105,6 @@ class HybridCache:
         def size(t: Tensor) -> int:
             return t.numel() * t.element_size()
 
-        kv = sum(size(e.k) + size(e.v) + size(e.k_meta) + size(e.v_meta) for e in self.kv.values())
+        kv = sum(size(e.k) + size(e.v) for e in self.kv.values())
         ssm = sum(size(t) for t in self.conv.values()) + sum(size(t) for t in self.ssm.values())
         return {"kv": kv, "ssm": ssm, "total": kv + ssm}

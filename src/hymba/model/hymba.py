@@ -169,15 +169,14 @@ class HymbaBlock(nn.Module):
             B, S = k.shape[0], k.shape[2]
             rows = torch.arange(B, device=k.device)[:, None]
             meta_idx = ctx.pad[:, None] + torch.arange(M, device=k.device)  # (B, M) meta slots per row
-            entry.k_meta.copy_(k.transpose(1, 2)[rows, meta_idx].transpose(1, 2))
-            entry.v_meta.copy_(v.transpose(1, 2)[rows, meta_idx].transpose(1, 2))
+            entry.write_meta(k.transpose(1, 2)[rows, meta_idx].transpose(1, 2),
+                             v.transpose(1, 2)[rows, meta_idx].transpose(1, 2))
             valid = ctx.valid[:, M:] if ctx.valid is not None else torch.ones(B, S - M, dtype=torch.bool,
                                                                                device=k.device)
             entry.write(0, k[:, :, M:], v[:, :, M:], spec.q_pos[:, M:], valid)
             return k, v, spec
         entry.write(cache.length, k, v, spec.q_pos, torch.ones_like(spec.q_pos, dtype=torch.bool))
-        kk, vv, kpos, kmeta, kvalid = entry.keys()
-        return kk, vv, MaskSpec(spec.q_pos, kpos, kmeta, kvalid, self.window)
+        return entry.k, entry.v, MaskSpec(spec.q_pos, entry.pos, entry.is_meta(), entry.valid, self.window)
 
     def forward(self, x: Tensor, ctx: _Context) -> Tensor:
         q, k, v, xs, z = self.in_proj(self.mixer_norm(x)).split(self.split, dim=-1)
@@ -342,7 +341,8 @@ class HymbaLM(nn.Module):
             if step + 1 == max_new_tokens or (eos_id is not None and bool(done.all())):
                 break
             last = self.decode_step(nxt, cache)[:, -1]
-        out += [torch.full_like(out[0], eos_id)] * (max_new_tokens - len(out))
+        if len(out) < max_new_tokens:
+            out += [torch.full_like(out[0], eos_id)] * (max_new_tokens - len(out))
         return torch.stack(out, dim=1)
 
     # ---- accounting --------------------------------------------------------------------------------

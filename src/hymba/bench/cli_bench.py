@@ -1,0 +1,42 @@
+"""`hymba bench`: generation throughput with the paper's protocol (random weights are fine for timing)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from hymba.bench import generation_throughput
+from hymba.bench.common import DTYPES, add_model_args, model_config_from_args
+from hymba.model import HymbaLM
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--prompt-len", type=int, default=None, help="default 8192 on CUDA, 256 on CPU")
+    p.add_argument("--batch", type=int, default=None, help="start batch, halved on OOM (default 128 CUDA, 4 CPU)")
+    p.add_argument("--new-tokens", type=int, default=None, help="default 64 on CUDA, 16 on CPU")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, name = model_config_from_args(args)
+    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if args.device == "auto" else args.device))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available")
+    gpu = dev.type == "cuda"
+    dtype = DTYPES[args.dtype or ("bf16" if gpu else "fp32")]
+    model = HymbaLM(cfg).to(device=dev, dtype=dtype)
+    r = generation_throughput(model, prompt_len=args.prompt_len or (8192 if gpu else 256),
+                              batch=args.batch or (128 if gpu else 4), new_tokens=args.new_tokens or (64 if gpu else 16),
+                              device=dev)
+    if args.json:
+        print(json.dumps({"model": name, "device": str(dev), **r}))
+    else:
+        print(f"{name} on {dev}: {r['tokens_per_s']:.1f} generated tok/s (batch {r['batch_used']}, prompt "
+              f"{r['prompt_len']}, {r['new_tokens']} new; prefill {r['prefill_s']:.2f}s)")
+    return 0

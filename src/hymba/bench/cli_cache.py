@@ -1,0 +1,22 @@
+"""`hymba cache-size`: KV-cache and SSM-state MB of a model config, as the paper counts (8K tokens, FP16)."""
+
+from __future__ import annotations
+
+import argparse
+
+from hymba.bench import cache_size
+from hymba.bench.common import DTYPES, add_model_args, model_config_from_args
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--seq-len", type=int, default=8192, help="tokens in the cache (default 8192)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp16")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, name = model_config_from_args(args)
+    r = cache_size(cfg, args.seq_len, DTYPES[args.dtype])
+    print(f"{name}: KV cache {r['kv_mb']:.2f} MB ({r['kv_layers']} KV layers), SSM state {r['ssm_mb']:.2f} MB "
+          f"at {args.seq_len} tokens, {args.dtype} (MB = 1e6 bytes)")
+    return 0
