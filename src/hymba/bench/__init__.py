@@ -64,7 +64,7 @@ def _timed_generation(model: HymbaLM, batch: int, prompt_len: int, new_tokens: i
         torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
     t0 = time.perf_counter()
-    logits, cache = model.prefill(ids, max_len=prompt_len + new_tokens)
+    logits, cache = model.prefill(ids, max_len=prompt_len + new_tokens, last_only=True)
     nxt = logits[:, -1].argmax(-1)
     _sync(device)
     t1 = time.perf_counter()

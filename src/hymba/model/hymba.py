@@ -286,14 +286,15 @@ class HymbaLM(nn.Module):
 
     @torch.no_grad()
     def prefill(self, input_ids: Tensor, attention_mask: Tensor | None = None, max_len: int | None = None,
-                cache: HybridCache | None = None) -> tuple[Tensor, HybridCache]:
+                cache: HybridCache | None = None, last_only: bool = False) -> tuple[Tensor, HybridCache]:
         """Run the prompt (meta tokens included) once and fill a fresh cache.
 
         Args:
             input_ids: [B, T]; attention_mask: [B, T] for left-padded prompts; max_len: token columns the
-                cache must hold (prompt + new tokens; default T + 256).
+                cache must hold (prompt + new tokens; default T + 256); last_only: logits of the last
+                position only (generation needs no more, and [B, T, vocab] can be the largest tensor).
         Returns:
-            logits [B, T, vocab] and the cache.
+            logits [B, T, vocab] (or [B, 1, vocab]) and the cache.
         """
         B, T = input_ids.shape
         cache = cache or self.allocate_cache(B, max_len or T + 256)
@@ -301,7 +302,8 @@ class HymbaLM(nn.Module):
         x = self._run(x, self._context(pos, valid, x.dtype, cache=cache, pad=pad))
         cache.length = T
         cache.next_pos = pos[:, -1] + 1
-        return self.lm_head(self.norm(x[:, self.config.n_meta_tokens:])), cache
+        x = x[:, -1:] if last_only else x[:, self.config.n_meta_tokens:]
+        return self.lm_head(self.norm(x)), cache
 
     @torch.no_grad()
     def decode_step(self, next_ids: Tensor, cache: HybridCache) -> Tensor:
@@ -328,7 +330,7 @@ class HymbaLM(nn.Module):
         gen = None
         if seed is not None:
             gen = torch.Generator(device=input_ids.device).manual_seed(seed)
-        logits, cache = self.prefill(input_ids, attention_mask, max_len=T + max_new_tokens)
+        logits, cache = self.prefill(input_ids, attention_mask, max_len=T + max_new_tokens, last_only=True)
         last = logits[:, -1]
         out = []
         done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)

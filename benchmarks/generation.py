@@ -1,0 +1,44 @@
+"""Generation throughput (paper protocol: 8K prompt, batch 128 halved on OOM, bf16) and KV cache for model
+configs and ablation rows, one JSON line each.
+
+    python benchmarks/generation.py --configs configs/models/hymba-1.5b.toml --preset seed --rows 1,6,13
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from hymba import HymbaLM
+from hymba.bench import cache_size, generation_throughput, load_model_config
+from hymba.presets import row_config
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--configs", default="")
+    p.add_argument("--preset", default="seed")
+    p.add_argument("--rows", default="")
+    p.add_argument("--prompt-len", type=int, default=8192)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--new-tokens", type=int, default=32)
+    args = p.parse_args()
+    jobs = [(f, load_model_config(f)) for f in filter(None, args.configs.split(","))]
+    jobs += [(f"row {r} ({args.preset})", row_config(int(r), args.preset)) for r in filter(None, args.rows.split(","))]
+    for name, cfg in jobs:
+        try:
+            model = HymbaLM(cfg).to(device="cuda", dtype=torch.bfloat16)
+            r = generation_throughput(model, prompt_len=args.prompt_len, batch=args.batch,
+                                      new_tokens=args.new_tokens, device="cuda")
+            r.update(kv_mb_8k_fp16=cache_size(cfg)["kv_mb"], ssm_mb=cache_size(cfg)["ssm_mb"])
+        except Exception as e:
+            r = {"error": f"{type(e).__name__}: {e}"[:300]}
+        print(json.dumps({"model": name, **r}), flush=True)
+        del model
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
