@@ -31,9 +31,11 @@ def run(args: argparse.Namespace) -> int:
     gpu = dev.type == "cuda"
     dtype = DTYPES[args.dtype or ("bf16" if gpu else "fp32")]
     model = HymbaLM(cfg).to(device=dev, dtype=dtype)
-    r = generation_throughput(model, prompt_len=args.prompt_len or (8192 if gpu else 256),
-                              batch=args.batch or (128 if gpu else 4), new_tokens=args.new_tokens or (64 if gpu else 16),
-                              device=dev)
+    def pick(value, on_gpu, on_cpu):
+        return value if value is not None else (on_gpu if gpu else on_cpu)
+
+    r = generation_throughput(model, prompt_len=pick(args.prompt_len, 8192, 256), batch=pick(args.batch, 128, 4),
+                              new_tokens=pick(args.new_tokens, 64, 16), device=dev)
     if args.json:
         print(json.dumps({"model": name, "device": str(dev), **r}))
     else:

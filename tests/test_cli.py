@@ -1,0 +1,31 @@
+import subprocess
+import sys
+
+from hymba.cli import main
+
+
+def test_cache_size_of_the_released_model(capsys):
+    assert main(["cache-size", "--config", "configs/models/hymba-1.5b.toml"]) == 0
+    out = capsys.readouterr().out
+    assert "KV cache 78.89 MB (17 KV layers)" in out and "SSM state 3.89 MB" in out
+
+
+def test_bad_input_is_one_line_and_exit_code_2():
+    for args in (["cache-size", "--config", "missing.toml"], ["cache-size", "--row", "14"],
+                 ["cache-size", "--row", "3", "--preset", "huge"], ["bench", "--row", "1", "--batch", "0"]):
+        r = subprocess.run([sys.executable, "-m", "hymba.cli", *args], capture_output=True, text=True)
+        assert r.returncode == 2, args
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_invalid_model_config_file_names_the_field(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nn_heads = 5\nd_model = 64\n")
+    r = subprocess.run([sys.executable, "-m", "hymba.cli", "cache-size", "--config", str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "ModelConfig.n_heads=5" in r.stderr
+
+
+def test_bench_on_cpu(capsys):
+    assert main(["bench", "--row", "9", "--prompt-len", "16", "--batch", "2", "--new-tokens", "3"]) == 0
+    assert "generated tok/s (batch 2, prompt 16, 3 new" in capsys.readouterr().out
