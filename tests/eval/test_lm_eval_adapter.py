@@ -164,3 +164,65 @@ def test_real_harness_on_local_task(lm, monkeypatch, tmp_path):
         correct += int(max(range(len(scores)), key=scores.__getitem__) == d["label"])
     assert out["results"]["hymba_toy_cloze"]["acc,none"] == pytest.approx(correct / len(docs))
     assert 0.0 <= out["results"]["hymba_toy_mc"]["acc,none"] <= 1.0
+
+
+# ---- `hymba eval` on a trained checkpoint ------------------------------------------------------------
+
+def _train_toy_checkpoint(run_dir: Path) -> None:
+    """A byte-level BPE tokenizer and a tiny hybrid model fitted to the toy task's correct answers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from hymba.eval.checkpoint import save_for_eval
+
+    docs = [json.loads(line) for line in (DATA / "toy_mc.jsonl").read_text().splitlines()]
+    texts = [d["question"] + d["choices"][d["label"]] for d in docs]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts + [d["question"] + c for d in docs for c in d["choices"]], trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    run_dir.mkdir(parents=True)
+    tok.save(str(run_dir / "tokenizer.json"))
+    eos = tok.token_to_id("<|endoftext|>")
+    rows = [[eos] + tok.encode(t).ids for t in texts]
+    T = max(map(len, rows))
+    ids = torch.tensor([r + [eos] * (T - len(r)) for r in rows])
+    labels = torch.tensor([r[1:] + [-100] * (T - len(r) + 1) for r in rows])
+    model = tiny_model(vocab_size=tok.get_vocab_size()).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(80):
+        loss = model(ids, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    save_for_eval(run_dir, model.eval(), extra={"train": {"seq_len": 64}})
+
+
+def test_hymba_eval_cli_writes_results(tmp_path, monkeypatch, capsys):
+    from hymba.cli import main
+
+    run_dir = tmp_path / "run"
+    _train_toy_checkpoint(run_dir)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    monkeypatch.chdir(DATA)
+    rc = main(["eval", str(run_dir), "--tasks", "hymba_toy_mc,hymba_toy_cloze", "--include-path", str(DATA),
+               "--batch-size", "4"])
+    assert rc == 0
+    res = json.loads((run_dir / "lm_eval.json").read_text())
+    assert set(res["tasks"]) == {"hymba_toy_mc", "hymba_toy_cloze"}
+    assert {"acc", "acc_norm", "acc_stderr", "n"} <= set(res["tasks"]["hymba_toy_mc"])
+    assert res["tasks"]["hymba_toy_mc"]["n"] == 12
+    accs = [r["acc"] for r in res["tasks"].values()]
+    assert res["mean_acc"] == pytest.approx(sum(accs) / 2)
+    # the model was fitted to the correct answers: far above the 1/3 of guessing on the cloze prompt
+    assert res["tasks"]["hymba_toy_cloze"]["acc"] >= 0.75
+    assert "mean" in capsys.readouterr().out
+
+
+def test_hymba_eval_cli_errors_are_one_line(tmp_path, capsys):
+    from hymba.cli import main
+
+    assert main(["eval", str(tmp_path / "nope"), "--tasks", "piqa"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hymba eval: error:") and "\n" not in err
