@@ -11,7 +11,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 date -u | tee -a "$OUT/gpu.txt"
 timeout 300 bash .device/build_mamba_ssm.sh .device/sdist > "$OUT/build.log" 2>&1 || echo "mamba-ssm build FAILED (see build.log)"
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/kernels tests/model/test_gpu.py 2>&1 | tail -30 > "$OUT/gpu_tests.log"
+timeout 240 python3 -m pytest -q -p no:cacheprovider -p no:logging --tb=short tests/kernels tests/model/test_gpu.py 2>&1 | tail -60 > "$OUT/gpu_tests.log"
 tail -3 "$OUT/gpu_tests.log"
 timeout 200 python3 benchmarks/train_throughput.py --preset seed --backends cuda/flex \
     --rows 1,2,3,4,5,6,7,8,9,10,11,12,13 > "$OUT/train_seed.jsonl" 2>"$OUT/train_seed.err"

@@ -40,8 +40,10 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if resolve(backend, u.device.type) == "cuda":
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-        return selective_scan_fn(u, delta, A, B.contiguous(), C.contiguous(), D, z, delta_bias,
-                                 delta_softplus, return_last_state)
+        # the CUDA kernel wants delta, B, C and z in u's dtype (state and A stay fp32 inside)
+        dt = u.dtype
+        return selective_scan_fn(u, delta.to(dt), A, B.to(dt).contiguous(), C.to(dt).contiguous(), D,
+                                 None if z is None else z.to(dt), delta_bias, delta_softplus, return_last_state)
     return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
 
