@@ -9,7 +9,7 @@ timeout 200 bash .device/build_mamba_ssm.sh .device/sdist > "$OUT/build.log" 2>&
 timeout 120 python3 -m pytest -q -p no:cacheprovider -p no:logging --tb=short tests/kernels tests/model/test_gpu.py > "$OUT/gpu_tests.log" 2>&1
 tail -40 "$OUT/gpu_tests.log" | grep -E "passed|failed|Error|assert" | head -20
 timeout 130 python3 benchmarks/train_throughput.py --preset seed --backends cuda/flex --steps 15 --warmup 3 \
-    --rows 1,2,5,6,9,13 > "$OUT/train_seed.jsonl" 2>"$OUT/train_seed.err"
-timeout 200 python3 benchmarks/generation.py --configs configs/models/hymba-1.5b.toml,configs/models/llama-3.2-1b.toml \
-    --preset seed --rows 1,6,13 --new-tokens 32 > "$OUT/generation.jsonl" 2>"$OUT/generation.err"
+    --rows ${TRAIN_ROWS:-1,2,5,6,9,13} > "$OUT/train_seed.jsonl" 2>"$OUT/train_seed.err"
+timeout ${GEN_TIMEOUT:-200} python3 benchmarks/generation.py --configs configs/models/hymba-1.5b.toml,configs/models/llama-3.2-1b.toml \
+    --preset seed --rows ${GEN_ROWS:-1,6,13} --new-tokens 32 > "$OUT/generation.jsonl" 2>"$OUT/generation.err"
 cut -c1-330 "$OUT/train_seed.jsonl" "$OUT/generation.jsonl"; tail -2 "$OUT/generation.err"
