@@ -1,0 +1,171 @@
+"""Training checkpoints and the final weights, written atomically.
+
+A checkpoint is a directory ``<out>/checkpoints/step_NNNNNNN/`` with ``model.safetensors`` (weights),
+``state.pt`` (optimizer, step, data-loader and RNG state) and ``manifest.json`` (the SHA-256 of both files).
+It is assembled in a temporary directory and renamed into place, and ``<out>/checkpoints/latest`` names the
+newest one (replaced atomically too), so an interrupted save never leaves a half-written checkpoint behind;
+the manifest turns later corruption into a clear error instead of garbage weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CKPT_DIR = "checkpoints"
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+MANIFEST_FILE = "manifest.json"
+LATEST_FILE = "latest"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def weights_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict for safetensors: CPU, contiguous, a tied output head stored once (as
+    ``embed.weight``; ``hymba.eval`` restores the alias)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if getattr(getattr(model, "config", None), "tie_embeddings", False):
+        state.pop("lm_head.weight", None)
+    return state
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Atomically write the model's weights as safetensors."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(weights_state(model), tmp, metadata=metadata)
+        _fsync(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load safetensors weights written by :func:`save_weights` (strict: every parameter must match)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"cannot read weights {path}: {e}") from e
+    if "embed.weight" in state:
+        state.setdefault("lm_head.weight", state["embed.weight"])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"weights {path} do not fit the model: {str(e).splitlines()[0]}") from e
+
+
+def checkpoint_dir(out_dir: Path) -> Path:
+    return Path(out_dir) / CKPT_DIR
+
+
+def list_checkpoints(out_dir: Path) -> list[Path]:
+    root = checkpoint_dir(out_dir)
+    return sorted(p for p in root.glob("step_*") if p.is_dir()) if root.is_dir() else []
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The checkpoint ``latest`` names, else the highest step present, else ``None``."""
+    root = checkpoint_dir(out_dir)
+    latest = root / LATEST_FILE
+    if latest.is_file():
+        path = root / latest.read_text().strip()
+        if path.is_dir():
+            return path
+    found = list_checkpoints(out_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    state: dict[str, Any], keep: int = 2) -> Path:
+    """Write checkpoint ``step`` atomically, point ``latest`` at it and keep only the newest ``keep``."""
+    root = checkpoint_dir(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:07d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
+    try:
+        save_weights(model, tmp / WEIGHTS_FILE, metadata={"step": str(step)})
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), **state}, tmp / STATE_FILE)
+        _fsync(tmp / STATE_FILE)
+        manifest = {"step": step, "sha256": {n: _sha256(tmp / n) for n in (WEIGHTS_FILE, STATE_FILE)}}
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_bytes(root / LATEST_FILE, (final.name + "\n").encode())
+    for old in list_checkpoints(out_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    """Verify a checkpoint against its manifest, load weights (and optimizer state) in place and return the
+    saved state (``step``, ``data``, ``rng``, ...). A missing or damaged file raises ``ValueError``."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise ValueError(f"checkpoint {path} is incomplete or corrupted: {MANIFEST_FILE} is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        expected = manifest["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"checkpoint {path} is corrupted: unreadable {MANIFEST_FILE}") from e
+    for name, digest in expected.items():
+        f = path / name
+        if not f.is_file():
+            raise ValueError(f"checkpoint {path} is incomplete or corrupted: {name} is missing")
+        if _sha256(f) != digest:
+            raise ValueError(f"checkpoint {path} is corrupted: {name} does not match its SHA-256 in {MANIFEST_FILE}")
+    load_weights(model, path / WEIGHTS_FILE)
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return state
