@@ -62,7 +62,7 @@ def plays_to_text(markdown: str) -> str:
 @cache
 def builtin_text() -> str:
     """The built-in Shakespeare corpus (about 4.5 million characters)."""
-    data = resources.files("hymba.data").joinpath("corpus", BUILTIN_FILE).read_bytes()
+    data = resources.files("hymba.data").joinpath("corpus").joinpath(BUILTIN_FILE).read_bytes()
     return lzma.decompress(data).decode("utf-8")
 
 
