@@ -51,6 +51,8 @@ _TRAIN_STREAM = 1
 _EVAL_STREAM = 2
 _INIT_STREAM = 3
 
+LR_SCHEDULES = ("cosine", "constant")
+
 
 def _check_instance(vocab: int, seq_len: int, pairs: int, where: str = "mqar") -> None:
     if not isinstance(vocab, int) or vocab < 4:
@@ -146,6 +148,7 @@ class MQARSettings:
     lr: float = 3e-3
     weight_decay: float = 0.1
     warmup_steps: int = 30
+    lr_schedule: str = "cosine"  # linear warmup, then "cosine" decay to 10% of lr or "constant"
     grad_clip: float = 1.0
     eval_sequences: int = 256  # per eval setting
     eval_batch_size: int = 64
@@ -159,6 +162,8 @@ class MQARSettings:
                 raise ValueError(f"MQARSettings.{name}={v!r} is invalid: must be a positive integer")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"MQARSettings.warmup_steps={self.warmup_steps!r} is invalid: must be an integer >= 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"MQARSettings.lr_schedule={self.lr_schedule!r} is invalid: expected one of {LR_SCHEDULES}")
         for name in ("lr", "power_a"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not v > 0:
@@ -212,9 +217,11 @@ def mqar_model_config(model_cfg: ModelConfig, settings: MQARSettings) -> ModelCo
 
 
 def _lr_at(step: int, s: MQARSettings) -> float:
-    """Linear warmup, cosine decay to 10% of the peak (the paper's schedule shape)."""
+    """Linear warmup, then constant or cosine decay to 10% of the peak (the paper's schedule shape)."""
     if step < s.warmup_steps:
         return s.lr * (step + 1) / s.warmup_steps
+    if s.lr_schedule == "constant":
+        return s.lr
     t = (step - s.warmup_steps) / max(1, s.train_steps - s.warmup_steps)
     return s.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t))))
 
