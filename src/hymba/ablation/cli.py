@@ -1,0 +1,44 @@
+"""``hymba ablate [--preset auto|tiny|seed|paper] [--rows 1,5,13] [--out DIR] [--set ...] [--force]``.
+
+Trains and measures the paper's design-roadmap rows one after another, saving each finished row at once;
+rerunning the same command resumes. Ends with the table beside the paper's numbers and the files written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hymba.ablation.settings import PRESETS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="auto", metavar="{" + ",".join(PRESETS) + "}",
+                   help="scale of roadmap.toml: auto = seed on a GPU, tiny on CPU (default auto)")
+    p.add_argument("--rows", default=None, help="rows to run, e.g. 1,5,13 or 1-4 (default: all 13)")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default runs/ablation-<preset>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a setting of the scale: model.*, data.*, train.*, bench.*, recall.* "
+                        "(e.g. --set train.max_steps=50; repeatable)")
+    p.add_argument("--force", action="store_true", help="redo rows that are already finished")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--recall", dest="recall", action="store_true", default=None,
+                   help="measure MQAR recall per row (default: on for GPU runs, off on CPU)")
+    g.add_argument("--no-recall", dest="recall", action="store_false")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hymba.ablation.report import print_report
+    from hymba.ablation.runner import run_ablation
+    from hymba.ablation.settings import resolve_preset
+
+    preset = resolve_preset(args.preset)
+    out = args.out or Path("runs") / f"ablation-{preset}"
+    result = run_ablation(preset, args.rows, out, args.overrides, force=args.force, recall=args.recall)
+    print_report(result.table, result.files)
+    if result.failed:
+        print(f"hymba ablate: {len(result.failed)} row(s) failed: {', '.join(map(str, result.failed))} "
+              f"(see {out}/rows/<id>/error.txt); rerun to retry them", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,255 @@
+"""The ablation table beside the paper's, rank correlations, plots; all derived from ``results.json`` alone.
+
+``write_report(DIR)`` (also ``hymba report DIR``) writes ``table.csv``, ``table.md``, ``table.json``,
+``efficiency.png`` (generation throughput vs cache, log axes, like the paper's efficiency figure) and
+``quality.png`` (perplexity and recall per row). The same results give byte-identical tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hymba.ablation.paper import PAPER_COLUMNS, paper_table
+from hymba.ablation.store import atomic_write_text, read_results
+from hymba.presets import ROW_NAMES
+
+COLUMNS = ["ID", "Configuration", "Params (M)", "Attn:Mamba", "Val PPL", "Token acc", "Recall acc", "Train tok/s",
+           "Gen tok/s", "KV cache MB", "SSM state MB", "Steps", "Status"]
+# (our column, paper column, what is compared): Spearman rank correlation over the rows both have
+CORRELATED = [("Gen tok/s", "Paper Throughput", "throughput"),
+              ("Cache MB (KV+SSM)", "Paper Cache MB", "cache"),
+              ("Recall acc", "Paper Recall", "recall")]
+DECIMALS = {"Params (M)": 3, "Val PPL": 2, "Token acc": 1, "Recall acc": 1, "Train tok/s": 0, "Gen tok/s": 0,
+            "KV cache MB": 3, "SSM state MB": 3, "Paper Commonsense": 2, "Paper Recall": 2, "Paper Throughput": 1,
+            "Paper Cache MB": 2}
+TABLE_FILES = {"csv": "table.csv", "md": "table.md", "json": "table.json"}
+PLOT_FILES = {"efficiency": "efficiency.png", "quality": "quality.png"}
+
+
+def _get(rec: dict[str, Any], key: str, scale: float = 1.0) -> float:
+    v = rec.get(key)
+    return float(v) * scale if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+
+def build_table(results: dict[str, Any]) -> pd.DataFrame:
+    """One line per recorded row: our columns (``COLUMNS``), then the paper's values for that row.
+
+    Accuracies are in % like the paper's; MB = 1e6 bytes; failed rows keep their ID and status only.
+    """
+    paper = paper_table()
+    lines = []
+    for key in sorted(results["rows"], key=int):
+        rec = results["rows"][key]
+        row = int(rec["id"])
+        done = rec["status"] == "done"
+        status = "done" if done else f"failed: {rec.get('error') or 'unknown error'}"
+        line = {"ID": row, "Configuration": ROW_NAMES.get(row, rec.get("name", "")),
+                "Params (M)": _get(rec, "params", 1e-6), "Attn:Mamba": rec.get("attn_mamba") or "",
+                "Val PPL": _get(rec, "val_ppl"), "Token acc": _get(rec, "val_acc", 100.0),
+                "Recall acc": _get(rec, "recall_acc", 100.0), "Train tok/s": _get(rec, "train_tokens_per_s"),
+                "Gen tok/s": _get(rec, "gen_tokens_per_s"), "KV cache MB": _get(rec, "kv_mb"),
+                "SSM state MB": _get(rec, "ssm_mb"),
+                "Steps": int(rec["steps"]) if done and rec.get("steps") is not None else pd.NA, "Status": status}
+        if not done:
+            line.update({c: (pd.NA if c == "Steps" else math.nan) for c in COLUMNS[2:-1] if c != "Attn:Mamba"})
+        for col, fieldname in PAPER_COLUMNS.items():
+            line[col] = paper.loc[row, fieldname] if row in paper.index else math.nan
+        lines.append(line)
+    df = pd.DataFrame(lines, columns=COLUMNS + list(PAPER_COLUMNS))
+    df["Steps"] = df["Steps"].astype("Int64")
+    return df
+
+
+def spearman(a: pd.Series, b: pd.Series) -> float:
+    """Spearman rank correlation (average ranks for ties) over the positions where both are finite; NaN when
+    fewer than 3 pairs remain or one side is constant."""
+    both = pd.DataFrame({"a": pd.to_numeric(a, errors="coerce"), "b": pd.to_numeric(b, errors="coerce")}).dropna()
+    if len(both) < 3:
+        return math.nan
+    ra, rb = both["a"].rank().to_numpy(), both["b"].rank().to_numpy()
+    if ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def correlations(df: pd.DataFrame) -> pd.DataFrame:
+    """Spearman rho between our column and the paper's for throughput, cache (KV + SSM state) and recall."""
+    ours = df.assign(**{"Cache MB (KV+SSM)": df["KV cache MB"] + df["SSM state MB"]})
+    out = []
+    for col, paper_col, what in CORRELATED:
+        valid = ours[[col, paper_col]].apply(pd.to_numeric, errors="coerce").dropna()
+        out.append({"metric": what, "ours": col, "paper": paper_col, "rows": len(valid),
+                    "spearman": spearman(ours[col], ours[paper_col])})
+    return pd.DataFrame(out)
+
+
+# ---- formatting -------------------------------------------------------------------------------------------
+def _fmt(col: str, v: Any) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if col in DECIMALS:
+        return f"{float(v):,.{DECIMALS[col]}f}" if DECIMALS[col] == 0 else f"{float(v):.{DECIMALS[col]}f}"
+    return str(v)
+
+
+def formatted(df: pd.DataFrame) -> pd.DataFrame:
+    """The table as display strings (fixed decimals, empty for missing values)."""
+    return pd.DataFrame({c: [_fmt(c, v) for v in df[c]] for c in df.columns})
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    f = formatted(df)
+    right = [c not in ("Configuration", "Status") for c in f.columns]
+    lines = ["| " + " | ".join(f.columns) + " |",
+             "|" + "|".join("---:" if r else "---" for r in right) + "|"]
+    for _, row in f.iterrows():
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _rho(v: float) -> str:
+    return "n/a" if isinstance(v, float) and math.isnan(v) else f"{v:+.2f}"
+
+
+def describe(results: dict[str, Any]) -> str:
+    s = results["settings"]
+    t, m = s["train"], s["model"]
+    env = results.get("meta", {})
+    bench = s.get("bench", {})
+    return (f"Preset `{s['preset']}` (base model {', '.join(f'{k}={v}' for k, v in m.items())}); "
+            f"data `{s['data']['source']}` (char budget {s['data']['char_budget'] or 'all'}, vocabulary "
+            f"{s['data']['vocab_size']} requested); {t['max_steps']} steps of {t['batch_size']}x{t['seq_len']} tokens, "
+            f"seed {t['seed']}; generation: batch {bench.get('batch')}, prompt {bench.get('prompt_len')}, "
+            f"{bench.get('new_tokens')} new tokens; device {env.get('device', '?')}"
+            f"{' (' + env['gpu'] + ')' if env.get('gpu') else ''}, torch {env.get('torch', '?')}.")
+
+
+def markdown_report(df: pd.DataFrame, corr: pd.DataFrame, results: dict[str, Any]) -> str:
+    rho = "; ".join(f"{r.metric} {_rho(r.spearman)} ({r.rows} rows)" for r in corr.itertuples())
+    return (to_markdown(df) + "\n"
+            f"Spearman rank correlation with the paper: {rho}.\n\n"
+            "Accuracies in %; MB = 1e6 bytes; cache at 8K tokens in FP16; Gen tok/s = generated tokens/s "
+            "(decode phase); the paper's columns are its 300M-parameter, 100B-token models on an A100 "
+            "(Commonsense and Recall are different tasks from ours: compare orderings, not values). "
+            "The cache correlation uses KV cache + SSM state, as the paper's Mamba-only rows count their state.\n\n"
+            + describe(results) + "\n")
+
+
+def table_json(df: pd.DataFrame, corr: pd.DataFrame, results: dict[str, Any]) -> str:
+    def clean(v: Any) -> Any:
+        if v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+            return None
+        return v.item() if isinstance(v, np.generic) else v
+
+    rows = [{c: clean(v) for c, v in zip(df.columns, r)} for r in df.itertuples(index=False)]
+    cors = [{c: clean(v) for c, v in zip(corr.columns, r)} for r in corr.itertuples(index=False)]
+    return json.dumps({"columns": list(df.columns), "rows": rows, "spearman": cors,
+                       "settings": results["settings"]}, indent=2) + "\n"
+
+
+# ---- plots ------------------------------------------------------------------------------------------------
+def _positive(v: pd.Series) -> pd.Series:
+    v = pd.to_numeric(v, errors="coerce")
+    return v.where(v > 0)
+
+
+def plot_efficiency(df: pd.DataFrame, path: Path) -> None:
+    """Generation throughput vs cache size (log axes), ours beside the paper's, points labelled by row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    ours_cache = _positive(df["KV cache MB"] + df["SSM state MB"])
+    panels = [(axes[0], ours_cache, _positive(df["Gen tok/s"]), "this run", "C0"),
+              (axes[1], _positive(df["Paper Cache MB"]), _positive(df["Paper Throughput"]), "paper (A100, 300M)",
+               "C1")]
+    for ax, x, y, title, color in panels:
+        ok = x.notna() & y.notna()
+        ax.scatter(x[ok], y[ok], color=color, s=36)
+        for i, xi, yi in zip(df["ID"][ok], x[ok], y[ok]):
+            ax.annotate(str(i), (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=8)
+        if ok.any():
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "no finished rows", transform=ax.transAxes, ha="center")
+        ax.set_xlabel("cache at 8K tokens, FP16 (MB, KV + SSM state)")
+        ax.set_ylabel("generation throughput (tokens/s)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("Throughput vs cache per design-roadmap row")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_quality(df: pd.DataFrame, path: Path) -> None:
+    """Validation perplexity per row, and recall per row beside the paper's recall."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    x = np.arange(len(df))
+    labels = [str(i) for i in df["ID"]]
+    a.bar(x, pd.to_numeric(df["Val PPL"], errors="coerce").fillna(0), color="C0")
+    a.set_xticks(x, labels)
+    a.set_xlabel("row")
+    a.set_ylabel("validation perplexity (lower is better)")
+    a.set_title("Perplexity per row")
+    ours = pd.to_numeric(df["Recall acc"], errors="coerce")
+    w = 0.4
+    b.bar(x - w / 2, ours.fillna(0), w, label="this run (MQAR)", color="C0")
+    b.bar(x + w / 2, pd.to_numeric(df["Paper Recall"], errors="coerce").fillna(0), w, label="paper (SWDE/FDA)",
+          color="C1")
+    if ours.isna().all():
+        b.text(0.5, 0.92, "recall not measured in this run (--recall)", transform=b.transAxes, ha="center")
+    b.set_xticks(x, labels)
+    b.set_xlabel("row")
+    b.set_ylabel("recall accuracy (%)")
+    b.set_title("Recall per row")
+    b.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---- files ------------------------------------------------------------------------------------------------
+def write_report(out_dir: str | Path, plots: bool = True) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """Build the table from ``out_dir/results.json`` and write tables and plots. Returns (table, paths)."""
+    out = Path(out_dir)
+    results = read_results(out)
+    df = build_table(results)
+    corr = correlations(df)
+    files = {k: out / v for k, v in TABLE_FILES.items()}
+    atomic_write_text(files["csv"], df.to_csv(index=False))
+    atomic_write_text(files["md"], markdown_report(df, corr, results))
+    atomic_write_text(files["json"], table_json(df, corr, results))
+    if plots:
+        for key, fn in (("efficiency", plot_efficiency), ("quality", plot_quality)):
+            files[key] = out / PLOT_FILES[key]
+            fn(df, files[key])
+    return df, files
+
+
+def print_report(df: pd.DataFrame, files: dict[str, Path], echo=print) -> None:
+    """The table (our columns, then the paper's), the correlations and the files written."""
+    corr = correlations(df)
+    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 48):
+        echo(formatted(df).to_string(index=False))
+    echo("Spearman vs paper: " + ", ".join(f"{r.metric} {_rho(r.spearman)} ({r.rows} rows)"
+                                           for r in corr.itertuples()))
+    echo("wrote: " + ", ".join(str(p) for p in files.values()))
+
+
+__all__ = ["COLUMNS", "build_table", "correlations", "formatted", "print_report", "spearman", "to_markdown",
+           "write_report"]

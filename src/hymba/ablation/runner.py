@@ -1,0 +1,236 @@
+"""Run the paper's 13-row design roadmap: train, evaluate and measure every row, one row at a time.
+
+Every row trains on the same data, tokenizer, steps and seed; only its model fields differ (``roadmap.toml``).
+For each row the runner records validation perplexity and token accuracy, training throughput, generation
+throughput (paper protocol, ``hymba.bench.generation_throughput``), the KV cache and SSM state at 8K tokens
+in FP16 (``hymba.bench.cache_size``), the parameter count and Attn:Mamba ratio, and, when asked, MQAR recall
+(``hymba.eval.mqar``). A row's record is saved the moment it finishes (``hymba.ablation.store``); rerunning
+the same command skips finished rows, so a crash, Ctrl-C or kill loses at most the row in flight.
+
+Layout of the output directory::
+
+    DIR/results.json, results.csv      one record per row (the source of truth)
+    DIR/table.{csv,md,json}, *.png     the report (``hymba.ablation.report``)
+    DIR/rows/<id>/train/               the row's training run: resolved config, git revision, logs, metrics
+    DIR/rows/<id>/error.txt            the traceback of a failed row
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from hymba.ablation.settings import CACHE_DTYPE, CACHE_SEQ_LEN, AblationSettings, parse_rows
+from hymba.ablation.store import ResultsStore
+from hymba.config import RunConfig
+from hymba.presets import ROW_NAMES
+
+Echo = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def format_ratio(attn: int, ssm: int) -> str:
+    """Attn:Mamba parameter ratio as the paper prints it: ``1:5.23``, ``0:1`` (no attention), ``1:0``."""
+    if attn == 0 and ssm == 0:
+        return "-"
+    if attn == 0:
+        return "0:1"
+    if ssm == 0:
+        return "1:0"
+    return f"1:{ssm / attn:.2f}"
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    from hymba.train.trainer import git_revision
+
+    env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+           "cpu_threads": torch.get_num_threads(), "git": git_revision()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def recall_wanted(flag: bool | None, device: torch.device) -> bool:
+    """``--recall``/``--no-recall``; by default on for GPU runs, off on CPU (minutes per row)."""
+    return device.type == "cuda" if flag is None else flag
+
+
+# ---- one row ----------------------------------------------------------------------------------------------
+def train_row(settings: AblationSettings, row: int, run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """Train and evaluate one row into ``run_dir``; returns (trained model, metrics)."""
+    from hymba.train import train
+
+    if run_dir.exists():  # a row killed in flight: start it over rather than resume a half-timed run
+        shutil.rmtree(run_dir)
+    run_cfg = RunConfig(model=settings.row_model(row), data=settings.data, train=settings.train)
+    result = train(run_cfg, run_dir)
+    metrics = {"val_loss": result.val_loss, "val_ppl": result.val_ppl, "val_acc": result.val_acc,
+               "val_tokens": result.val_tokens, "train_tokens_per_s": result.train_tokens_per_s,
+               "mfu": result.mfu, "steps": result.steps}
+    return result.model, metrics
+
+
+def measure_row(settings: AblationSettings, model: Any, device: torch.device) -> dict[str, Any]:
+    """Parameters, Attn:Mamba ratio, cache at 8K tokens (FP16) and generation throughput of a trained model."""
+    from hymba.bench import cache_size, generation_throughput
+
+    breakdown = model.param_breakdown()
+    attn, ssm = model.attn_mamba_ratio()
+    cache = cache_size(model.config, seq_len=CACHE_SEQ_LEN, dtype=CACHE_DTYPE)
+    b = settings.bench
+    model = model.to(dtype=b.torch_dtype(device))
+    gen = generation_throughput(model, prompt_len=b.prompt_len, batch=b.batch, new_tokens=b.new_tokens,
+                                device=device, warmup=b.warmup)
+    return {"params": breakdown["total"], "param_breakdown": breakdown, "attn_params": attn, "ssm_params": ssm,
+            "attn_mamba": format_ratio(attn, ssm), "kv_mb": cache["kv_mb"], "ssm_mb": cache["ssm_mb"],
+            "kv_layers": cache["kv_layers"], "gen_tokens_per_s": gen["tokens_per_s"],
+            "gen_batch": gen["batch_used"], "gen_prompt_len": gen["prompt_len"], "gen_new_tokens": gen["new_tokens"]}
+
+
+def recall_row(settings: AblationSettings, row: int, device: torch.device) -> dict[str, Any]:
+    """MQAR recall of the row's architecture (fresh weights trained on MQAR, ``[recall]`` settings)."""
+    from hymba.eval.mqar import run_recall
+
+    r = run_recall(settings.row_model(row), settings.recall, device=device, seed=settings.train.seed)
+    return {"recall_acc": r.accuracy, "recall": {**r.to_dict(), "settings": settings.recall.to_dict()}}
+
+
+def _recall_current(record: dict[str, Any], settings: AblationSettings) -> bool:
+    return record.get("recall_acc") is not None and \
+        record.get("recall", {}).get("settings") == settings.recall.to_dict()
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_row(settings: AblationSettings, row: int, out_dir: Path, device: torch.device, recall: bool) -> dict[str, Any]:
+    """Everything for one row; a failure becomes a ``failed`` record (traceback in ``rows/<id>/error.txt``)."""
+    row_dir = out_dir / "rows" / str(row)
+    row_dir.mkdir(parents=True, exist_ok=True)
+    (row_dir / "error.txt").unlink(missing_ok=True)
+    record: dict[str, Any] = {"id": row, "name": ROW_NAMES[row], "status": "done", "error": None,
+                              "device": str(device), "run_dir": f"rows/{row}/train",
+                              "model": settings.row_model(row).to_dict()}
+    t0 = time.perf_counter()
+    model = None
+    try:
+        model, metrics = train_row(settings, row, row_dir / "train")
+        record["model"] = model.config.to_dict()  # with the tokenizer's vocabulary
+        record.update(metrics)
+        record.update(measure_row(settings, model, device))
+        del model
+        model = None
+        _free(device)
+        if recall:
+            record.update(recall_row(settings, row, device))
+    except Exception as e:  # noqa: BLE001 - one broken row must not stop the others
+        record["status"] = "failed"
+        record["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        (row_dir / "error.txt").write_text(traceback.format_exc())
+    finally:
+        del model
+        _free(device)
+    record["seconds"] = time.perf_counter() - t0
+    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return record
+
+
+# ---- the whole table --------------------------------------------------------------------------------------
+@dataclass
+class AblationRun:
+    out_dir: Path
+    settings: AblationSettings
+    ran: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+    table: Any = None  # pandas DataFrame of the report
+
+
+def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_dir: str | Path = "runs/ablation",
+                 overrides: list[str] | tuple[str, ...] = (), *, force: bool = False, recall: bool | None = None,
+                 report: bool = True, echo: Echo = _stderr) -> AblationRun:
+    """Run (or resume) the ablation into ``out_dir`` and write the report.
+
+    ``rows``: ids or a spec like ``"1,5,13"`` (default all 13). ``force`` redoes finished rows. ``recall``:
+    None = on for GPU runs only. Bad presets, rows or overrides raise ``ValueError`` before any work.
+    """
+    from hymba.train.trainer import resolve_device
+
+    settings = AblationSettings.load(preset, overrides)
+    row_ids = parse_rows(rows) if rows is None or isinstance(rows, str) else parse_rows(",".join(map(str, rows)))
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    device = resolve_device(settings.train.device)
+    want_recall = recall_wanted(recall, device)
+    run = AblationRun(out, settings)
+
+    with ResultsStore(out, settings.fingerprint(), meta=environment(device)) as store:
+        for note in store.open(force=force):
+            echo(note)
+        echo(f"ablation: preset {settings.preset} on {device}, rows {','.join(map(str, row_ids))}, "
+             f"{settings.train.max_steps} steps of {settings.train.batch_size}x{settings.train.seq_len} tokens, "
+             f"recall {'on' if want_recall else 'off'} -> {out}")
+        try:
+            for n, row in enumerate(row_ids, 1):
+                head = f"[{n}/{len(row_ids)}] row {row} ({ROW_NAMES[row]})"
+                rec = store.rows.get(row)
+                if store.done(row) and not force:
+                    if want_recall and not _recall_current(rec, settings):
+                        echo(f"{head}: trained earlier; measuring recall")
+                        t0 = time.perf_counter()
+                        try:
+                            rec = {**rec, **recall_row(settings, row, device)}
+                        except Exception as e:  # noqa: BLE001
+                            echo(f"{head}: recall failed: {type(e).__name__}: {e}")
+                        else:
+                            rec["seconds"] = rec.get("seconds", 0.0) + time.perf_counter() - t0
+                            store.put(rec)
+                            run.ran.append(row)
+                            continue
+                    echo(f"{head}: done earlier, skipped")
+                    run.skipped.append(row)
+                    continue
+                echo(f"{head}: training")
+                rec = run_row(settings, row, out, device, want_recall)
+                store.put(rec)
+                run.ran.append(row)
+                if rec["status"] == "failed":
+                    run.failed.append(row)
+                    echo(f"{head}: FAILED after {rec['seconds']:.0f}s: {rec['error']} "
+                         f"(traceback in {out / 'rows' / str(row) / 'error.txt'})")
+                else:
+                    recall_txt = f", recall {rec['recall_acc']:.3f}" if rec.get("recall_acc") is not None else ""
+                    echo(f"{head}: {rec['seconds']:.0f}s, val ppl {rec['val_ppl']:.2f}, "
+                         f"train {rec['train_tokens_per_s']:,.0f} tok/s, gen {rec['gen_tokens_per_s']:,.0f} tok/s, "
+                         f"KV {rec['kv_mb']:.2f} MB{recall_txt}")
+        except KeyboardInterrupt:
+            echo(f"interrupted: {sum(store.done(r) for r in row_ids)} of {len(row_ids)} rows saved in {out}; "
+                 "rerun the same command to continue")
+            raise
+    if report:
+        from hymba.ablation.report import write_report
+
+        run.table, run.files = write_report(out)
+    return run
+
+
+__all__ = ["AblationRun", "environment", "format_ratio", "measure_row", "recall_row", "run_ablation", "run_row",
+           "train_row"]

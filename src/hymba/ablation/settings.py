@@ -1,0 +1,175 @@
+"""What one ablation run is: a scale of ``roadmap.toml`` plus ``--set`` overrides, resolved and validated.
+
+A scale holds ``[model]`` (the base architecture the 13 row deltas apply to), ``[data]`` (``DataConfig``),
+``[train]`` (``TrainConfig``), ``[bench]`` (:class:`BenchSettings`) and ``[recall]`` (``MQARSettings``).
+Every row shares data, tokenizer, training settings and seed; only the row's model fields differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from hymba.config import DataConfig, ModelConfig, TrainConfig, apply_overrides, section_from_dict
+from hymba.eval.mqar import MQARSettings
+from hymba.presets import ROW_NAMES, roadmap, row_config, row_overrides, scale_settings
+
+PRESETS = ("auto", "tiny", "seed", "paper")  # what --preset offers (tests also use the hidden `micro` scale)
+CACHE_SEQ_LEN = 8192  # the paper's cache column: KV cache at 8K tokens, FP16
+CACHE_DTYPE = torch.float16
+
+
+@dataclass
+class BenchSettings:
+    """Generation throughput, paper protocol (``hymba.bench.generation_throughput``): ``batch`` random prompts
+    of ``prompt_len`` tokens, ``new_tokens`` generated greedily, batch halved on out-of-memory. The paper uses
+    8192 / 128 / on one A100; CPU scales shrink it."""
+
+    prompt_len: int = 8192
+    batch: int = 128
+    new_tokens: int = 64
+    warmup: int = 1
+    dtype: str = "auto"  # weights during generation: "auto" = bf16 on CUDA, fp32 on CPU; or fp16, bf16, fp32
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_len", "batch", "new_tokens"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"bench.{name}={v!r} is invalid: must be a positive integer")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"bench.warmup={self.warmup!r} is invalid: must be an integer >= 0")
+        if self.dtype not in BENCH_DTYPES:
+            raise ValueError(f"bench.dtype={self.dtype!r} is invalid: expected one of {', '.join(BENCH_DTYPES)}")
+
+    def torch_dtype(self, device: torch.device) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return BENCH_DTYPES[self.dtype]
+
+
+BENCH_DTYPES: dict[str, torch.dtype | None] = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16,
+                                                "fp32": torch.float32}
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "bench": BenchSettings,
+                             "recall": MQARSettings}
+# the fields the rows vary: overriding them would make rows identical
+ROW_FIELDS = frozenset({"n_heads", "n_kv_heads", "ssm", "swa_plan", "kv_share", "kv_share_groups", "fusion"})
+# training-settings fields that do not change a result (left out of the run's fingerprint)
+COSMETIC = {"train": {"progress", "log_every", "tensorboard", "ckpt_every", "keep_checkpoints"},
+            "data": {"cache_dir"}}
+
+
+def available_scales() -> list[str]:
+    return list(roadmap()["scales"])
+
+
+def resolve_preset(preset: str, cuda: bool | None = None) -> str:
+    """``auto`` -> ``seed`` on a GPU, ``tiny`` on CPU; any other name must be a scale of ``roadmap.toml``."""
+    if preset == "auto":
+        cuda = torch.cuda.is_available() if cuda is None else cuda
+        return "seed" if cuda else "tiny"
+    if preset not in available_scales():
+        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    return preset
+
+
+def parse_rows(spec: str | None) -> list[int]:
+    """``"1,5,13"`` or ``"1-4,13"`` -> sorted row ids; ``None``/``"all"`` -> all 13."""
+    if spec is None or spec.strip().lower() == "all":
+        return sorted(ROW_NAMES)
+    rows: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        lo, dash, hi = part.partition("-")
+        try:
+            ids = range(int(lo), int(hi) + 1) if dash else [int(part)]
+        except ValueError:
+            raise ValueError(f"--rows {spec!r}: {part!r} is not a row id; give ids like 1,5,13 or 1-4") from None
+        for i in ids:
+            if i not in ROW_NAMES:
+                raise ValueError(f"--rows {spec!r}: no row {i}; rows are {min(ROW_NAMES)}..{max(ROW_NAMES)}")
+            rows.add(i)
+    if not rows:
+        raise ValueError(f"--rows {spec!r}: no rows given")
+    return sorted(rows)
+
+
+@dataclass
+class AblationSettings:
+    """One resolved ablation run. ``model`` is the base model table (row deltas not applied)."""
+
+    preset: str
+    model: dict[str, Any]
+    data: DataConfig
+    train: TrainConfig
+    bench: BenchSettings
+    recall: MQARSettings
+
+    @classmethod
+    def load(cls, preset: str, overrides: list[str] | tuple[str, ...] = ()) -> "AblationSettings":
+        """Scale ``preset`` of ``roadmap.toml`` with ``--set section.field=value`` overrides; every row's model
+        config is built once here so that a bad override fails before any training."""
+        preset = resolve_preset(preset)
+        scale = scale_settings(preset)
+        tables = {name: dict(scale.get(name, {})) for name in SECTIONS}
+        tables = apply_overrides(tables, overrides, SECTIONS)
+        model = tables["model"]
+        for key in sorted(set(model) & ROW_FIELDS):
+            if key not in scale.get("model", {}) or model[key] != scale["model"][key]:
+                raise ValueError(f"model.{key} cannot be overridden: it is what the ablation rows vary "
+                                 f"(see roadmap.toml); fixed model fields: {', '.join(sorted(ROW_FIELDS))}")
+        if "vocab_size" in model:
+            raise ValueError("model.vocab_size cannot be set: the model takes the tokenizer's vocabulary "
+                             "(set data.vocab_size instead)")
+        where = f"scales.{preset}"
+        out = cls(preset=preset, model=model,
+                  **{name: section_from_dict(SECTIONS[name], tables[name], where=f"{where}.{name}")
+                     for name in ("data", "train", "bench", "recall")})
+        for row in ROW_NAMES:
+            out.row_model(row)
+        return out
+
+    def row_model(self, row: int, vocab_size: int | None = None) -> ModelConfig:
+        """The model of row ``row``: scale base, the row's deltas, then this run's model overrides (the meta
+        token count only for rows that use meta tokens)."""
+        extra = {k: v for k, v in self.model.items() if k != "n_meta_tokens"}
+        if vocab_size is not None:
+            extra["vocab_size"] = vocab_size
+        cfg = row_config(row, self.preset, **extra)
+        if row_overrides(row).get("use_meta") and "n_meta_tokens" in self.model:
+            cfg = cfg.replace(n_meta_tokens=self.model["n_meta_tokens"])
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"preset": self.preset, "model": dict(self.model)}
+        for name in ("data", "train", "bench"):
+            d[name] = dataclasses.asdict(getattr(self, name))
+        d["recall"] = self.recall.to_dict()
+        return d
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that shape the training/benchmark results of a row (recall is tracked per row)."""
+        d = self.to_dict()
+        d.pop("recall")
+        for section, keys in COSMETIC.items():
+            d[section] = {k: v for k, v in d[section].items() if k not in keys}
+        return d
+
+
+def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``["train.max_steps: 300 -> 20", ...]`` between two nested settings dicts."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += settings_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+__all__ = ["AblationSettings", "BenchSettings", "CACHE_DTYPE", "CACHE_SEQ_LEN", "PRESETS", "SECTIONS",
+           "available_scales", "parse_rows", "resolve_preset", "settings_diff"]

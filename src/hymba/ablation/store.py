@@ -1,0 +1,184 @@
+"""The results of one ablation directory: ``results.json`` (the record) and ``results.csv`` (a flat mirror).
+
+Both are rewritten whole after every row through a temporary file, fsync and ``os.replace``, so a crash or a
+kill leaves either the previous or the new version, never a torn file: at most the row in flight is lost.
+A file that cannot be read is never overwritten: loading it raises, naming the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+FORMAT = 1
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+LOCK = ".lock"
+
+# results.csv columns (record keys); nested values (model config, breakdowns) stay in results.json
+CSV_FIELDS = ("id", "name", "status", "error", "params", "attn_params", "ssm_params", "attn_mamba", "val_loss",
+              "val_ppl", "val_acc", "train_tokens_per_s", "mfu", "steps", "gen_tokens_per_s", "gen_batch",
+              "gen_prompt_len", "gen_new_tokens", "kv_mb", "ssm_mb", "recall_acc", "device", "seconds",
+              "finished_at", "run_dir")
+
+
+class ResultsError(ValueError):
+    """A results file exists but cannot be used (corrupt, foreign or from a different run)."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _finite(v: Any) -> Any:
+    """JSON has no NaN/inf: store them as null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
+def read_results(out_dir: str | Path) -> dict[str, Any]:
+    """Parse and check ``out_dir/results.json``; raises ``FileNotFoundError`` or :class:`ResultsError`."""
+    path = Path(out_dir) / RESULTS_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"no ablation results in {out_dir} ({RESULTS_JSON} missing)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path} is corrupt ({e}); it was left untouched") from None
+    problem = None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        problem = f"not an ablation results file of format {FORMAT}"
+    elif not isinstance(data.get("rows"), dict) or not isinstance(data.get("settings"), dict):
+        problem = "'rows' or 'settings' missing"
+    else:
+        for key, rec in data["rows"].items():
+            if not isinstance(rec, dict) or str(rec.get("id")) != key or rec.get("status") not in ("done", "failed"):
+                problem = f"row entry {key!r} is malformed"
+                break
+    if problem:
+        raise ResultsError(f"{path} is corrupt ({problem}); it was left untouched")
+    return data
+
+
+class ResultsStore:
+    """Finished rows of one ablation directory, saved after every row.
+
+    Holds an exclusive lock on ``out_dir/.lock`` while open, so two runs cannot interleave their writes.
+    """
+
+    def __init__(self, out_dir: str | Path, settings: dict[str, Any], meta: dict[str, Any] | None = None):
+        self.dir = Path(out_dir)
+        self.settings = settings
+        self.meta = dict(meta or {})
+        self.rows: dict[int, dict[str, Any]] = {}
+        self._lock_file = None
+
+    # ---- opening --------------------------------------------------------------------------------------
+    def open(self, *, force: bool = False) -> list[str]:
+        """Lock the directory and load earlier results. Returns notes for the user (e.g. a set-aside file).
+
+        Existing results from different settings, or a corrupt file, raise :class:`ResultsError` unless
+        ``force``, in which case the old file is kept beside as ``results.json.<timestamp>.bak`` and the
+        run starts empty.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.dir / LOCK, "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise ResultsError(f"another `hymba ablate` is writing to {self.dir}") from None
+        path = self.dir / RESULTS_JSON
+        if not path.exists():
+            return []
+        from hymba.ablation.settings import settings_diff
+
+        try:
+            data = read_results(self.dir)
+            diff = settings_diff(data["settings"], self.settings)
+            if diff:
+                raise ResultsError(f"{path} holds results of different settings ({'; '.join(diff[:6])}"
+                                   f"{'; ...' if len(diff) > 6 else ''}); use another --out, or --force to "
+                                   "set the old results aside and start over")
+        except ResultsError as e:
+            if not force:
+                if "corrupt" in str(e):
+                    raise ResultsError(f"{e}; delete or move it, or pass --force to set it aside and start over") \
+                        from None
+                raise
+            backup = path.with_name(f"{RESULTS_JSON}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+            os.replace(path, backup)
+            return [f"--force: {e}; set aside as {backup}"]
+        self.rows = {int(k): v for k, v in data["rows"].items()}
+        return []
+
+    def close(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def __enter__(self) -> "ResultsStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- rows -----------------------------------------------------------------------------------------
+    def done(self, row: int) -> bool:
+        return self.rows.get(row, {}).get("status") == "done"
+
+    def put(self, record: dict[str, Any]) -> None:
+        """Record one row and save both files at once."""
+        self.rows[int(record["id"])] = _finite(record)
+        self.save()
+
+    def save(self) -> None:
+        data = {"format": FORMAT, "settings": self.settings, "meta": self.meta,
+                "rows": {str(k): self.rows[k] for k in sorted(self.rows)}}
+        # CSV first: if we die between the two, results.json (the record) is still the older, consistent one
+        atomic_write_text(self.dir / RESULTS_CSV, records_csv([self.rows[k] for k in sorted(self.rows)]))
+        atomic_write_text(self.dir / RESULTS_JSON, json.dumps(data, indent=2) + "\n")
+
+
+def records_csv(records: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS})
+    return buf.getvalue()
+
+
+__all__ = ["CSV_FIELDS", "RESULTS_CSV", "RESULTS_JSON", "ResultsError", "ResultsStore", "atomic_write_text",
+           "read_results", "records_csv"]
