@@ -169,33 +169,18 @@ def test_real_harness_on_local_task(lm, monkeypatch, tmp_path):
 # ---- `hymba eval` on a trained checkpoint ------------------------------------------------------------
 
 def _train_toy_checkpoint(run_dir: Path) -> None:
-    """A byte-level BPE tokenizer and a tiny hybrid model fitted to the toy task's correct answers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from hymba.eval.checkpoint import save_for_eval
+    """A real training run (``hymba.train.train``) of a tiny hybrid model on the toy task's correct answers."""
+    from hymba.config import DataConfig, RunConfig, TrainConfig
+    from hymba.train import train
 
     docs = [json.loads(line) for line in (DATA / "toy_mc.jsonl").read_text().splitlines()]
-    texts = [d["question"] + d["choices"][d["label"]] for d in docs]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts + [d["question"] + c for d in docs for c in d["choices"]], trainers.BpeTrainer(
-        vocab_size=320, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    run_dir.mkdir(parents=True)
-    tok.save(str(run_dir / "tokenizer.json"))
-    eos = tok.token_to_id("<|endoftext|>")
-    rows = [[eos] + tok.encode(t).ids for t in texts]
-    T = max(map(len, rows))
-    ids = torch.tensor([r + [eos] * (T - len(r)) for r in rows])
-    labels = torch.tensor([r[1:] + [-100] * (T - len(r) + 1) for r in rows])
-    model = tiny_model(vocab_size=tok.get_vocab_size()).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(80):
-        loss = model(ids, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    save_for_eval(run_dir, model.eval(), extra={"train": {"seq_len": 64}})
+    corpus = run_dir.parent / "toy.txt"
+    corpus.write_text("\n".join(d["question"] + d["choices"][d["label"]] + "." for d in docs) * 40 + "\n")
+    cfg = RunConfig(model=tiny_model().config.replace(n_meta_tokens=0),
+                    data=DataConfig(source=str(corpus), vocab_size=320, cache_dir=str(run_dir.parent / "cache")),
+                    train=TrainConfig(device="cpu", seq_len=32, batch_size=16, max_steps=60, lr=1e-2, warmup_steps=5,
+                                      progress=False, log_every=100))
+    train(cfg, run_dir)
 
 
 def test_hymba_eval_cli_writes_results(tmp_path, monkeypatch, capsys):

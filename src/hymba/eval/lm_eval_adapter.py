@@ -62,7 +62,7 @@ class HymbaLMEval(TemplateLM):
     model and tokenizer (``model=..., tokenizer=...``).
 
     Args:
-        checkpoint: run directory written by training (weights, resolved config, tokenizer).
+        checkpoint: run directory written by training (``hymba.eval.checkpoint.load_run``).
         model, tokenizer: an in-memory model and tokenizer instead of ``checkpoint``.
         batch_size: requests per forward pass.
         max_length: longest token sequence fed to the model (contexts are left-truncated to it);
@@ -86,9 +86,10 @@ class HymbaLMEval(TemplateLM):
         if checkpoint is not None:
             if model is not None or tokenizer is not None:
                 raise ValueError("pass either checkpoint=DIR or model= and tokenizer=, not both")
-            from hymba.eval.checkpoint import load_for_eval
+            from hymba.eval.checkpoint import load_run
 
-            model, tokenizer, stored_len = load_for_eval(Path(checkpoint), device=device)
+            model, tokenizer, run_cfg = load_run(Path(checkpoint), device=device)
+            stored_len = run_cfg.train.seq_len
         if model is None or tokenizer is None:
             raise ValueError("HymbaLMEval needs checkpoint=DIR (or model= and tokenizer= in code)")
         bs = int(batch_size) if str(batch_size) != "auto" else 8
