@@ -31,6 +31,9 @@ def block_mask(T: int, window: int | None, n_meta: int, device: str):
 def _compiled():
     from torch.nn.attention.flex_attention import flex_attention
 
+    # Every (shape, window, n_meta) is a recompile; past dynamo's default limit of 8 it silently runs the
+    # eager flex_attention, which materialises the full score matrix (seen on an H200: OOM at 8K x batch 8).
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     return torch.compile(flex_attention, dynamic=False)
 
 
