@@ -72,7 +72,7 @@ def test_loss_decreases_on_builtin_corpus(small_run, tmp_path):
 
 
 def test_run_directory_is_loadable_by_hymba_eval(small_run, tmp_path):
-    from hymba.eval.checkpoint import load_for_eval
+    from hymba.eval.checkpoint import load_run
 
     out = tmp_path / "run"
     result = train(small_run(max_steps=2), out)
@@ -83,8 +83,8 @@ def test_run_directory_is_loadable_by_hymba_eval(small_run, tmp_path):
     assert len(run["git"]["commit"]) in (40, len("unknown"))
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"]["vocab_size"] == result.vocab_size and saved["train"]["max_steps"] == 2
-    model, tok, seq_len = load_for_eval(out)
-    assert seq_len == 64 and tok.eos_id == 2
+    model, tok, cfg = load_run(out)
+    assert cfg.train.seq_len == 64 and cfg.model.vocab_size == result.vocab_size and tok.eos_id == 2
     x = torch.tensor([tok.encode("ROMEO:\nBut soft, what light")])
     torch.testing.assert_close(model(x).logits, result.model(x).logits, rtol=0, atol=0)
 
