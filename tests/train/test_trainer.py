@@ -1,5 +1,6 @@
 """Optimizer groups, schedule, evaluation against an independent reference, training on the built-in corpus."""
 
+import importlib.util
 import json
 import math
 
@@ -101,3 +102,9 @@ def test_missing_corpus_is_a_clear_error(small_run, tmp_path):
     cfg.data.source = str(tmp_path / "missing.txt")
     with pytest.raises(FileNotFoundError, match="corpus not found: .*missing.txt"):
         train(cfg, tmp_path / "run")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
+def test_tensorboard_without_the_package_is_a_clear_error(small_run, tmp_path):
+    with pytest.raises(ValueError, match=r"train.tensorboard=true needs the tensorboard package"):
+        train(small_run(tensorboard=True), tmp_path / "run")

@@ -215,7 +215,7 @@ class _MetricsLog:
         self.file.flush()
         if self.tb is not None:
             for k, v in values.items():
-                if isinstance(v, (int, float)) and v is not None:
+                if isinstance(v, (int, float)):
                     self.tb.add_scalar(k, v, step)
 
     def close(self) -> None:
