@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=float, default=None, help="documents per task (int) or fraction (< 1), for smoke runs")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=None, help="longest input in tokens (default: training length)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--seed", type=int, default=1234, help="harness seeds (few-shot sampling, sampled generation)")
     p.add_argument("--output", type=Path, default=None, help=f"results file (default: RUN_DIR/{RESULTS_FILE})")
@@ -66,7 +66,7 @@ def summarize(results: dict[str, Any], *, checkpoint: str, tasks: list[str], num
 
 def evaluate_checkpoint(run_dir: Path, tasks: list[str], *, include_path: list[str] | None = None,
                         num_fewshot: int | None = None, limit: float | None = None, batch_size: int = 8,
-                        max_length: int | None = None, device: str = "cpu", dtype: str = "float32",
+                        max_length: int | None = None, device: str = "auto", dtype: str = "float32",
                         seed: int = 1234, output: Path | None = None) -> dict[str, Any]:
     """Run the harness on ``run_dir`` and write the summary (default ``run_dir/lm_eval.json``)."""
     import lm_eval

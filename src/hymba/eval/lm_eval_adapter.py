@@ -44,6 +44,15 @@ class TextTokenizer(Protocol):
     def eos_id(self) -> int: ...
 
 
+def _device(name: str | None) -> str:
+    name = name or "auto"
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} is invalid: CUDA is not available here; use device=cpu or auto")
+    return name
+
+
 def _dtype(name: str | torch.dtype) -> torch.dtype:
     if isinstance(name, torch.dtype):
         return name
@@ -68,20 +77,21 @@ class HymbaLMEval(TemplateLM):
         max_length: longest token sequence fed to the model (contexts are left-truncated to it);
             default: the training sequence length stored with the checkpoint, else 2048.
         max_gen_toks: default generation budget when a task does not set one.
-        device, dtype: where and in which precision to run.
+        device: "auto" (CUDA when available), "cpu", "cuda", "cuda:N"; dtype: float32, bfloat16, float16.
     """
 
     backend = "causal"
 
     def __init__(self, checkpoint: str | None = None, *, model: HymbaLM | None = None,
                  tokenizer: TextTokenizer | None = None, batch_size: int | str = 8, max_length: int | None = None,
-                 max_gen_toks: int = 256, device: str = "cpu", dtype: str | torch.dtype = "float32",
+                 max_gen_toks: int = 256, device: str = "auto", dtype: str | torch.dtype = "float32",
                  **unused: Any) -> None:
         super().__init__()
         unknown = sorted(k for k, v in unused.items() if v is not None and k not in ("max_batch_size",))
         if unknown:
             raise ValueError(f"unknown model_args for hymba: {', '.join(unknown)}; valid: checkpoint, batch_size, "
                              "max_length, max_gen_toks, device, dtype")
+        device = _device(device)
         stored_len = None
         if checkpoint is not None:
             if model is not None or tokenizer is not None:
@@ -245,11 +255,15 @@ class HymbaLMEval(TemplateLM):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m hymba.eval.lm_eval_adapter <lm_eval arguments>``: the harness CLI with ``hymba`` registered."""
+    """``python -m hymba.eval.lm_eval_adapter <lm_eval arguments>``: the harness CLI with ``hymba`` registered.
+
+    The harness's own default device is ``cuda:0``; here it is ``auto`` unless ``--device`` is given."""
     from lm_eval.__main__ import cli_evaluate
 
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not any(a == "--device" or a.startswith("--device=") for a in args):
+        args += ["--device", "auto"]
+    sys.argv = [sys.argv[0], *args]
     cli_evaluate()
 
 

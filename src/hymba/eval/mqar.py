@@ -33,7 +33,6 @@ the MQAR vocabulary) is trained on MQAR for a fixed budget, then evaluated on he
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hymba.config import ModelConfig
+from hymba.config import ModelConfig, TrainConfig
+from hymba.train import build_optimizer, lr_at
 
 IGNORE_INDEX = -100
 FILLER = 0
@@ -216,37 +216,28 @@ def mqar_model_config(model_cfg: ModelConfig, settings: MQARSettings) -> ModelCo
     return model_cfg.replace(vocab_size=settings.vocab)
 
 
-def _lr_at(step: int, s: MQARSettings) -> float:
-    """Linear warmup, then constant or cosine decay to 10% of the peak (the paper's schedule shape)."""
-    if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
-    if s.lr_schedule == "constant":
-        return s.lr
-    t = (step - s.warmup_steps) / max(1, s.train_steps - s.warmup_steps)
-    return s.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t))))
-
-
-def _optimizer(model: torch.nn.Module, s: MQARSettings) -> torch.optim.Optimizer:
-    """AdamW; matrices decay, vectors (norms, biases, meta tokens, SSM A/D) do not."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.95))
+def _train_config(s: MQARSettings) -> TrainConfig:
+    """The MQAR budget as the trainer's optimisation settings, so MQAR uses the same AdamW parameter groups
+    and warmup/cosine schedule as language-model training ("constant" = no decay after warmup)."""
+    return TrainConfig(lr=s.lr, warmup_steps=s.warmup_steps, max_steps=s.train_steps, weight_decay=s.weight_decay,
+                       grad_clip=s.grad_clip, min_lr_ratio=0.1 if s.lr_schedule == "cosine" else 1.0,
+                       batch_size=s.batch_size, seq_len=max(t for t, _ in s.train), progress=False)
 
 
 def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], *, device: str | torch.device = "cpu",
                seed: int = 0) -> list[float]:
     """Train ``model`` in place on MQAR; returns the loss of every step."""
     s = _coerce(settings)
+    tc = _train_config(s)
     model.train()
-    opt = _optimizer(model, s)
+    opt = build_optimizer(model, tc)
     losses = []
     for step in range(s.train_steps):
         seq_len, pairs = s.train[step % len(s.train)]
         ids, labels = mqar_batch(s.batch_size, vocab=s.vocab, seq_len=seq_len, pairs=pairs, power_a=s.power_a,
                                  seed=np.random.SeedSequence([seed, _TRAIN_STREAM, step]))
         for g in opt.param_groups:
-            g["lr"] = _lr_at(step, s)
+            g["lr"] = lr_at(step, tc)
         loss = model(ids.to(device), labels=labels.to(device)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
