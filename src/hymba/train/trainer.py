@@ -179,7 +179,7 @@ def _check_resumable(out: Path, resolved: RunConfig) -> None:
     saved = json.loads(path.read_text())
     now = resolved.to_dict()
     diffs = [f"{s}.{k}: {saved.get(s, {}).get(k)!r} -> {v!r}" for s in ("model", "data")
-             for k, v in now[s].items() if saved.get(s, {}).get(k) != v]
+             for k, v in now[s].items() if saved.get(s, {}).get(k) != v and (s, k) != ("data", "cache_dir")]
     if diffs:
         raise ValueError(f"cannot resume {out}: the config changed ({'; '.join(diffs)})")
     changed = [k for k, v in now["train"].items() if saved.get("train", {}).get(k) != v]
