@@ -203,6 +203,12 @@ def test_hymba_eval_cli_writes_results(tmp_path, monkeypatch, capsys):
     # the model was fitted to the correct answers: far above the 1/3 of guessing on the cloze prompt
     assert res["tasks"]["hymba_toy_cloze"]["acc"] >= 0.75
     assert "mean" in capsys.readouterr().out
+    # the harness's own command line, with the model registered by the adapter's entry point
+    from hymba.eval.lm_eval_adapter import main as harness_main
+
+    harness_main(["--model", "hymba", "--model_args", f"checkpoint={run_dir}", "--tasks", "hymba_toy_cloze",
+                  "--include_path", str(DATA), "--device", "cpu"])
+    assert "hymba_toy_cloze" in capsys.readouterr().out
 
 
 def test_hymba_eval_cli_errors_are_one_line(tmp_path, capsys):
