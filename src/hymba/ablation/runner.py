@@ -125,7 +125,7 @@ def run_row(settings: AblationSettings, row: int, out_dir: Path, device: torch.d
     row_dir.mkdir(parents=True, exist_ok=True)
     (row_dir / "error.txt").unlink(missing_ok=True)
     record: dict[str, Any] = {"id": row, "name": ROW_NAMES[row], "status": "done", "error": None,
-                              "device": str(device), "run_dir": f"rows/{row}/train",
+                              "device": str(device), "run_dir": f"rows/{row}/train", "recall_acc": None,
                               "model": settings.row_model(row).to_dict()}
     t0 = time.perf_counter()
     model = None

@@ -129,7 +129,10 @@ class AblationSettings:
                   **{name: section_from_dict(SECTIONS[name], tables[name], where=f"{where}.{name}")
                      for name in ("data", "train", "bench", "recall")})
         for row in ROW_NAMES:
-            out.row_model(row)
+            try:
+                out.row_model(row)
+            except ValueError as e:
+                raise ValueError(f"row {row} ({ROW_NAMES[row]}) at preset {preset}: {e}") from None
         return out
 
     def row_model(self, row: int, vocab_size: int | None = None) -> ModelConfig:

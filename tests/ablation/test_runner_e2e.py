@@ -1,0 +1,150 @@
+"""End to end on the `micro` scale: real training, a real kill, resume, failures, corrupt results, report."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hymba.ablation import runner as runner_mod
+from hymba.ablation.report import COLUMNS, write_report
+from hymba.ablation.runner import run_ablation
+from hymba.ablation.store import ResultsError
+from hymba.cli import main
+
+PYTHON = sys.executable
+
+MICRO = ["--preset", "micro"]
+
+
+def _rows(out):
+    return json.loads((out / "results.json").read_text())["rows"]
+
+
+def _ablate(out, rows, env, *extra):
+    return [PYTHON, "-m", "hymba.cli", "ablate", *MICRO, "--rows", rows, "--out", str(out), *extra]
+
+
+def test_kill_after_first_row_then_resume(tmp_path, cli_env, capsys):
+    out = tmp_path / "abl"
+    proc = subprocess.Popen(_ablate(out, "1,2,13", cli_env), env=cli_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "results.json").is_file() and len(_rows(out)) >= 1:
+                break
+            time.sleep(0.05)
+        killed = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    first = _rows(out)
+    assert killed, "the run finished before it could be killed"
+    assert 1 <= len(first) < 3 and "1" in first and first["1"]["status"] == "done"
+    assert not (out / "table.csv").exists()  # the kill came before the report
+
+    # rerun the same command: finished rows are skipped, the rest trained, the table is complete
+    run = run_ablation("micro", "1,2,13", out, echo=lambda m: None)
+    rows = _rows(out)
+    assert run.skipped == sorted(int(k) for k in first) and set(run.ran) == {1, 2, 13} - set(run.skipped)
+    assert rows["1"]["finished_at"] == first["1"]["finished_at"]  # not retrained
+    assert rows["1"]["seconds"] == first["1"]["seconds"]
+    assert [r["status"] for r in rows.values()] == ["done"] * 3
+    table = run.table
+    assert list(table["ID"]) == [1, 2, 13] and list(table.columns[:len(COLUMNS)]) == COLUMNS
+    assert table[COLUMNS[2:-1]].drop(columns=["Attn:Mamba", "Recall acc"]).notna().all().all()
+    assert list(table["Attn:Mamba"])[0] == "0:1" and table.loc[0, "KV cache MB"] == 0.0
+    assert table.loc[1, "KV cache MB"] > table.loc[2, "KV cache MB"] > 0  # KV compression of row 13
+    assert (table["Steps"] == 3).all()
+    for r in rows.values():  # each row directory holds its auditable training run
+        run_dir = out / r["run_dir"]
+        assert json.loads((run_dir / "config.json").read_text())["model"]["n_heads"] == r["model"]["n_heads"]
+        assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "run.json").is_file()
+
+    # report regeneration reproduces the same table, byte for byte
+    before = {name: (out / name).read_bytes() for name in ("table.csv", "table.md", "table.json")}
+    for name in before:
+        (out / name).unlink()
+    assert main(["report", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Spearman vs paper" in printed and "table.md" in printed
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+    # --force redoes a finished row
+    run = run_ablation("micro", "2", out, force=True, echo=lambda m: None)
+    assert run.ran == [2] and _rows(out)["2"]["finished_at"] >= rows["2"]["finished_at"]
+    assert _rows(out)["1"] == rows["1"]
+
+
+def test_failed_row_is_recorded_and_others_go_on(tmp_path, hymba_cache, monkeypatch):
+    real = runner_mod.train_row
+
+    def flaky(settings, row, run_dir):
+        if row == 2:
+            raise RuntimeError("injected failure")
+        return real(settings, row, run_dir)
+
+    monkeypatch.setattr(runner_mod, "train_row", flaky)
+    out = tmp_path / "abl"
+    run = run_ablation("micro", "1,2,12", out, echo=lambda m: None)
+    rows = _rows(out)
+    assert run.failed == [2]
+    assert rows["2"]["status"] == "failed" and rows["2"]["error"] == "RuntimeError: injected failure"
+    assert "injected failure" in (out / "rows" / "2" / "error.txt").read_text()
+    assert rows["1"]["status"] == rows["12"]["status"] == "done"
+    assert run.table.loc[1, "Status"] == "failed: RuntimeError: injected failure"
+
+    # a rerun retries the failed row only
+    monkeypatch.setattr(runner_mod, "train_row", real)
+    run = run_ablation("micro", "1,2,12", out, echo=lambda m: None)
+    assert run.ran == [2] and run.skipped == [1, 12] and not run.failed
+    assert _rows(out)["2"]["status"] == "done" and not (out / "rows" / "2" / "error.txt").exists()
+
+
+def test_recall_added_to_finished_rows_without_retraining(tmp_path, hymba_cache):
+    out = tmp_path / "abl"
+    run_ablation("micro", "7", out, recall=False, echo=lambda m: None)
+    before = _rows(out)["7"]
+    assert before["recall_acc"] is None
+    run = run_ablation("micro", "7", out, recall=True, echo=lambda m: None)
+    after = _rows(out)["7"]
+    assert 0.0 <= after["recall_acc"] <= 1.0 and after["recall"]["settings"]["train_steps"] == 2
+    assert after["finished_at"] == before["finished_at"]
+    assert run.table.loc[0, "Recall acc"] == pytest.approx(100 * after["recall_acc"])
+
+
+def test_corrupt_results_file_is_an_error_and_left_alone(tmp_path, capsys):
+    out = tmp_path / "abl"
+    out.mkdir()
+    garbage = '{"format": 1, "rows": {"1": {"id": 1, "stat'
+    (out / "results.json").write_text(garbage)
+    with pytest.raises(ResultsError, match="results.json is corrupt"):
+        run_ablation("micro", "1", out, echo=lambda m: None)
+    assert main(["ablate", *MICRO, "--rows", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt" in err and "--force" in err and err.count("\n") == 1
+    assert main(["report", str(out)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == garbage
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "results.json"]
+
+
+def test_results_of_other_settings_are_not_mixed(tmp_path, hymba_cache, capsys):
+    out = tmp_path / "abl"
+    run_ablation("micro", "1", out, echo=lambda m: None)
+    saved = (out / "results.json").read_text()
+    with pytest.raises(ResultsError, match=r"different settings \(train.max_steps: 3 -> 2\)"):
+        run_ablation("micro", "1", out, ["train.max_steps=2"], echo=lambda m: None)
+    assert (out / "results.json").read_text() == saved
+    notes = []
+    run_ablation("micro", "1", out, ["train.max_steps=2"], force=True, echo=notes.append)
+    assert any("set aside as" in n for n in notes)
+    assert [p.read_text() for p in out.glob("results.json.*.bak")] == [saved]
+    assert _rows(out)["1"]["steps"] == 2
