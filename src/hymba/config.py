@@ -220,11 +220,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "model") -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown key(s) in [{where}]: {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
-        return cls(**d)
+        """From a TOML table: unknown keys and wrong types are errors naming ``[where]`` and the key."""
+        return section_from_dict(cls, d, where)
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)

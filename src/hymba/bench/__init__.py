@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-import tomllib
 from pathlib import Path
 
 import torch
 
-from hymba.config import ModelConfig
+from hymba.config import ModelConfig, load_sections
 from hymba.model import HybridCache, HymbaLM
 
 log = logging.getLogger("hymba.bench")
@@ -23,16 +22,7 @@ MB = 1e6  # the paper's MB (Hymba-1.5B: 78.9e6 bytes = "79 MB")
 
 def load_model_config(path: str | Path) -> ModelConfig:
     """A model config TOML with a ``[model]`` table (e.g. ``configs/models/hymba-1.5b.toml``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model config not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: invalid TOML: {e}") from None
-    if "model" not in data:
-        raise ValueError(f"{path}: no [model] table")
-    return ModelConfig.from_dict(data["model"])
+    return load_sections(path, {"model": ModelConfig})["model"]
 
 
 def cache_size(cfg: ModelConfig, seq_len: int = 8192, dtype: torch.dtype = torch.float16,
