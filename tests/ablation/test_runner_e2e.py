@@ -148,3 +148,32 @@ def test_results_of_other_settings_are_not_mixed(tmp_path, hymba_cache, capsys):
     assert any("set aside as" in n for n in notes)
     assert [p.read_text() for p in out.glob("results.json.*.bak")] == [saved]
     assert _rows(out)["1"]["steps"] == 2
+
+
+def test_corrupt_results_with_force_are_set_aside(tmp_path, hymba_cache):
+    out = tmp_path / "abl"
+    out.mkdir()
+    (out / "results.json").write_text("not json")
+    notes = []
+    run_ablation("micro", "1", out, force=True, echo=notes.append)
+    assert any("corrupt" in n and "set aside as" in n for n in notes)
+    assert [p.read_text() for p in out.glob("results.json.*.bak")] == ["not json"]
+    assert _rows(out)["1"]["status"] == "done"
+
+
+def test_ctrl_c_keeps_finished_rows(tmp_path, cli_env):
+    out = tmp_path / "abl"
+    proc = subprocess.Popen(_ablate(out, "1,2", cli_env), env=cli_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "results.json").is_file() and len(_rows(out)) >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the interrupt")
+    assert proc.returncode == 130, err
+    assert "rerun the same command to continue" in err and "Traceback" not in err
+    assert _rows(out)["1"]["status"] == "done"

@@ -244,8 +244,10 @@ def write_report(out_dir: str | Path, plots: bool = True) -> tuple[pd.DataFrame,
 def print_report(df: pd.DataFrame, files: dict[str, Path], echo=print) -> None:
     """The table (our columns, then the paper's), the correlations and the files written."""
     corr = correlations(df)
-    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 48):
-        echo(formatted(df).to_string(index=False))
+    shown = formatted(df)
+    shown["Configuration"] = [c if len(c) <= 36 else c[:35] + "…" for c in shown["Configuration"]]
+    with pd.option_context("display.max_columns", None, "display.width", 300):
+        echo(shown.to_string(index=False))
     echo("Spearman vs paper: " + ", ".join(f"{r.metric} {_rho(r.spearman)} ({r.rows} rows)"
                                            for r in corr.itertuples()))
     echo("wrote: " + ", ".join(str(p) for p in files.values()))

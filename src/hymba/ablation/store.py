@@ -31,7 +31,11 @@ CSV_FIELDS = ("id", "name", "status", "error", "params", "attn_params", "ssm_par
 
 
 class ResultsError(ValueError):
-    """A results file exists but cannot be used (corrupt, foreign or from a different run)."""
+    """A results file exists but cannot be used (corrupt, or from a run with different settings)."""
+
+
+class CorruptResults(ResultsError):
+    """A results file that cannot be parsed or does not have the expected structure."""
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -73,7 +77,7 @@ def read_results(out_dir: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ResultsError(f"{path} is corrupt ({e}); it was left untouched") from None
+        raise CorruptResults(f"{path} is corrupt ({e}); it was left untouched") from None
     problem = None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         problem = f"not an ablation results file of format {FORMAT}"
@@ -85,7 +89,7 @@ def read_results(out_dir: str | Path) -> dict[str, Any]:
                 problem = f"row entry {key!r} is malformed"
                 break
     if problem:
-        raise ResultsError(f"{path} is corrupt ({problem}); it was left untouched")
+        raise CorruptResults(f"{path} is corrupt ({problem}); it was left untouched")
     return data
 
 
@@ -132,8 +136,8 @@ class ResultsStore:
                                    "set the old results aside and start over")
         except ResultsError as e:
             if not force:
-                if "corrupt" in str(e):
-                    raise ResultsError(f"{e}; delete or move it, or pass --force to set it aside and start over") \
+                if isinstance(e, CorruptResults):
+                    raise CorruptResults(f"{e}; delete or move it, or pass --force to set it aside and start over") \
                         from None
                 raise
             backup = path.with_name(f"{RESULTS_JSON}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
@@ -180,5 +184,5 @@ def records_csv(records: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-__all__ = ["CSV_FIELDS", "RESULTS_CSV", "RESULTS_JSON", "ResultsError", "ResultsStore", "atomic_write_text",
+__all__ = ["CSV_FIELDS", "CorruptResults", "RESULTS_CSV", "RESULTS_JSON", "ResultsError", "ResultsStore", "atomic_write_text",
            "read_results", "records_csv"]
