@@ -132,8 +132,11 @@ def describe(results: dict[str, Any]) -> str:
 
 def markdown_report(df: pd.DataFrame, corr: pd.DataFrame, results: dict[str, Any]) -> str:
     rho = "; ".join(f"{r.metric} {_rho(r.spearman)} ({r.rows} rows)" for r in corr.itertuples())
+    no_recall = " Recall was not measured in this run (`hymba ablate --recall`)." \
+        if pd.to_numeric(df["Recall acc"], errors="coerce").isna().all() else \
+        " Recall acc = MQAR accuracy of each row's architecture trained on MQAR ([recall] settings)."
     return (to_markdown(df) + "\n"
-            f"Spearman rank correlation with the paper: {rho}.\n\n"
+            f"Spearman rank correlation with the paper: {rho}.{no_recall}\n\n"
             "Accuracies in %; MB = 1e6 bytes; cache at 8K tokens in FP16; Gen tok/s = generated tokens/s "
             "(decode phase); the paper's columns are its 300M-parameter, 100B-token models on an A100 "
             "(Commonsense and Recall are different tasks from ours: compare orderings, not values). "
