@@ -67,6 +67,7 @@ def test_kill_after_first_row_then_resume(tmp_path, cli_env, capsys):
         run_dir = out / r["run_dir"]
         assert json.loads((run_dir / "config.json").read_text())["model"]["n_heads"] == r["model"]["n_heads"]
         assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "run.json").is_file()
+        assert (run_dir / "model.safetensors").is_file() and not (run_dir / "checkpoints").exists()
 
     # report regeneration reproduces the same table, byte for byte
     before = {name: (out / name).read_bytes() for name in ("table.csv", "table.md", "table.json")}

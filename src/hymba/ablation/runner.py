@@ -11,7 +11,8 @@ Layout of the output directory::
 
     DIR/results.json, results.csv      one record per row (the source of truth)
     DIR/table.{csv,md,json}, *.png     the report (``hymba.ablation.report``)
-    DIR/rows/<id>/train/               the row's training run: resolved config, git revision, logs, metrics
+    DIR/rows/<id>/train/               the row's training run: resolved config, git revision, logs, metrics,
+                                       final weights (optimizer checkpoints are dropped once the row is done)
     DIR/rows/<id>/error.txt            the traceback of a failed row
 """
 
@@ -72,11 +73,14 @@ def recall_wanted(flag: bool | None, device: torch.device) -> bool:
 def train_row(settings: AblationSettings, row: int, run_dir: Path) -> tuple[Any, dict[str, Any]]:
     """Train and evaluate one row into ``run_dir``; returns (trained model, metrics)."""
     from hymba.train import train
+    from hymba.train.checkpoint import checkpoint_dir
 
     if run_dir.exists():  # a row killed in flight: start it over rather than resume a half-timed run
         shutil.rmtree(run_dir)
     run_cfg = RunConfig(model=settings.row_model(row), data=settings.data, train=settings.train)
     result = train(run_cfg, run_dir)
+    # a finished row is never resumed: keep its weights (model.safetensors), drop the optimizer checkpoints
+    shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)
     metrics = {"val_loss": result.val_loss, "val_ppl": result.val_ppl, "val_acc": result.val_acc,
                "val_tokens": result.val_tokens, "train_tokens_per_s": result.train_tokens_per_s,
                "mfu": result.mfu, "steps": result.steps}
