@@ -205,8 +205,10 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
                         except Exception as e:  # noqa: BLE001
                             echo(f"{head}: recall failed: {type(e).__name__}: {e}")
                         else:
-                            rec["seconds"] = rec.get("seconds", 0.0) + time.perf_counter() - t0
+                            spent = time.perf_counter() - t0
+                            rec["seconds"] = rec.get("seconds", 0.0) + spent
                             store.put(rec)
+                            echo(f"{head}: recall {rec['recall_acc']:.3f} ({spent:.0f}s)")
                             run.ran.append(row)
                             continue
                     echo(f"{head}: done earlier, skipped")
