@@ -11,7 +11,7 @@ import time
 import pytest
 
 from hymba.ablation import runner as runner_mod
-from hymba.ablation.report import COLUMNS, write_report
+from hymba.ablation.report import COLUMNS
 from hymba.ablation.runner import run_ablation
 from hymba.ablation.store import ResultsError
 from hymba.cli import main

@@ -31,11 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hymba.ablation.report import print_report
     from hymba.ablation.runner import run_ablation
-    from hymba.ablation.settings import resolve_preset
 
-    preset = resolve_preset(args.preset)
-    out = args.out or Path("runs") / f"ablation-{preset}"
-    result = run_ablation(preset, args.rows, out, args.overrides, force=args.force, recall=args.recall)
+    result = run_ablation(args.preset, args.rows, args.out, args.overrides, force=args.force, recall=args.recall)
+    out = result.out_dir
     print_report(result.table, result.files)
     if result.failed:
         print(f"hymba ablate: {len(result.failed)} row(s) failed: {', '.join(map(str, result.failed))} "

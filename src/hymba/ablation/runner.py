@@ -19,7 +19,6 @@ Layout of the output directory::
 from __future__ import annotations
 
 import gc
-import os
 import platform
 import shutil
 import sys
@@ -117,6 +116,23 @@ def _recall_current(record: dict[str, Any], settings: AblationSettings) -> bool:
         record.get("recall", {}).get("settings") == settings.recall.to_dict()
 
 
+def _add_recall(store: ResultsStore, rec: dict[str, Any], settings: AblationSettings, device: torch.device,
+                echo: Echo) -> bool:
+    """Measure recall for a row trained earlier (no retraining) and save it; False if recall failed."""
+    echo("trained earlier; measuring recall")
+    t0 = time.perf_counter()
+    try:
+        rec = {**rec, **recall_row(settings, int(rec["id"]), device)}
+    except Exception as e:  # noqa: BLE001 - the row's other results stay valid
+        echo(f"recall failed: {type(e).__name__}: {e}")
+        return False
+    spent = time.perf_counter() - t0
+    rec["seconds"] = rec.get("seconds", 0.0) + spent
+    store.put(rec)
+    echo(f"recall {rec['recall_acc']:.3f} ({spent:.0f}s)")
+    return True
+
+
 def _free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -167,19 +183,20 @@ class AblationRun:
     table: Any = None  # pandas DataFrame of the report
 
 
-def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_dir: str | Path = "runs/ablation",
+def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_dir: str | Path | None = None,
                  overrides: list[str] | tuple[str, ...] = (), *, force: bool = False, recall: bool | None = None,
                  report: bool = True, echo: Echo = _stderr) -> AblationRun:
     """Run (or resume) the ablation into ``out_dir`` and write the report.
 
-    ``rows``: ids or a spec like ``"1,5,13"`` (default all 13). ``force`` redoes finished rows. ``recall``:
+    ``rows``: ids or a spec like ``"1,5,13"`` (default all 13). ``out_dir`` defaults to
+    ``runs/ablation-<preset>``. ``force`` redoes finished rows. ``recall``:
     None = on for GPU runs only. Bad presets, rows or overrides raise ``ValueError`` before any work.
     """
     from hymba.train.trainer import resolve_device
 
     settings = AblationSettings.load(preset, overrides)
     row_ids = parse_rows(rows) if rows is None or isinstance(rows, str) else parse_rows(",".join(map(str, rows)))
-    out = Path(out_dir)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / f"ablation-{settings.preset}"
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
     device = resolve_device(settings.train.device)
@@ -197,22 +214,12 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
                 head = f"[{n}/{len(row_ids)}] row {row} ({ROW_NAMES[row]})"
                 rec = store.rows.get(row)
                 if store.done(row) and not force:
-                    if want_recall and not _recall_current(rec, settings):
-                        echo(f"{head}: trained earlier; measuring recall")
-                        t0 = time.perf_counter()
-                        try:
-                            rec = {**rec, **recall_row(settings, row, device)}
-                        except Exception as e:  # noqa: BLE001
-                            echo(f"{head}: recall failed: {type(e).__name__}: {e}")
-                        else:
-                            spent = time.perf_counter() - t0
-                            rec["seconds"] = rec.get("seconds", 0.0) + spent
-                            store.put(rec)
-                            echo(f"{head}: recall {rec['recall_acc']:.3f} ({spent:.0f}s)")
-                            run.ran.append(row)
-                            continue
-                    echo(f"{head}: done earlier, skipped")
-                    run.skipped.append(row)
+                    if want_recall and not _recall_current(rec, settings) and \
+                            _add_recall(store, rec, settings, device, lambda m: echo(f"{head}: {m}")):
+                        run.ran.append(row)
+                    else:
+                        echo(f"{head}: done earlier, skipped")
+                        run.skipped.append(row)
                     continue
                 echo(f"{head}: training")
                 rec = run_row(settings, row, out, device, want_recall)
