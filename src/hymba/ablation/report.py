@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from hymba.ablation.paper import PAPER_COLUMNS, paper_table
-from hymba.ablation.store import atomic_write_text, read_results
+from hymba.ablation.store import read_results
+from hymba.io import atomic_write
 from hymba.presets import ROW_NAMES
 
 COLUMNS = ["ID", "Configuration", "Params (M)", "Attn:Mamba", "Val PPL", "Token acc", "Recall acc", "Train tok/s",
@@ -234,9 +235,9 @@ def write_report(out_dir: str | Path, plots: bool = True) -> tuple[pd.DataFrame,
     df = build_table(results)
     corr = correlations(df)
     files = {k: out / v for k, v in TABLE_FILES.items()}
-    atomic_write_text(files["csv"], df.to_csv(index=False))
-    atomic_write_text(files["md"], markdown_report(df, corr, results))
-    atomic_write_text(files["json"], table_json(df, corr, results))
+    atomic_write(files["csv"], df.to_csv(index=False))
+    atomic_write(files["md"], markdown_report(df, corr, results))
+    atomic_write(files["json"], table_json(df, corr, results))
     if plots:
         for key, fn in (("efficiency", plot_efficiency), ("quality", plot_quality)):
             files[key] = out / PLOT_FILES[key]

@@ -13,10 +13,11 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from hymba.io import atomic_write
 
 FORMAT = 1
 RESULTS_JSON = "results.json"
@@ -36,26 +37,6 @@ class ResultsError(ValueError):
 
 class CorruptResults(ResultsError):
     """A results file that cannot be parsed or does not have the expected structure."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _finite(v: Any) -> Any:
@@ -171,8 +152,8 @@ class ResultsStore:
         data = {"format": FORMAT, "settings": self.settings, "meta": self.meta,
                 "rows": {str(k): self.rows[k] for k in sorted(self.rows)}}
         # CSV first: if we die between the two, results.json (the record) is still the older, consistent one
-        atomic_write_text(self.dir / RESULTS_CSV, records_csv([self.rows[k] for k in sorted(self.rows)]))
-        atomic_write_text(self.dir / RESULTS_JSON, json.dumps(data, indent=2) + "\n")
+        atomic_write(self.dir / RESULTS_CSV, records_csv([self.rows[k] for k in sorted(self.rows)]))
+        atomic_write(self.dir / RESULTS_JSON, json.dumps(data, indent=2) + "\n")
 
 
 def records_csv(records: list[dict[str, Any]]) -> str:
@@ -184,5 +165,5 @@ def records_csv(records: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-__all__ = ["CSV_FIELDS", "CorruptResults", "RESULTS_CSV", "RESULTS_JSON", "ResultsError", "ResultsStore", "atomic_write_text",
+__all__ = ["CSV_FIELDS", "CorruptResults", "RESULTS_CSV", "RESULTS_JSON", "ResultsError", "ResultsStore", 
            "read_results", "records_csv"]

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from hymba.io import atomic_write
+
 CKPT_DIR = "checkpoints"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
@@ -41,21 +43,6 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def weights_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -140,7 +127,7 @@ def save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic_write_bytes(root / LATEST_FILE, (final.name + "\n").encode())
+    atomic_write(root / LATEST_FILE, (final.name + "\n").encode())
     for old in list_checkpoints(out_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -28,7 +28,8 @@ from torch import nn
 from hymba.config import ModelConfig, RunConfig, TrainConfig
 from hymba.data import IGNORE_INDEX, TrainBatches, prepare, val_batches
 from hymba.model import HymbaLM
-from hymba.train.checkpoint import (atomic_write_bytes, latest_checkpoint, load_checkpoint, save_checkpoint,
+from hymba.io import atomic_write
+from hymba.train.checkpoint import (latest_checkpoint, load_checkpoint, save_checkpoint,
                                     save_weights)
 
 log = logging.getLogger(__name__)
@@ -188,12 +189,12 @@ def _check_resumable(out: Path, resolved: RunConfig) -> None:
 
 
 def _write_run_files(out: Path, resolved: RunConfig, tokenizer) -> None:
-    atomic_write_bytes(out / "config.json", (json.dumps(resolved.to_dict(), indent=2) + "\n").encode())
-    atomic_write_bytes(out / "config.toml", resolved.to_toml().encode())
+    atomic_write(out / "config.json", (json.dumps(resolved.to_dict(), indent=2) + "\n").encode())
+    atomic_write(out / "config.toml", resolved.to_toml().encode())
     tokenizer.save(out / "tokenizer.json")
     run = {"git": git_revision(), "argv": sys.argv, "torch": torch.__version__, "python": sys.version.split()[0],
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write_bytes(out / "run.json", (json.dumps(run, indent=2) + "\n").encode())
+    atomic_write(out / "run.json", (json.dumps(run, indent=2) + "\n").encode())
 
 
 class _MetricsLog:
@@ -357,7 +358,7 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": step, "final": True, **{k: v for k, v in result.metrics().items()
                                                             if k != "out_dir"}}) + "\n")
-    atomic_write_bytes(out / "results.json", (json.dumps(result.metrics(), indent=2) + "\n").encode())
+    atomic_write(out / "results.json", (json.dumps(result.metrics(), indent=2) + "\n").encode())
     log.info("done: %d steps, val loss %.4f, ppl %.2f, acc %.4f, %.0f tokens/s%s", step, ev["loss"], ev["ppl"],
              ev["acc"], tokens_per_s, f", MFU {mfu:.1%}" if mfu is not None else "")
     return result
