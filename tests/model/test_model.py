@@ -192,3 +192,15 @@ def test_flops_per_token_close_to_six_n_for_short_sequences():
     assert 6 * n * 0.9 < f < 6 * n * 1.2
     assert m.flops_per_token(512) > f
     assert math.isfinite(HymbaLM(ROWS[13]).flops_per_token(128))
+
+
+def test_rmsnorm_matches_its_formula_and_keeps_the_input_dtype():
+    from hymba.model.layers import RMSNorm
+
+    norm = RMSNorm(16, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+    x = torch.randn(3, 5, 16)
+    ref = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight
+    torch.testing.assert_close(norm(x), ref)
+    assert norm(x.bfloat16()).dtype == torch.bfloat16

@@ -14,9 +14,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        # normalise and scale in fp32, return the input's dtype (bf16 under autocast stays bf16)
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()).to(x.dtype)
+        # one fused op, normalised and scaled in fp32; returns the input's dtype (bf16 under autocast stays bf16)
+        return F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps).to(x.dtype)
 
 
 class SwiGLU(nn.Module):
