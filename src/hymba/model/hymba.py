@@ -257,7 +257,8 @@ class HymbaLM(nn.Module):
         M = self.config.n_meta_tokens
         B, S = pos.shape
         is_meta = (pos < M) if valid is None else (pos < M) & valid
-        spec = MaskSpec(pos, pos, is_meta, valid, None, M if valid is None else None)
+        plain = valid is None and not kw.get("decoding", False)  # keys == queries, [meta][tokens]
+        spec = MaskSpec(pos, pos, is_meta, valid, None, M if plain else None)
         cos, sin = self.rotary.cos_sin(pos, dtype) if self.rotary is not None else (None, None)
         return _Context(spec, cos, sin, valid, **kw)
 
@@ -311,9 +312,7 @@ class HymbaLM(nn.Module):
         ids = next_ids.view(-1, 1)
         pos = cache.next_pos[:, None]
         x = self.embed(ids)
-        ctx = self._context(pos, None, x.dtype, cache=cache, decoding=True)
-        ctx.spec.n_meta = None
-        x = self._run(x, ctx)
+        x = self._run(x, self._context(pos, None, x.dtype, cache=cache, decoding=True))
         cache.length += 1
         cache.next_pos = cache.next_pos + 1
         return self.lm_head(self.norm(x))
