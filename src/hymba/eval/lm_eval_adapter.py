@@ -29,6 +29,7 @@ from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_
 from tqdm import tqdm
 
 from hymba.model import HymbaLM
+from hymba.model.hymba import sample_next
 
 DEFAULT_MAX_LENGTH = 2048
 
@@ -207,14 +208,7 @@ class HymbaLMEval(TemplateLM):
         out: list[list[int]] = [[] for _ in range(B)]
         done = [False] * B
         for step in range(max_new):
-            if temperature > 0:
-                scaled = last / temperature
-                if top_k:
-                    kth = scaled.topk(min(top_k, scaled.shape[-1]), dim=-1).values[:, -1:]
-                    scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-                nxt = torch.multinomial(scaled.softmax(-1), 1, generator=gen)[:, 0]
-            else:
-                nxt = last.argmax(-1)
+            nxt = sample_next(last, temperature, top_k or None, gen)
             for i, t in enumerate(nxt.tolist()):
                 if done[i]:
                     continue

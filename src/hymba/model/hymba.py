@@ -334,7 +334,7 @@ class HymbaLM(nn.Module):
         out = []
         done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         for step in range(max_new_tokens):
-            nxt = _sample(last.float(), temperature, top_k, gen)
+            nxt = sample_next(last.float(), temperature, top_k, gen)
             if eos_id is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
                 done |= nxt == eos_id
@@ -410,7 +410,8 @@ class HymbaLM(nn.Module):
         return float(flops)
 
 
-def _sample(logits: Tensor, temperature: float, top_k: int | None, gen: torch.Generator | None) -> Tensor:
+def sample_next(logits: Tensor, temperature: float, top_k: int | None, gen: torch.Generator | None) -> Tensor:
+    """Next token per row from logits [B, vocab]: argmax at temperature 0, else top-k softmax sampling."""
     if temperature <= 0:
         return logits.argmax(-1)
     logits = logits / temperature
