@@ -28,15 +28,16 @@ def main() -> None:
     jobs = [(f, load_model_config(f)) for f in filter(None, args.configs.split(","))]
     jobs += [(f"row {r} ({args.preset})", row_config(int(r), args.preset)) for r in filter(None, args.rows.split(","))]
     for name, cfg in jobs:
+        size = cache_size(cfg)
         try:
             model = HymbaLM(cfg).to(device="cuda", dtype=torch.bfloat16)
             r = generation_throughput(model, prompt_len=args.prompt_len, batch=args.batch,
                                       new_tokens=args.new_tokens, device="cuda")
-            r.update(kv_mb_8k_fp16=cache_size(cfg)["kv_mb"], ssm_mb=cache_size(cfg)["ssm_mb"])
+            r.update(kv_mb_8k_fp16=size["kv_mb"], ssm_mb=size["ssm_mb"])
         except Exception as e:
             r = {"error": f"{type(e).__name__}: {e}"[:300]}
         print(json.dumps({"model": name, **r}), flush=True)
-        del model
+        model = None
         torch.cuda.empty_cache()
 
 
