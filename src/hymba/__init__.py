@@ -1,7 +1,7 @@
 """hymba: a configurable Hymba (hybrid attention + Mamba heads) language model and its design-roadmap ablation."""
 
 from hymba.config import ModelConfig
-from hymba.model import HybridCache, HymbaLM, ModelOutput
+from hymba.model import GraphedDecoder, HybridCache, HymbaLM, ModelOutput
 
 __version__ = "0.1.0"
-__all__ = ["ModelConfig", "HymbaLM", "HybridCache", "ModelOutput", "__version__"]
+__all__ = ["ModelConfig", "HymbaLM", "HybridCache", "GraphedDecoder", "ModelOutput", "__version__"]

@@ -22,6 +22,27 @@ def test_prefill_then_decode_equals_full_forward(row):
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("row", [1, 9, 13])
+def test_prefill_in_batch_chunks_fills_the_same_cache(row):
+    m = HymbaLM(ROWS[row]).eval()
+    ids = torch.randint(1, 61, (5, 14))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    mask[4, :9] = 0  # ragged rows in different chunks
+    with torch.no_grad():
+        whole, c1 = m.prefill(ids, attention_mask=mask, max_len=30)
+        parts, c2 = m.prefill(ids, attention_mask=mask, max_len=30, batch_chunk=2)
+        torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-5)
+        assert c2.length == c1.length and torch.equal(c2.next_pos, c1.next_pos) and torch.equal(c2.step, c1.step)
+        for i in c1.kv:
+            for name in ("k", "v", "pos", "valid"):
+                torch.testing.assert_close(getattr(c2.kv[i], name), getattr(c1.kv[i], name), rtol=1e-5, atol=1e-5)
+        for i in c1.ssm:
+            torch.testing.assert_close(c2.ssm[i], c1.ssm[i], rtol=1e-5, atol=1e-6)
+        nxt = ids[:, -1]
+        torch.testing.assert_close(m.decode_step(nxt, c2), m.decode_step(nxt, c1), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("row", [1, 6, 9, 13])
 def test_ragged_batch_gives_the_same_tokens_as_each_prompt_alone(row):
     m = HymbaLM(ROWS[row]).eval()
@@ -54,6 +75,15 @@ def test_padding_changes_neither_ssm_state_nor_attention():
     for i in c_alone.ssm:
         torch.testing.assert_close(c_pad.ssm[i], c_alone.ssm[i], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(c_pad.conv[i], c_alone.conv[i], rtol=1e-5, atol=1e-6)
+
+
+def test_a_full_global_cache_is_an_error_not_a_wrap():
+    m = HymbaLM(ROWS[6]).eval()
+    _, cache = m.prefill(torch.randint(0, 61, (1, 5)), max_len=7)
+    m.decode_step(torch.tensor([1]), cache)
+    m.decode_step(torch.tensor([1]), cache)
+    with pytest.raises(ValueError, match="cache full: 8 tokens > max_len=7"):
+        m.decode_step(torch.tensor([1]), cache)
 
 
 def test_swa_cache_never_grows_past_window_plus_meta_and_consumers_hold_nothing():

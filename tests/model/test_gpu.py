@@ -43,3 +43,22 @@ def test_cached_decoding_on_cuda_equals_full_forward(row):
         logits, cache = m.prefill(ids[:, :20], max_len=60)
         steps = [logits] + [m.decode_step(ids[:, t], cache) for t in range(20, 60)]
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("row", [1, 6, 13])
+def test_graphed_decoding_equals_eager_decoding(row):
+    from hymba import GraphedDecoder
+
+    m = HymbaLM(row_config(row, "tiny", vocab_size=101, window=16)).cuda().eval()
+    ids = torch.randint(0, 101, (3, 70), device="cuda")
+    with torch.no_grad():
+        _, eager_cache = m.prefill(ids[:, :20], max_len=70)
+        _, graph_cache = m.prefill(ids[:, :20], max_len=70)
+        step = GraphedDecoder(m, graph_cache)
+        for t in range(20, 70):  # past the 16-token window: the rings wrap
+            a = m.decode_step(ids[:, t], eager_cache)
+            b = step(ids[:, t])
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, msg=f"step {t}")
+    for i in eager_cache.ssm:
+        torch.testing.assert_close(graph_cache.ssm[i], eager_cache.ssm[i], rtol=1e-5, atol=1e-6)
+    assert graph_cache.length == eager_cache.length == 70

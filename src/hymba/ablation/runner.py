@@ -100,7 +100,8 @@ def measure_row(settings: AblationSettings, model: Any, device: torch.device) ->
     return {"params": breakdown["total"], "param_breakdown": breakdown, "attn_params": attn, "ssm_params": ssm,
             "attn_mamba": format_ratio(attn, ssm), "kv_mb": cache["kv_mb"], "ssm_mb": cache["ssm_mb"],
             "kv_layers": cache["kv_layers"], "gen_tokens_per_s": gen["tokens_per_s"],
-            "gen_batch": gen["batch_used"], "gen_prompt_len": gen["prompt_len"], "gen_new_tokens": gen["new_tokens"]}
+            "gen_batch": gen["batch_used"], "gen_prompt_len": gen["prompt_len"], "gen_new_tokens": gen["new_tokens"],
+            "gen_decode": gen["decode"]}
 
 
 def recall_row(settings: AblationSettings, row: int, device: torch.device) -> dict[str, Any]:

@@ -19,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--new-tokens", type=int, default=None, help="default 64 on CUDA, 16 on CPU")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--eager", action="store_true", help="decode step by step in Python, not from a CUDA graph")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -35,10 +36,11 @@ def run(args: argparse.Namespace) -> int:
         return value if value is not None else (on_gpu if gpu else on_cpu)
 
     r = generation_throughput(model, prompt_len=pick(args.prompt_len, 8192, 256), batch=pick(args.batch, 128, 4),
-                              new_tokens=pick(args.new_tokens, 64, 16), device=dev)
+                              new_tokens=pick(args.new_tokens, 64, 16), device=dev,
+                              cuda_graph=False if args.eager else None)
     if args.json:
         print(json.dumps({"model": name, "device": str(dev), **r}))
     else:
         print(f"{name} on {dev}: {r['tokens_per_s']:.1f} generated tok/s (batch {r['batch_used']}, prompt "
-              f"{r['prompt_len']}, {r['new_tokens']} new; prefill {r['prefill_s']:.2f}s)")
+              f"{r['prompt_len']}, {r['new_tokens']} new, {r['decode']} decode; prefill {r['prefill_s']:.2f}s)")
     return 0

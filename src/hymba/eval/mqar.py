@@ -42,6 +42,7 @@ import torch
 
 from hymba.config import ModelConfig, TrainConfig
 from hymba.train import build_optimizer, lr_at
+from hymba.train.trainer import autocast_context, autocast_dtype
 
 IGNORE_INDEX = -100
 FILLER = 0
@@ -231,6 +232,7 @@ def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], 
     tc = _train_config(s)
     model.train()
     opt = build_optimizer(model, tc)
+    amp = autocast_dtype(tc.precision, torch.device(device))  # bf16 on CUDA, as language-model training
     losses = []
     for step in range(s.train_steps):
         seq_len, pairs = s.train[step % len(s.train)]
@@ -238,7 +240,8 @@ def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], 
                                  seed=np.random.SeedSequence([seed, _TRAIN_STREAM, step]))
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)
-        loss = model(ids.to(device), labels=labels.to(device)).loss
+        with autocast_context(torch.device(device), amp):
+            loss = model(ids.to(device), labels=labels.to(device)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if s.grad_clip > 0:
@@ -255,6 +258,8 @@ def evaluate_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any
     s = _coerce(settings)
     was_training = model.training
     model.eval()
+    dev = torch.device(device)
+    amp = autocast_dtype("auto", dev)
     out: dict[Setting, float] = {}
     for i, (seq_len, pairs) in enumerate(s.eval):
         ids, labels = mqar_batch(s.eval_sequences, vocab=s.vocab, seq_len=seq_len, pairs=pairs, power_a=s.power_a,
@@ -262,7 +267,8 @@ def evaluate_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any
         correct = total = 0
         for b in range(0, s.eval_sequences, s.eval_batch_size):
             x, y = ids[b:b + s.eval_batch_size].to(device), labels[b:b + s.eval_batch_size].to(device)
-            pred = model(x).logits.argmax(-1)
+            with autocast_context(dev, amp):
+                pred = model(x).logits.argmax(-1)
             mask = y != IGNORE_INDEX
             correct += int((pred[mask] == y[mask]).sum())
             total += int(mask.sum())

@@ -60,6 +60,15 @@ class LayerKV:
         self.pos[:, idx] = pos[:, start:]
         self.valid[:, idx] = valid[:, start:]
 
+    def append(self, j: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> None:
+        """Decode: store one token (k, v [B, Hkv, 1, D]; pos [B, 1]) at token index ``j``, a [1] long tensor
+        on the cache's device. Device ops only (no host sync), so a decode step can run as a CUDA graph."""
+        slot = self.n_meta + j % self.capacity  # a global cache is never full here: decode_step checks
+        self.k.index_copy_(2, slot, k.to(self.k.dtype))
+        self.v.index_copy_(2, slot, v.to(self.v.dtype))
+        self.pos.index_copy_(1, slot, pos)
+        self.valid.index_fill_(1, slot, True)
+
     def is_meta(self) -> Tensor:
         """[1, M + C] bool."""
         return (torch.arange(self.k.shape[2], device=self.k.device) < self.n_meta)[None]
@@ -73,6 +82,7 @@ class HybridCache:
     ssm: dict[int, Tensor] = field(default_factory=dict)  # [B, d_inner, d_state]
     length: int = 0  # token columns consumed (padding included)
     next_pos: Tensor | None = None  # [B] position of the next token
+    step: Tensor | None = None  # [1] long, ``length`` on the device (decode indexes slots with it)
 
     @classmethod
     def allocate(cls, config: ModelConfig, batch: int, max_len: int, *, device="cpu",
@@ -99,6 +109,22 @@ class HybridCache:
                 cache.conv[i] = torch.zeros(batch, c.d_inner, c.d_conv - 1, device=device, dtype=dtype)
                 cache.ssm[i] = torch.zeros(batch, c.d_inner, c.d_state, device=device, dtype=ssm_dtype)
         return cache
+
+    def narrow(self, start: int, n: int) -> "HybridCache":
+        """Rows ``start .. start+n-1`` as a cache of views: prefilling it fills those rows of this cache."""
+        def rows(t: Tensor) -> Tensor:
+            return t.narrow(0, start, n)
+
+        kv = {i: LayerKV(rows(e.k), rows(e.v), rows(e.pos), rows(e.valid), e.n_meta, e.window)
+              for i, e in self.kv.items()}
+        return HybridCache(self.config, kv, {i: rows(t) for i, t in self.conv.items()},
+                           {i: rows(t) for i, t in self.ssm.items()})
+
+    def check_room(self) -> None:
+        """Raise if a global (non-ring) layer has no free slot for one more token."""
+        for e in self.kv.values():
+            if e.window is None and self.length >= e.capacity:
+                raise ValueError(f"cache full: {self.length + 1} tokens > max_len={e.capacity} given at prefill")
 
     def nbytes(self) -> dict[str, int]:
         """Bytes actually allocated: K/V (meta slots included) and SSM (conv + recurrent) state."""

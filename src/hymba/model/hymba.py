@@ -175,7 +175,7 @@ class HymbaBlock(nn.Module):
                                                                                device=k.device)
             entry.write(0, k[:, :, M:], v[:, :, M:], spec.q_pos[:, M:], valid)
             return k, v, spec
-        entry.write(cache.length, k, v, spec.q_pos, torch.ones_like(spec.q_pos, dtype=torch.bool))
+        entry.append(cache.step, k, v, spec.q_pos)
         return entry.k, entry.v, MaskSpec(spec.q_pos, entry.pos, entry.is_meta(), entry.valid, self.window)
 
     def forward(self, x: Tensor, ctx: _Context) -> Tensor:
@@ -287,34 +287,56 @@ class HymbaLM(nn.Module):
 
     @torch.no_grad()
     def prefill(self, input_ids: Tensor, attention_mask: Tensor | None = None, max_len: int | None = None,
-                cache: HybridCache | None = None, last_only: bool = False) -> tuple[Tensor, HybridCache]:
+                cache: HybridCache | None = None, last_only: bool = False,
+                batch_chunk: int | None = None) -> tuple[Tensor, HybridCache]:
         """Run the prompt (meta tokens included) once and fill a fresh cache.
 
         Args:
             input_ids: [B, T]; attention_mask: [B, T] for left-padded prompts; max_len: token columns the
                 cache must hold (prompt + new tokens; default T + 256); last_only: logits of the last
-                position only (generation needs no more, and [B, T, vocab] can be the largest tensor).
+                position only (generation needs no more, and [B, T, vocab] can be the largest tensor);
+                batch_chunk: prefill at most this many rows at a time into the one cache, which bounds the
+                activation memory of long prompts (the paper's 8K x batch 128) by the chunk, not the batch.
         Returns:
             logits [B, T, vocab] (or [B, 1, vocab]) and the cache.
         """
         B, T = input_ids.shape
         cache = cache or self.allocate_cache(B, max_len or T + 256)
+        if batch_chunk is not None and batch_chunk < B:
+            parts = [self.prefill(input_ids[i:i + batch_chunk],
+                                  None if attention_mask is None else attention_mask[i:i + batch_chunk],
+                                  cache=cache.narrow(i, min(batch_chunk, B - i)), last_only=last_only)
+                     for i in range(0, B, batch_chunk)]
+            self._start(cache, T, torch.cat([c.next_pos for _, c in parts]))
+            return torch.cat([lg for lg, _ in parts]), cache
         x, pos, valid, pad = self._embed(input_ids, attention_mask)
         x = self._run(x, self._context(pos, valid, x.dtype, cache=cache, pad=pad))
-        cache.length = T
-        cache.next_pos = pos[:, -1] + 1
+        self._start(cache, T, pos[:, -1] + 1)
         x = x[:, -1:] if last_only else x[:, self.config.n_meta_tokens:]
         return self.lm_head(self.norm(x)), cache
+
+    @staticmethod
+    def _start(cache: HybridCache, T: int, next_pos: Tensor) -> None:
+        cache.length = T
+        cache.next_pos = next_pos.clone()
+        cache.step = torch.full((1,), T, dtype=torch.long, device=next_pos.device)
 
     @torch.no_grad()
     def decode_step(self, next_ids: Tensor, cache: HybridCache) -> Tensor:
         """Feed one token per row ([B] or [B, 1]); returns logits [B, 1, vocab] and advances the cache."""
-        ids = next_ids.view(-1, 1)
-        pos = cache.next_pos[:, None]
-        x = self.embed(ids)
-        x = self._run(x, self._context(pos, None, x.dtype, cache=cache, decoding=True))
+        cache.check_room()
+        logits = self.decode_step_graphable(next_ids.view(-1, 1), cache)
         cache.length += 1
-        cache.next_pos = cache.next_pos + 1
+        return logits
+
+    def decode_step_graphable(self, ids: Tensor, cache: HybridCache) -> Tensor:
+        """The device work of :meth:`decode_step` (ids [B, 1]): no host sync and no Python-side state, so
+        that :class:`hymba.model.graphs.GraphedDecoder` can capture it once and replay it. Advances
+        ``cache.step`` and ``cache.next_pos`` in place; the caller advances ``cache.length``."""
+        x = self.embed(ids)
+        x = self._run(x, self._context(cache.next_pos[:, None], None, x.dtype, cache=cache, decoding=True))
+        cache.step.add_(1)
+        cache.next_pos.add_(1)
         return self.lm_head(self.norm(x))
 
     @torch.no_grad()

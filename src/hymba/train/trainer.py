@@ -110,7 +110,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
@@ -148,7 +148,7 @@ def evaluate(model: nn.Module, val_tokens, seq_len: int, batch_size: int, device
     count = 0
     for x, y in val_batches(val_tokens, seq_len, batch_size, max_tokens=max_tokens):
         x, y = x.to(device), y.to(device)
-        with _autocast(device, amp):
+        with autocast_context(device, amp):
             logits = model(x).logits
         logits = logits.float()
         real = y != IGNORE_INDEX
@@ -312,7 +312,7 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
             for _ in range(tc.grad_accum):
                 x, y = next(batches)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with _autocast(device, amp):
+                with autocast_context(device, amp):
                     loss = forward(x, labels=y).loss / tc.grad_accum
                 loss.backward()
                 loss_sum += loss.detach()

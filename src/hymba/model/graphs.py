@@ -1,0 +1,61 @@
+"""Decoding from a CUDA graph: one capture of a decode step per cache, replayed for every token.
+
+A decode step of a small model is launch-bound (hundreds of kernels of microseconds each per token), so the
+host, not the GPU, sets the pace. The hybrid cache has static shapes (preallocated global slots, fixed
+rings, fixed SSM state) and :meth:`HymbaLM.decode_step_graphable` indexes it with device tensors only,
+so the whole step can be captured once (``torch.cuda.CUDAGraph``) and replayed. The eager
+:meth:`HymbaLM.decode_step` is the reference it is tested against.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hymba.model.cache import HybridCache
+
+
+class GraphedDecoder:
+    """``decode_step`` for one prefilled CUDA cache, replayed from a CUDA graph.
+
+    >>> _, cache = model.prefill(ids, max_len=T + n)
+    >>> step = GraphedDecoder(model, cache)
+    >>> logits = step(next_ids)   # same as model.decode_step(next_ids, cache)
+    """
+
+    def __init__(self, model, cache: HybridCache, warmup: int = 2):
+        if cache.next_pos is None or cache.next_pos.device.type != "cuda":
+            raise ValueError("GraphedDecoder needs a cache prefilled on a CUDA device")
+        self.model, self.cache = model, cache
+        self.ids = torch.zeros(cache.next_pos.shape[0], 1, dtype=torch.long, device=cache.next_pos.device)
+        with torch.no_grad():
+            # Warm-up runs (Triton autotuning, cuBLAS handles) write one token; put the state back after each.
+            # The K/V they leave in slot `step` is overwritten by the first real step.
+            saved = self._state()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(warmup):
+                    model.decode_step_graphable(self.ids, cache)
+                    self._restore(saved)
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):  # recorded, not run: the cache is untouched
+                self.logits = model.decode_step_graphable(self.ids, cache)
+
+    def _state(self) -> list[Tensor]:
+        c = self.cache
+        return [t.clone() for t in (c.step, c.next_pos, *c.conv.values(), *c.ssm.values())]
+
+    def _restore(self, saved: list[Tensor]) -> None:
+        c = self.cache
+        for dst, src in zip((c.step, c.next_pos, *c.conv.values(), *c.ssm.values()), saved):
+            dst.copy_(src)
+
+    def __call__(self, next_ids: Tensor) -> Tensor:
+        """next_ids [B] or [B, 1] -> logits [B, 1, vocab] (a buffer overwritten by the next call)."""
+        self.cache.check_room()
+        self.ids.copy_(next_ids.view(-1, 1))
+        self.graph.replay()
+        self.cache.length += 1
+        return self.logits
