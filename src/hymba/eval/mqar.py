@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -226,8 +226,10 @@ def _train_config(s: MQARSettings) -> TrainConfig:
 
 
 def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], *, device: str | torch.device = "cpu",
-               seed: int = 0) -> list[float]:
-    """Train ``model`` in place on MQAR; returns the loss of every step."""
+               seed: int = 0, callback: Callable[[int, float], None] | None = None) -> list[float]:
+    """Train ``model`` in place on MQAR; returns the loss of every step.
+
+    ``callback(step, loss)`` runs after every optimiser step (e.g. to evaluate a learning curve)."""
     s = _coerce(settings)
     tc = _train_config(s)
     model.train()
@@ -248,6 +250,8 @@ def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], 
             torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
         opt.step()
         losses.append(float(loss.detach()))
+        if callback is not None:
+            callback(step, losses[-1])
     return losses
 
 
