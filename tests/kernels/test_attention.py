@@ -49,6 +49,17 @@ def test_sdpa_matches_naive_with_gqa_and_wide_values(H, Hkv, Dk, Dv):
     torch.testing.assert_close(attention(q, k, v, spec), attention_naive(q, k, v, spec), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("H,Hkv", [(4, 2), (6, 1), (4, 4)])
+def test_one_query_per_row_with_grouped_heads_matches_naive(H, Hkv):
+    # a decode step: one query at a different position per row, keys out of order (a ring) and some invalid
+    B, S, D = 3, 11, 8
+    q, k, v = torch.randn(B, H, 1, D), torch.randn(B, Hkv, S, D), torch.randn(B, Hkv, S, 2 * D)
+    k_pos = torch.stack([torch.randperm(S) for _ in range(B)])
+    valid = torch.rand(B, S) > 0.3
+    spec = MaskSpec(torch.tensor([[10], [6], [3]]), k_pos, k_pos < 2, valid, 4)
+    torch.testing.assert_close(attention(q, k, v, spec), attention_naive(q, k, v, spec), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("T,M,window", [(256, 0, None), (300, 16, 64), (512, 128, 256)])
 def test_flex_matches_sdpa(T, M, window):
