@@ -58,17 +58,8 @@ def build_mask(spec: MaskSpec) -> Tensor:
 
 
 def attention_sdpa(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
-    """Args: q [B, H, Tq, Dk], k [B, Hkv, Tk, Dk], v [B, Hkv, Tk, Dv]. Returns [B, H, Tq, Dv].
-
-    One query per row (a decode step) with GQA: the H / Hkv query heads of a group become that KV head's
-    queries, so K/V are read once per group instead of being expanded to H heads (the mask is the same for
-    all of them: one position per row)."""
-    B, H, Tq, _ = q.shape
-    Hkv = k.shape[1]
-    if Tq == 1 and Hkv != H:
-        o = F.scaled_dot_product_attention(q.view(B, Hkv, H // Hkv, q.shape[-1]), k, v, attn_mask=build_mask(spec))
-        return o.view(B, H, 1, v.shape[-1])
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=build_mask(spec), enable_gqa=Hkv != H)
+    """Args: q [B, H, Tq, Dk], k [B, Hkv, Tk, Dk], v [B, Hkv, Tk, Dv]. Returns [B, H, Tq, Dv]."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=build_mask(spec), enable_gqa=k.shape[1] != q.shape[1])
 
 
 def attention_naive(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
