@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from hymba.config import ModelConfig, TrainConfig
+from hymba.config import ModelConfig, TrainConfig, section_from_dict
 from hymba.train import build_optimizer, lr_at
 from hymba.train.trainer import autocast_context, autocast_dtype
 
@@ -188,11 +188,7 @@ class MQARSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "recall") -> "MQARSettings":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown key(s) in [{where}]: {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
-        return cls(**d)
+        return section_from_dict(cls, d, where)
 
     @classmethod
     def for_scale(cls, base: str) -> "MQARSettings":
