@@ -16,6 +16,7 @@ COMMANDS = {
     "ablate": ("hymba.ablation.cli", "run the paper's 13-row design-roadmap ablation"),
     "report": ("hymba.ablation.report_cli", "regenerate the ablation table and plots from saved results"),
     "eval": ("hymba.eval.cli", "evaluate a checkpoint with lm-evaluation-harness"),
+    "generate": ("hymba.eval.generate_cli", "sample text from a trained checkpoint"),
     "cache-size": ("hymba.bench.cli_cache", "KV-cache and SSM-state size of a model config"),
     "bench": ("hymba.bench.cli_bench", "generation throughput, paper protocol"),
 }

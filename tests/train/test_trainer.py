@@ -108,3 +108,22 @@ def test_missing_corpus_is_a_clear_error(small_run, tmp_path):
 def test_tensorboard_without_the_package_is_a_clear_error(small_run, tmp_path):
     with pytest.raises(ValueError, match=r"train.tensorboard=true needs the tensorboard package"):
         train(small_run(tensorboard=True), tmp_path / "run")
+
+
+def test_generate_cli_samples_each_prompt_as_if_alone(small_run, tmp_path, capsys):
+    from hymba.cli import main
+    from hymba.eval.checkpoint import load_run
+
+    out = tmp_path / "run"
+    train(small_run(max_steps=2), out)
+    prompts = ["ROMEO:", "But soft, what light through yonder"]
+    argv = ["generate", str(out), "--max-new-tokens", "8", "--temperature", "0", "--json"]
+    assert main(argv + [a for p in prompts for a in ("--prompt", p)]) == 0
+    got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    model, tok, _ = load_run(out)
+    for line, prompt in zip(got, prompts):  # the batch is ragged: each row must match its prompt run alone
+        new = model.generate(torch.tensor([tok.encode(prompt)]), 8, eos_id=tok.eos_id)[0].tolist()
+        new = new[:new.index(tok.eos_id)] if tok.eos_id in new else new
+        assert line == {"prompt": prompt, "completion": tok.decode(new, skip_special_tokens=True)}
+    assert main(["generate", str(tmp_path / "nope"), "--prompt", "x"]) == 2
+    assert "does not exist" in capsys.readouterr().err
