@@ -62,3 +62,12 @@ def test_graphed_decoding_equals_eager_decoding(row):
     for i in eager_cache.ssm:
         torch.testing.assert_close(graph_cache.ssm[i], eager_cache.ssm[i], rtol=1e-5, atol=1e-6)
     assert graph_cache.length == eager_cache.length == 70
+
+
+def test_generate_from_a_cuda_graph_gives_the_eager_tokens():
+    m = HymbaLM(row_config(13, "tiny", vocab_size=101, window=16)).cuda().eval()
+    ids = torch.randint(1, 101, (2, 12), device="cuda")
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0
+    kw = dict(temperature=1.0, top_k=20, seed=4, attention_mask=mask)
+    assert torch.equal(m.generate(ids, 40, cuda_graph=True, **kw), m.generate(ids, 40, **kw))

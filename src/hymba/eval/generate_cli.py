@@ -40,7 +40,7 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, tem
         ids[i, width - len(e):] = torch.tensor(e)
         mask[i, width - len(e):] = 1
     out = model.generate(ids.to(dev), max_new_tokens, temperature=temperature, top_k=top_k or None, seed=seed,
-                         attention_mask=mask.to(dev), eos_id=tokenizer.eos_id)
+                         attention_mask=mask.to(dev), eos_id=tokenizer.eos_id, cuda_graph=dev.type == "cuda")
     texts = []
     for row in out.tolist():
         row = row[:row.index(tokenizer.eos_id)] if tokenizer.eos_id in row else row

@@ -14,6 +14,7 @@ unpadded row sees (padding enters neither the state nor attention).
 from __future__ import annotations
 
 import math
+from functools import partial
 from dataclasses import dataclass, field
 
 import torch
@@ -342,10 +343,12 @@ class HymbaLM(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: Tensor, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
                  seed: int | None = None, attention_mask: Tensor | None = None,
-                 eos_id: int | None = None) -> Tensor:
+                 eos_id: int | None = None, cuda_graph: bool = False) -> Tensor:
         """Sample ``max_new_tokens`` after each (left-padded) prompt; temperature 0 = greedy.
 
-        Returns the new tokens [B, max_new_tokens]; rows that emitted ``eos_id`` are filled with it.
+        ``cuda_graph`` replays the decode step from a CUDA graph (:class:`~hymba.model.graphs.GraphedDecoder`;
+        CUDA only, same tokens, several times faster for small models). Returns the new tokens
+        [B, max_new_tokens]; rows that emitted ``eos_id`` are filled with it.
         """
         B, T = input_ids.shape
         gen = None
@@ -353,6 +356,14 @@ class HymbaLM(nn.Module):
             gen = torch.Generator(device=input_ids.device).manual_seed(seed)
         logits, cache = self.prefill(input_ids, attention_mask, max_len=T + max_new_tokens, last_only=True)
         last = logits[:, -1]
+        if cuda_graph and input_ids.device.type != "cuda":
+            raise ValueError(f"generate(cuda_graph=True) needs CUDA tensors, got {input_ids.device}")
+        if cuda_graph:
+            from hymba.model.graphs import GraphedDecoder
+
+            decode = GraphedDecoder(self, cache)
+        else:
+            decode = partial(self.decode_step, cache=cache)
         out = []
         done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         for step in range(max_new_tokens):
@@ -363,7 +374,7 @@ class HymbaLM(nn.Module):
             out.append(nxt)
             if step + 1 == max_new_tokens or (eos_id is not None and bool(done.all())):
                 break
-            last = self.decode_step(nxt, cache)[:, -1]
+            last = decode(nxt)[:, -1]
         if len(out) < max_new_tokens:
             out += [torch.full_like(out[0], eos_id)] * (max_new_tokens - len(out))
         return torch.stack(out, dim=1)
