@@ -23,11 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=50, help="sample among the k most likely tokens (0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    p.add_argument("--cuda-graph", action="store_true", help="decode steps from a CUDA graph (CUDA only)")
     p.add_argument("--json", action="store_true", help="one JSON line per prompt")
 
 
 def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 0.8,
-                  top_k: int | None = 50, seed: int | None = 0) -> list[str]:
+                  top_k: int | None = 50, seed: int | None = 0, cuda_graph: bool = False) -> list[str]:
     """Completions of ``prompts`` (one left-padded batch), each cut at the end-of-text token."""
     encoded = [tokenizer.encode(p) for p in prompts]
     if any(not e for e in encoded):
@@ -40,7 +41,7 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, tem
         ids[i, width - len(e):] = torch.tensor(e)
         mask[i, width - len(e):] = 1
     out = model.generate(ids.to(dev), max_new_tokens, temperature=temperature, top_k=top_k or None, seed=seed,
-                         attention_mask=mask.to(dev), eos_id=tokenizer.eos_id, cuda_graph=dev.type == "cuda")
+                         attention_mask=mask.to(dev), eos_id=tokenizer.eos_id, cuda_graph=cuda_graph)
     texts = []
     for row in out.tolist():
         row = row[:row.index(tokenizer.eos_id)] if tokenizer.eos_id in row else row
@@ -58,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
         "cpu" if args.device == "auto" else args.device)
     model, tokenizer, _ = load_run(args.run_dir, device=device)
+    if args.cuda_graph and not str(device).startswith("cuda"):
+        raise UsageError(f"--cuda-graph needs a CUDA device, got --device {args.device}")
     texts = generate_text(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
-                          args.seed)
+                          args.seed, cuda_graph=args.cuda_graph)
     for prompt, text in zip(args.prompt, texts):
         print(json.dumps({"prompt": prompt, "completion": text}) if args.json else f"{prompt}{text}\n")
     return 0
