@@ -53,4 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the imported module, not this __main__ copy: subcommands raise hymba.cli.UsageError
+    from hymba.cli import main as _main
+
+    sys.exit(_main())
