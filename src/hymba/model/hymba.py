@@ -14,8 +14,8 @@ unpadded row sees (padding enters neither the state nor attention).
 from __future__ import annotations
 
 import math
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -354,10 +354,10 @@ class HymbaLM(nn.Module):
         gen = None
         if seed is not None:
             gen = torch.Generator(device=input_ids.device).manual_seed(seed)
-        logits, cache = self.prefill(input_ids, attention_mask, max_len=T + max_new_tokens, last_only=True)
-        last = logits[:, -1]
         if cuda_graph and input_ids.device.type != "cuda":
             raise ValueError(f"generate(cuda_graph=True) needs CUDA tensors, got {input_ids.device}")
+        logits, cache = self.prefill(input_ids, attention_mask, max_len=T + max_new_tokens, last_only=True)
+        last = logits[:, -1]
         if cuda_graph:
             from hymba.model.graphs import GraphedDecoder
 
