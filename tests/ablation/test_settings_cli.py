@@ -10,8 +10,8 @@ from hymba.cli import main
 
 def test_parse_rows():
     assert parse_rows(None) == list(range(1, 14))
-    assert parse_rows("13,1, 5") == [1, 5, 13]
-    assert parse_rows("1-3,13") == [1, 2, 3, 13]
+    assert parse_rows("13,1, 5") == [13, 1, 5]  # run order as given: priorities first
+    assert parse_rows("1-3,13,2") == [1, 2, 3, 13]
     for bad in ("0", "14", "x", "1,,2", ""):
         with pytest.raises(ValueError, match="--rows"):
             parse_rows(bad)

@@ -16,7 +16,7 @@ from hymba.ablation.settings import PRESETS
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="auto", metavar="{" + ",".join(PRESETS) + "}",
                    help="scale of roadmap.toml: auto = seed on a GPU, tiny on CPU (default auto)")
-    p.add_argument("--rows", default=None, help="rows to run, e.g. 1,5,13 or 1-4 (default: all 13)")
+    p.add_argument("--rows", default=None, help="rows to run, in this order, e.g. 13,1,5 or 1-4 (default: all 13)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/ablation-<preset>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a setting of the scale: model.*, data.*, train.*, bench.*, recall.* "

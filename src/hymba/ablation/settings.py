@@ -76,10 +76,11 @@ def resolve_preset(preset: str, cuda: bool | None = None) -> str:
 
 
 def parse_rows(spec: str | None) -> list[int]:
-    """``"1,5,13"`` or ``"1-4,13"`` -> sorted row ids; ``None``/``"all"`` -> all 13."""
+    """``"1,5,13"`` or ``"1-4,13"`` -> row ids in the order given (repeats dropped), so ``13,1`` runs row 13
+    first; ``None``/``"all"`` -> all 13 in order. Tables are sorted by id whatever the run order."""
     if spec is None or spec.strip().lower() == "all":
         return sorted(ROW_NAMES)
-    rows: set[int] = set()
+    rows: dict[int, None] = {}  # ordered set
     for part in spec.split(","):
         part = part.strip()
         lo, dash, hi = part.partition("-")
@@ -90,10 +91,10 @@ def parse_rows(spec: str | None) -> list[int]:
         for i in ids:
             if i not in ROW_NAMES:
                 raise ValueError(f"--rows {spec!r}: no row {i}; rows are {min(ROW_NAMES)}..{max(ROW_NAMES)}")
-            rows.add(i)
+            rows[i] = None
     if not rows:
         raise ValueError(f"--rows {spec!r}: no rows given")
-    return sorted(rows)
+    return list(rows)
 
 
 @dataclass
