@@ -3,6 +3,8 @@ stays at chance. Both go through the same train/evaluate path the ablation's Rec
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -29,9 +31,19 @@ def _threads():
     torch.set_num_threads(n)
 
 
-def test_attention_learns_mqar():
-    r = run_recall(ATTN, LEARN, seed=0)
+def test_attention_learns_mqar_and_stops_once_it_has():
+    # the budget (600 steps) with an early stop at 0.95 on the check stream, checked every 50 steps
+    r = run_recall(ATTN, dataclasses.replace(LEARN, stop_accuracy=0.95, check_every=50), seed=0)
     assert r.accuracy > 0.9, r.to_dict()
+    assert r.to_dict()["steps"] < LEARN.train_steps and r.to_dict()["steps"] % 50 == 0, r.to_dict()
+
+
+def test_early_stop_settings_are_validated():
+    for bad in (0, 1.5, True, "x"):
+        with pytest.raises(ValueError, match="stop_accuracy"):
+            MQARSettings(stop_accuracy=bad)
+    with pytest.raises(ValueError, match="check_every"):
+        MQARSettings(check_every=0)
 
 
 def test_attention_that_cannot_see_the_keys_stays_at_chance():

@@ -51,6 +51,7 @@ FILLER = 0
 _TRAIN_STREAM = 1
 _EVAL_STREAM = 2
 _INIT_STREAM = 3
+_CHECK_STREAM = 4
 
 LR_SCHEDULES = ("cosine", "constant")
 
@@ -153,11 +154,19 @@ class MQARSettings:
     grad_clip: float = 1.0
     eval_sequences: int = 256  # per eval setting
     eval_batch_size: int = 64
+    # Early stop: every `check_every` steps score `check_sequences` per eval setting (a stream of their own,
+    # never the final evaluation's) and stop once the mean reaches `stop_accuracy`. None = the fixed budget.
+    # The lookup forms as a phase transition whose step varies a lot by architecture (heads, depth), so a
+    # large `train_steps` cap with an early stop pays for each row only what it needs.
+    stop_accuracy: float | None = None
+    check_every: int = 100
+    check_sequences: int = 64
 
     def __post_init__(self) -> None:
         self.train = _settings_list("train", self.train)
         self.eval = _settings_list("eval", self.eval)
-        for name in ("train_steps", "batch_size", "eval_sequences", "eval_batch_size"):
+        for name in ("train_steps", "batch_size", "eval_sequences", "eval_batch_size", "check_every",
+                     "check_sequences"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"MQARSettings.{name}={v!r} is invalid: must be a positive integer")
@@ -173,6 +182,9 @@ class MQARSettings:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"MQARSettings.{name}={v!r} is invalid: must be a number >= 0 (0 = off)")
+        if self.stop_accuracy is not None and (isinstance(self.stop_accuracy, bool) or not isinstance(
+                self.stop_accuracy, (int, float)) or not 0 < self.stop_accuracy <= 1):
+            raise ValueError(f"MQARSettings.stop_accuracy={self.stop_accuracy!r} is invalid: must be in (0, 1] or None")
         for seq_len, pairs in self.train + self.eval:
             _check_instance(self.vocab, seq_len, pairs, where="MQARSettings")
 
@@ -225,7 +237,8 @@ def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], 
                seed: int = 0, callback: Callable[[int, float], None] | None = None) -> list[float]:
     """Train ``model`` in place on MQAR; returns the loss of every step.
 
-    ``callback(step, loss)`` runs after every optimiser step (e.g. to evaluate a learning curve)."""
+    ``callback(step, loss)`` runs after every optimiser step (e.g. to evaluate a learning curve). With
+    ``settings.stop_accuracy`` training ends early once a periodic check reaches it (fewer losses returned)."""
     s = _coerce(settings)
     tc = _train_config(s)
     model.train()
@@ -248,6 +261,10 @@ def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], 
         losses.append(float(loss.detach()))
         if callback is not None:
             callback(step, losses[-1])
+        if s.stop_accuracy is not None and (step + 1) % s.check_every == 0:
+            per = _accuracy(model, s, device, seed, _CHECK_STREAM, s.check_sequences)
+            if sum(per.values()) / len(per) >= s.stop_accuracy:
+                break
     return losses
 
 
@@ -256,16 +273,22 @@ def evaluate_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any
                   device: str | torch.device = "cpu", seed: int = 0) -> dict[Setting, float]:
     """Accuracy (exact argmax at query positions) on held-out sequences, per ``(seq_len, pairs)`` setting."""
     s = _coerce(settings)
+    return _accuracy(model, s, device, seed, _EVAL_STREAM, s.eval_sequences)
+
+
+@torch.no_grad()
+def _accuracy(model: torch.nn.Module, s: MQARSettings, device: str | torch.device, seed: int, stream: int,
+              sequences: int) -> dict[Setting, float]:
     was_training = model.training
     model.eval()
     dev = torch.device(device)
     amp = autocast_dtype("auto", dev)
     out: dict[Setting, float] = {}
     for i, (seq_len, pairs) in enumerate(s.eval):
-        ids, labels = mqar_batch(s.eval_sequences, vocab=s.vocab, seq_len=seq_len, pairs=pairs, power_a=s.power_a,
-                                 seed=np.random.SeedSequence([seed, _EVAL_STREAM, i]))
+        ids, labels = mqar_batch(sequences, vocab=s.vocab, seq_len=seq_len, pairs=pairs, power_a=s.power_a,
+                                 seed=np.random.SeedSequence([seed, stream, i]))
         correct = total = 0
-        for b in range(0, s.eval_sequences, s.eval_batch_size):
+        for b in range(0, sequences, s.eval_batch_size):
             x, y = ids[b:b + s.eval_batch_size].to(device), labels[b:b + s.eval_batch_size].to(device)
             with autocast_context(dev, amp):
                 pred = model(x).logits.argmax(-1)
@@ -279,7 +302,8 @@ def evaluate_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any
 
 @dataclass
 class RecallResult:
-    """One architecture's MQAR run: mean accuracy, per-setting accuracy, final training loss, seconds."""
+    """One architecture's MQAR run: mean accuracy, per-setting accuracy, final training loss, seconds; the
+    steps actually trained are ``len(losses)`` (fewer than the budget after an early stop)."""
 
     accuracy: float
     per_setting: dict[Setting, float]
@@ -289,7 +313,7 @@ class RecallResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"accuracy": self.accuracy, "final_loss": self.final_loss, "seconds": self.seconds,
-                "per_setting": [{"seq_len": t, "pairs": n, "accuracy": a} for (t, n), a in self.per_setting.items()]}
+                "steps": len(self.losses), "per_setting": [{"seq_len": t, "pairs": n, "accuracy": a} for (t, n), a in self.per_setting.items()]}
 
 
 def run_recall(model_cfg: ModelConfig, settings: MQARSettings | dict[str, Any], *, device: str | torch.device = "cpu",
