@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -340,6 +341,15 @@ class HymbaLM(nn.Module):
         cache.next_pos.add_(1)
         return self.lm_head(self.norm(x))
 
+    def decoder(self, cache: HybridCache, cuda_graph: bool = False) -> Callable[[Tensor], Tensor]:
+        """``step(next_ids) -> logits [B, 1, vocab]`` for a prefilled cache: :meth:`decode_step`, or the same
+        step replayed from a CUDA graph (:class:`~hymba.model.graphs.GraphedDecoder`, captured here)."""
+        if not cuda_graph:
+            return partial(self.decode_step, cache=cache)
+        from hymba.model.graphs import GraphedDecoder
+
+        return GraphedDecoder(self, cache)
+
     @torch.no_grad()
     def generate(self, input_ids: Tensor, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
                  seed: int | None = None, attention_mask: Tensor | None = None,
@@ -358,12 +368,7 @@ class HymbaLM(nn.Module):
             raise ValueError(f"generate(cuda_graph=True) needs CUDA tensors, got {input_ids.device}")
         logits, cache = self.prefill(input_ids, attention_mask, max_len=T + max_new_tokens, last_only=True)
         last = logits[:, -1]
-        if cuda_graph:
-            from hymba.model.graphs import GraphedDecoder
-
-            decode = GraphedDecoder(self, cache)
-        else:
-            decode = partial(self.decode_step, cache=cache)
+        decode = self.decoder(cache, cuda_graph)
         out = []
         done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         for step in range(max_new_tokens):
