@@ -165,5 +165,5 @@ def records_csv(records: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-__all__ = ["CSV_FIELDS", "CorruptResults", "RESULTS_CSV", "RESULTS_JSON", "ResultsError", "ResultsStore", 
+__all__ = ["CSV_FIELDS", "CorruptResults", "RESULTS_CSV", "RESULTS_JSON", "ResultsError", "ResultsStore",
            "read_results", "records_csv"]

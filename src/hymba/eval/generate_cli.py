@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from hymba.cli import UsageError
+from hymba.model.hymba import left_pad
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,12 +35,7 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int, tem
     if any(not e for e in encoded):
         raise UsageError("--prompt: an empty prompt encodes to no tokens")
     dev = next(model.parameters()).device
-    width = max(map(len, encoded))
-    ids = torch.full((len(encoded), width), tokenizer.eos_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, e in enumerate(encoded):
-        ids[i, width - len(e):] = torch.tensor(e)
-        mask[i, width - len(e):] = 1
+    ids, mask = left_pad(encoded, tokenizer.eos_id)
     out = model.generate(ids.to(dev), max_new_tokens, temperature=temperature, top_k=top_k or None, seed=seed,
                          attention_mask=mask.to(dev), eos_id=tokenizer.eos_id, cuda_graph=cuda_graph)
     texts = []
@@ -58,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--temperature and --top-k must be >= 0")
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
         "cpu" if args.device == "auto" else args.device)
-    model, tokenizer, _ = load_run(args.run_dir, device=device)
     if args.cuda_graph and not str(device).startswith("cuda"):
         raise UsageError(f"--cuda-graph needs a CUDA device, got --device {args.device}")
+    model, tokenizer, _ = load_run(args.run_dir, device=device)
     texts = generate_text(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
                           args.seed, cuda_graph=args.cuda_graph)
     for prompt, text in zip(args.prompt, texts):

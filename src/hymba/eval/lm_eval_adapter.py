@@ -29,7 +29,7 @@ from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_
 from tqdm import tqdm
 
 from hymba.model import HymbaLM
-from hymba.model.hymba import sample_next
+from hymba.model.hymba import left_pad, sample_next
 
 DEFAULT_MAX_LENGTH = 2048
 
@@ -131,12 +131,7 @@ class HymbaLMEval(TemplateLM):
     # ---- scoring -----------------------------------------------------------------------------------
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """[B, T] ids and attention mask (None when no row needs padding)."""
-        T = max(len(r) for r in rows)
-        ids = torch.full((len(rows), T), self.eot_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), T), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, T - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, T - len(r):] = 1
+        ids, mask = left_pad(rows, self.eot_token_id)
         ids, mask = ids.to(self._device), mask.to(self._device)
         return ids, (None if bool(mask.all()) else mask)
 

@@ -448,6 +448,18 @@ class HymbaLM(nn.Module):
         return float(flops)
 
 
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Token lists of different lengths -> ids and attention mask [B, T], padding on the left (the layout
+    :meth:`HymbaLM.prefill` and :meth:`HymbaLM.generate` take)."""
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, T - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, T - len(r):] = 1
+    return ids, mask
+
+
 def sample_next(logits: Tensor, temperature: float, top_k: int | None, gen: torch.Generator | None) -> Tensor:
     """Next token per row from logits [B, vocab]: argmax at temperature 0, else top-k softmax sampling."""
     if temperature <= 0:
