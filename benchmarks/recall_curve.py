@@ -4,6 +4,7 @@ The Recall column trains each row for a fixed budget; this shows whether that bu
 transition. One JSON line per evaluation: row, step, mean loss since the last line, accuracy per setting.
 
     python benchmarks/recall_curve.py --preset seed --rows 6,6:swa_plan=all --steps 2000 --every 250
+    (--set recall.stop_accuracy=0.95 --set recall.check_every=250 ends a row once it has learned)
     (a row may carry model overrides after a colon, comma-free: 6:swa_plan=all;window=128)
 """
 
@@ -47,7 +48,7 @@ def main() -> None:
             if (step + 1) % args.every == 0 or step + 1 == args.steps:
                 acc = evaluate_mqar(model, st.recall, device=dev)
                 model.train()
-                print(json.dumps({"row": job, "step": step + 1, "loss": float(np.mean(window)),
+                print(json.dumps({"preset": args.preset, "row": job, "set": args.overrides, "step": step + 1, "loss": float(np.mean(window)),
                                   "accuracy": {f"{t}x{n}": a for (t, n), a in acc.items()},
                                   "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
                 window.clear()

@@ -121,6 +121,29 @@ def test_recall_added_to_finished_rows_without_retraining(tmp_path, hymba_cache)
     assert run.table.loc[0, "Recall acc"] == pytest.approx(100 * after["recall_acc"])
 
 
+def test_recall_workers_measure_trained_rows_in_parallel_processes(tmp_path, hymba_cache):
+    out = tmp_path / "abl"
+    run_ablation("micro", "6,7", out, recall=False, echo=lambda m: None)
+    run = run_ablation("micro", "7,6", out, recall=True, recall_workers=2, echo=lambda m: None)
+    assert sorted(run.ran) == [6, 7] and not run.skipped and not run.failed
+    rows = _rows(out)
+    settings = runner_mod.AblationSettings.load("micro")
+    for row in (6, 7):  # each record holds its own row's recall, the same as measured in this process
+        expected = runner_mod.recall_row(settings, row, runner_mod.torch.device("cpu"))
+        got = rows[str(row)]["recall"]
+        assert got["final_loss"] == pytest.approx(expected["recall"]["final_loss"], rel=1e-4)
+        assert rows[str(row)]["recall_acc"] == pytest.approx(expected["recall_acc"], abs=0.02)
+    assert rows["6"]["recall"]["final_loss"] != rows["7"]["recall"]["final_loss"]
+    again = run_ablation("micro", "6,7", out, recall=True, recall_workers=2, echo=lambda m: None)
+    assert again.skipped == [6, 7] and not again.ran  # recall is current: nothing measured twice
+
+
+def test_recall_workers_must_be_positive(tmp_path, capsys):
+    assert main(["ablate", *MICRO, "--rows", "1", "--out", str(tmp_path / "abl"), "--recall-workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--recall-workers 0 is invalid" in err and "Traceback" not in err
+
+
 def test_corrupt_results_file_is_an_error_and_left_alone(tmp_path, capsys):
     out = tmp_path / "abl"
     out.mkdir()

@@ -26,13 +26,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--recall", dest="recall", action="store_true", default=None,
                    help="measure MQAR recall per row (default: on for GPU runs, off on CPU)")
     g.add_argument("--no-recall", dest="recall", action="store_false")
+    p.add_argument("--recall-workers", type=int, default=1, metavar="N",
+                   help="measure recall N rows at a time in parallel processes, after every row is trained and "
+                        "timed (small models leave most of a GPU idle; default 1 = inline, row by row)")
 
 
 def run(args: argparse.Namespace) -> int:
     from hymba.ablation.report import print_report
     from hymba.ablation.runner import run_ablation
 
-    result = run_ablation(args.preset, args.rows, args.out, args.overrides, force=args.force, recall=args.recall)
+    result = run_ablation(args.preset, args.rows, args.out, args.overrides, force=args.force, recall=args.recall,
+                          recall_workers=args.recall_workers)
     out = result.out_dir
     print_report(result.table, result.files)
     if result.failed:

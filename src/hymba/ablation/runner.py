@@ -117,21 +117,55 @@ def _recall_current(record: dict[str, Any], settings: AblationSettings) -> bool:
         record.get("recall", {}).get("settings") == settings.recall.to_dict()
 
 
-def _add_recall(store: ResultsStore, rec: dict[str, Any], settings: AblationSettings, device: torch.device,
-                echo: Echo) -> bool:
-    """Measure recall for a row trained earlier (no retraining) and save it; False if recall failed."""
-    echo("trained earlier; measuring recall")
+def _recall_job(settings: AblationSettings, row: int, device: str, threads: int | None = None):
+    """One row's recall, as ``(row, fields or None, error or None, seconds)``; runs in a worker process too."""
+    if threads:
+        torch.set_num_threads(threads)
     t0 = time.perf_counter()
     try:
-        rec = {**rec, **recall_row(settings, int(rec["id"]), device)}
+        return row, recall_row(settings, row, torch.device(device)), None, time.perf_counter() - t0
     except Exception as e:  # noqa: BLE001 - the row's other results stay valid
-        echo(f"recall failed: {type(e).__name__}: {e}")
+        return row, None, f"{type(e).__name__}: {e}".splitlines()[0][:500], time.perf_counter() - t0
+
+
+def _save_recall(store: ResultsStore, job: tuple, echo: Echo) -> bool:
+    """Merge a :func:`_recall_job` result into the row's saved record; False if recall failed."""
+    row, fields, error, spent = job
+    if error is not None:
+        echo(f"recall failed: {error}")
         return False
-    spent = time.perf_counter() - t0
+    rec = {**store.rows[row], **fields}
     rec["seconds"] = rec.get("seconds", 0.0) + spent
     store.put(rec)
-    echo(f"recall {rec['recall_acc']:.3f} ({spent:.0f}s)")
+    echo(f"recall {rec['recall_acc']:.3f} ({spent:.0f}s, {rec['recall']['steps']} MQAR steps)")
     return True
+
+
+def _recall_star(args: tuple) -> tuple:
+    return _recall_job(*args)
+
+
+def _ignore_sigint() -> None:  # Ctrl-C reaches the parent, which terminates the workers
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _recall_pool(store: ResultsStore, settings: AblationSettings, rows: list[int], device: torch.device,
+                 workers: int, echo: Echo) -> list[int]:
+    """Recall of trained ``rows``, ``workers`` rows at a time, each in a fresh process (small models leave most
+    of a GPU idle); each record is saved as its row finishes, and an interrupt stops the workers at once.
+    Returns the rows that got recall."""
+    import multiprocessing
+
+    echo(f"recall of rows {','.join(map(str, rows))}, {workers} at a time")
+    threads = max(1, torch.get_num_threads() // workers) if device.type == "cpu" else None
+    ok = []
+    with multiprocessing.get_context("spawn").Pool(workers, _ignore_sigint, maxtasksperchild=1) as pool:  # exit = terminate
+        for job in pool.imap_unordered(_recall_star, [(settings, row, str(device), threads) for row in rows]):
+            if _save_recall(store, job, lambda m: echo(f"row {job[0]} ({ROW_NAMES[job[0]]}): {m}")):
+                ok.append(job[0])
+    return ok
 
 
 def _free(device: torch.device) -> None:
@@ -186,12 +220,14 @@ class AblationRun:
 
 def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_dir: str | Path | None = None,
                  overrides: list[str] | tuple[str, ...] = (), *, force: bool = False, recall: bool | None = None,
-                 report: bool = True, echo: Echo = _stderr) -> AblationRun:
+                 recall_workers: int = 1, report: bool = True, echo: Echo = _stderr) -> AblationRun:
     """Run (or resume) the ablation into ``out_dir`` and write the report.
 
     ``rows``: ids or a spec like ``"1,5,13"`` (default all 13). ``out_dir`` defaults to
     ``runs/ablation-<preset>``. ``force`` redoes finished rows. ``recall``:
-    None = on for GPU runs only. Bad presets, rows or overrides raise ``ValueError`` before any work.
+    None = on for GPU runs only. ``recall_workers`` > 1 measures recall after all rows are trained and
+    timed, that many rows at a time in parallel processes (timings are never taken while they run). Bad
+    presets, rows or overrides raise ``ValueError`` before any work.
     """
     from hymba.train.trainer import resolve_device
 
@@ -200,8 +236,11 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
     out = Path(out_dir) if out_dir is not None else Path("runs") / f"ablation-{settings.preset}"
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
+    if not isinstance(recall_workers, int) or isinstance(recall_workers, bool) or recall_workers < 1:
+        raise ValueError(f"--recall-workers {recall_workers!r} is invalid: must be a positive integer")
     device = resolve_device(settings.train.device)
     want_recall = recall_wanted(recall, device)
+    pooled = want_recall and recall_workers > 1  # recall after the loop, in parallel
     run = AblationRun(out, settings)
 
     with ResultsStore(out, settings.fingerprint(), meta=environment(device)) as store:
@@ -215,15 +254,16 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
                 head = f"[{n}/{len(row_ids)}] row {row} ({ROW_NAMES[row]})"
                 rec = store.rows.get(row)
                 if store.done(row) and not force:
-                    if want_recall and not _recall_current(rec, settings) and \
-                            _add_recall(store, rec, settings, device, lambda m: echo(f"{head}: {m}")):
-                        run.ran.append(row)
-                    else:
-                        echo(f"{head}: done earlier, skipped")
-                        run.skipped.append(row)
+                    if want_recall and not pooled and not _recall_current(rec, settings):
+                        echo(f"{head}: trained earlier; measuring recall")
+                        if _save_recall(store, _recall_job(settings, row, str(device)), lambda m: echo(f"{head}: {m}")):
+                            run.ran.append(row)
+                            continue
+                    echo(f"{head}: done earlier, skipped")
+                    run.skipped.append(row)
                     continue
                 echo(f"{head}: training")
-                rec = run_row(settings, row, out, device, want_recall)
+                rec = run_row(settings, row, out, device, want_recall and not pooled)
                 store.put(rec)
                 run.ran.append(row)
                 if rec["status"] == "failed":
@@ -235,6 +275,11 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
                     echo(f"{head}: {rec['seconds']:.0f}s, val ppl {rec['val_ppl']:.2f}, "
                          f"train {rec['train_tokens_per_s']:,.0f} tok/s, gen {rec['gen_tokens_per_s']:,.0f} tok/s, "
                          f"KV {rec['kv_mb']:.2f} MB{recall_txt}")
+            todo = [r for r in row_ids if store.done(r) and not _recall_current(store.rows[r], settings)]
+            if pooled and todo:
+                for r in _recall_pool(store, settings, todo, device, recall_workers, echo):
+                    run.skipped = [s for s in run.skipped if s != r]
+                    run.ran += [] if r in run.ran else [r]
         except KeyboardInterrupt:
             echo(f"interrupted: {sum(store.done(r) for r in row_ids)} of {len(row_ids)} rows saved in {out}; "
                  "rerun the same command to continue")
