@@ -70,3 +70,45 @@ def test_flex_matches_sdpa(T, M, window):
     spec = MaskSpec(pos, pos, pos < M, None, window, M)
     torch.testing.assert_close(attention(q, k, v, spec, backend="flex").float(),
                                attention_naive(q, k, v, spec).float(), rtol=2e-2, atol=2e-2)
+
+
+def _grads(backend, q, k, v, spec):
+    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+    out = attention(q, k, v, spec, backend=backend)
+    out.float().square().sum().backward()
+    return out, q.grad, k.grad, v.grad
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [64, 128, 192])
+def test_auto_attention_trains_short_gqa_sliding_window_sequences(T):
+    # MQAR's short curriculum settings: flex's backward did not compile below one 128-token block with GQA
+    B, H, Hkv, D = 4, 16, 4, 64
+    g = dict(device="cuda", dtype=torch.bfloat16)
+    q, k, v = torch.randn(B, H, T, D, **g), torch.randn(B, Hkv, T, D, **g), torch.randn(B, Hkv, T, D, **g)
+    pos = torch.arange(T, device="cuda").expand(B, T)
+    spec = MaskSpec(pos, pos, pos < 0, None, 48, 0)
+    for got, want in zip(_grads("auto", q, k, v, spec), _grads("sdpa", q, k, v, spec)):
+        torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
+
+
+@pytest.mark.gpu
+def test_auto_attention_falls_back_to_sdpa_when_flex_fails_to_compile(monkeypatch, caplog):
+    import torch._inductor.exc
+
+    import hymba.kernels.attention.flex as flex_mod
+
+    def broken(*a, **kw):
+        raise torch._inductor.exc.InductorError(RuntimeError("no valid choices"), None)
+
+    monkeypatch.setattr(flex_mod, "attention_flex", broken)
+    B, H, T, D = 2, 4, 256, 64
+    g = dict(device="cuda", dtype=torch.bfloat16)
+    q, k, v = (torch.randn(B, H, T, D, **g) for _ in range(3))
+    pos = torch.arange(T, device="cuda").expand(B, T)
+    spec = MaskSpec(pos, pos, pos < 0, None, None, 0)
+    with caplog.at_level("WARNING", logger="hymba.kernels"):
+        torch.testing.assert_close(attention(q, k, v, spec), attention(q, k, v, spec, backend="sdpa"))
+    assert "flex failed" in caplog.text
+    with pytest.raises(torch._inductor.exc.InductorError):  # asked for by name: the error, not a fallback
+        attention(q, k, v, spec, backend="flex")

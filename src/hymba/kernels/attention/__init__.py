@@ -1,15 +1,27 @@
 """Attention dispatch: ``sdpa`` (explicit mask, any device; the reference) or ``flex`` (FlexAttention, CUDA).
 
 ``auto`` takes ``flex`` on CUDA for the plain layout (training, unpadded prefill) and ``sdpa`` otherwise
-(decoding, padded batches, CPU, head dims FlexAttention cannot tile), logging its choice once.
+(decoding, padded batches, CPU, head dims FlexAttention cannot tile, sequences shorter than one 128-token
+flex block), logging its choice once. Should FlexAttention still fail to compile for a shape, ``auto`` logs
+the error and runs that shape on ``sdpa`` from then on; a requested ``flex`` raises it.
 """
 
 from __future__ import annotations
 
-from hymba.kernels import BackendUnavailable, log_choice
+from hymba.kernels import BackendUnavailable, log, log_choice
 from hymba.kernels.attention.ref import MaskSpec, attention_naive, attention_sdpa, build_mask
 
 BACKENDS = ("auto", "sdpa", "flex")
+FLEX_BLOCK = 128  # FlexAttention's default block; shorter sequences with GQA fail to compile (torch 2.11, H200)
+_flex_failed: set[tuple] = set()  # shapes whose flex compile failed under `auto`
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    import torch._dynamo.exc
+    import torch._inductor.exc
+
+    return tuple(e for e in (getattr(torch._inductor.exc, "InductorError", None),
+                             getattr(torch._dynamo.exc, "BackendCompilerFailed", None)) if e is not None)
 
 
 def attention(q, k, v, spec: MaskSpec, backend: str = "auto"):
@@ -24,18 +36,25 @@ def attention(q, k, v, spec: MaskSpec, backend: str = "auto"):
             raise BackendUnavailable("attention backend 'flex' needs CUDA tensors")
         if not plain:
             raise BackendUnavailable("attention backend 'flex' serves the unpadded training/prefill layout only")
-    elif backend == "auto":
-        if q.device.type == "cuda" and plain and flex_dims:
-            backend = "flex"
-            log_choice("attention", "flex", "CUDA, plain layout")
-        elif q.device.type == "cuda" and plain:
-            log_choice("attention", "sdpa", f"head dims {q.shape[-1]}/{v.shape[-1]} unsupported by flex")
-        else:
-            backend = "sdpa"
-    if backend == "flex":
         from hymba.kernels.attention.flex import attention_flex
 
         return attention_flex(q, k, v, spec)
+    key = (tuple(q.shape), tuple(k.shape), v.shape[-1], q.dtype, spec.window, spec.n_meta)
+    if backend == "auto" and q.device.type == "cuda" and plain:
+        if not flex_dims:
+            log_choice("attention", "sdpa", f"head dims {q.shape[-1]}/{v.shape[-1]} unsupported by flex")
+        elif q.shape[2] < FLEX_BLOCK:
+            log_choice("attention", "sdpa", f"sequences shorter than one {FLEX_BLOCK}-token flex block")
+        elif key not in _flex_failed:
+            from hymba.kernels.attention.flex import attention_flex
+
+            log_choice("attention", "flex", "CUDA, plain layout")
+            try:
+                return attention_flex(q, k, v, spec)
+            except _compile_errors() as e:  # a run-time error (e.g. out of memory) is not caught
+                _flex_failed.add(key)
+                log.warning("attention: flex failed for q %s, k %s, window %s (%s); auto uses sdpa for this "
+                            "shape", tuple(q.shape), tuple(k.shape), spec.window, str(e).splitlines()[0][:200])
     return attention_sdpa(q, k, v, spec)
 
 
