@@ -36,8 +36,8 @@ step tests "$STATE/gpu_tests.log" python3 -m pytest -q -p no:cacheprovider -p no
 step generation "$STATE/generation.jsonl" python3 benchmarks/generation.py --prompt-len 8192 --batch 128 \
     --new-tokens 64 --configs configs/models/hymba-1.5b.toml,configs/models/llama-3.2-1b.toml
 step ablate "$STATE/ablate.log" python3 -m hymba.cli ablate --preset seed --no-recall --out "$ABL"
-# recall last (about a minute per row): the rows that tell the paper's story first
-step recall "$STATE/ablate.log" python3 -m hymba.cli ablate --preset seed --recall --out "$ABL" \
+# recall last (1000 MQAR steps, 2-6 min per row; three rows at a time fit an H200), the telling rows first
+step recall "$STATE/ablate.log" python3 -m hymba.cli ablate --preset seed --recall --recall-workers 3 --out "$ABL" \
     --rows 13,1,6,7,9,2,3,4,5,8,10,11,12
 
 tail -3 "$STATE/gpu_tests.log" >> "$log" 2>/dev/null

@@ -3,6 +3,7 @@
 #   device: DEADLINE=560 PARALLEL=6 bash benchmarks/recall_sweep.sh JOBS   (carry .device for mamba-ssm)
 # JOBS: one job per line, the arguments of benchmarks/recall_curve.py; lines starting with "@ssm" wait for
 # the mamba-ssm build (hybrid rows), the others start at once. All curves go to $OUT/curves.jsonl.
+# Memory: a seed-scale row at batch 128 takes 25-40 GB, so PARALLEL=3 for seed jobs (8 ran out of memory).
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"

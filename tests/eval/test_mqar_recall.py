@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from hymba import ModelConfig
-from hymba.eval.mqar import IGNORE_INDEX, MQARSettings, mqar_batch, recall_accuracy, run_recall
+from hymba.train.trainer import TrainingDiverged
+from hymba.eval.mqar import IGNORE_INDEX, MQARSettings, mqar_batch, recall_accuracy, run_recall, train_mqar
 
 # attention only, full causal attention: a two-layer induction circuit (previous-token head, then lookup)
 ATTN = ModelConfig(vocab_size=64, d_model=64, n_layers=2, n_heads=4, ssm=False)
@@ -70,3 +71,20 @@ def test_recall_accuracy_is_deterministic_and_takes_a_dict():
     a = recall_accuracy(ATTN, s, seed=3)
     b = recall_accuracy(ATTN, MQARSettings.from_dict(s), seed=3)
     assert a == b and 0.0 <= a <= 1.0
+
+
+def test_diverged_training_is_an_error_not_a_zero_recall():
+    # a NaN weight (as a diverged run leaves) makes every later loss NaN; scoring that model would report a
+    # 0% "recall" (seen on an H200 at seed scale), so training stops with an error naming the step and lr
+    from hymba import HymbaLM
+
+    s = MQARSettings(vocab=16, train=[(16, 2)], eval=[(16, 2)], train_steps=10, batch_size=4, eval_sequences=8)
+    model = HymbaLM(ATTN.replace(vocab_size=16))
+
+    def poison(step, loss):
+        if step == 2:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 4 of 10: loss=nan.*\(recall.lr=0.003\)"):
+        train_mqar(model, s, callback=poison)

@@ -33,6 +33,7 @@ the MQAR vocabulary) is trained on MQAR for a fixed budget, then evaluated on he
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -42,7 +43,7 @@ import torch
 
 from hymba.config import ModelConfig, TrainConfig, section_from_dict
 from hymba.train import build_optimizer, lr_at
-from hymba.train.trainer import autocast_context, autocast_dtype
+from hymba.train.trainer import TrainingDiverged, autocast_context, autocast_dtype
 
 IGNORE_INDEX = -100
 FILLER = 0
@@ -238,7 +239,8 @@ def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], 
     """Train ``model`` in place on MQAR; returns the loss of every step.
 
     ``callback(step, loss)`` runs after every optimiser step (e.g. to evaluate a learning curve). With
-    ``settings.stop_accuracy`` training ends early once a periodic check reaches it (fewer losses returned)."""
+    ``settings.stop_accuracy`` training ends early once a periodic check reaches it (fewer losses returned).
+    A non-finite loss or gradient raises ``TrainingDiverged`` (the ablation records the row's recall as failed)."""
     s = _coerce(settings)
     tc = _train_config(s)
     model.train()
@@ -255,8 +257,12 @@ def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], 
             loss = model(ids.to(device), labels=labels.to(device)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if s.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip or math.inf)
+        if not (math.isfinite(float(loss)) and math.isfinite(float(grad_norm))):
+            # a diverged run must not be scored as if it were the architecture's recall
+            raise TrainingDiverged(f"MQAR training diverged at step {step + 1} of {s.train_steps}: loss="
+                                   f"{float(loss)}, grad_norm={float(grad_norm)} (recall.lr={s.lr}); lower "
+                                   "recall.lr or raise recall.warmup_steps")
         opt.step()
         losses.append(float(loss.detach()))
         if callback is not None:
