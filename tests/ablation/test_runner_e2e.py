@@ -15,6 +15,7 @@ from hymba.ablation.report import COLUMNS
 from hymba.ablation.runner import run_ablation
 from hymba.ablation.store import ResultsError
 from hymba.cli import main
+from hymba.train.trainer import TrainingDiverged
 
 PYTHON = sys.executable
 
@@ -119,6 +120,34 @@ def test_recall_added_to_finished_rows_without_retraining(tmp_path, hymba_cache)
     assert 0.0 <= after["recall_acc"] <= 1.0 and after["recall"]["settings"]["train_steps"] == 2
     assert after["finished_at"] == before["finished_at"]
     assert run.table.loc[0, "Recall acc"] == pytest.approx(100 * after["recall_acc"])
+
+
+def test_a_failed_recall_keeps_the_trained_row_and_is_retried_alone(tmp_path, hymba_cache, monkeypatch):
+    out = tmp_path / "abl"
+    real = runner_mod.recall_row
+    run_ablation("micro", "7", out, recall=True, echo=lambda m: None)
+    measured = _rows(out)["7"]
+    assert measured["recall_acc"] is not None
+
+    def diverges(settings, row, device):
+        raise TrainingDiverged("MQAR training diverged at step 2 of 2")
+
+    monkeypatch.setattr(runner_mod, "recall_row", diverges)
+    msgs = []
+    run = run_ablation("micro", "7,6", out, recall=True, overrides=["recall.lr=2e-3"], echo=msgs.append)
+    rows = _rows(out)
+    # row 7 (trained earlier): the 3e-3 value is not shown as the 2e-3 one; row 6 (trained now) stays done
+    assert rows["7"]["recall_acc"] is None and "recall" not in rows["7"]
+    assert rows["7"]["recall_error"].startswith("TrainingDiverged: MQAR training diverged")
+    assert rows["7"]["val_ppl"] == measured["val_ppl"] and rows["7"]["finished_at"] == measured["finished_at"]
+    assert rows["6"]["status"] == "done" and rows["6"]["recall_acc"] is None and rows["6"]["val_ppl"] > 0
+    assert not run.failed and any("row 6" in m and "recall failed: TrainingDiverged" in m for m in msgs)
+    monkeypatch.setattr(runner_mod, "recall_row", real)
+    trained = rows["6"]["finished_at"]
+    run = run_ablation("micro", "7,6", out, recall=True, overrides=["recall.lr=2e-3"], echo=lambda m: None)
+    rows = _rows(out)  # the rerun measures recall only: no row is trained again
+    assert run.ran == [7, 6] and rows["6"]["finished_at"] == trained and "recall_error" not in rows["7"]
+    assert rows["7"]["recall"]["settings"]["lr"] == 2e-3 and rows["6"]["recall_acc"] is not None
 
 
 def test_recall_workers_measure_trained_rows_in_parallel_processes(tmp_path, hymba_cache):

@@ -128,15 +128,24 @@ def _recall_job(settings: AblationSettings, row: int, device: str, threads: int 
         return row, None, f"{type(e).__name__}: {e}".splitlines()[0][:500], time.perf_counter() - t0
 
 
+def _with_recall(record: dict[str, Any], job: tuple) -> dict[str, Any]:
+    """``record`` with a :func:`_recall_job` result: its recall fields, or an empty Recall cell and the error
+    (never a value measured earlier under other settings)."""
+    _, fields, error, _ = job
+    if error is not None:
+        return {**{k: v for k, v in record.items() if k != "recall"}, "recall_acc": None, "recall_error": error}
+    return {**{k: v for k, v in record.items() if k != "recall_error"}, **fields}
+
+
 def _save_recall(store: ResultsStore, job: tuple, echo: Echo) -> bool:
     """Merge a :func:`_recall_job` result into the row's saved record; False if recall failed."""
     row, fields, error, spent = job
+    rec = _with_recall(store.rows[row], job)
+    rec["seconds"] = rec.get("seconds", 0.0) + spent
+    store.put(rec)
     if error is not None:
         echo(f"recall failed: {error}")
         return False
-    rec = {**store.rows[row], **fields}
-    rec["seconds"] = rec.get("seconds", 0.0) + spent
-    store.put(rec)
     echo(f"recall {rec['recall_acc']:.3f} ({spent:.0f}s, {rec['recall']['steps']} MQAR steps)")
     return True
 
@@ -192,8 +201,9 @@ def run_row(settings: AblationSettings, row: int, out_dir: Path, device: torch.d
         del model
         model = None
         _free(device)
-        if recall:
-            record.update(recall_row(settings, row, device))
+        if recall:  # a recall failure leaves the row's other results valid
+            job = _recall_job(settings, row, str(device))
+            record = _with_recall(record, job)
     except Exception as e:  # noqa: BLE001 - one broken row must not stop the others
         record["status"] = "failed"
         record["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:500]
@@ -271,7 +281,8 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
                     echo(f"{head}: FAILED after {rec['seconds']:.0f}s: {rec['error']} "
                          f"(traceback in {out / 'rows' / str(row) / 'error.txt'})")
                 else:
-                    recall_txt = f", recall {rec['recall_acc']:.3f}" if rec.get("recall_acc") is not None else ""
+                    recall_txt = f", recall {rec['recall_acc']:.3f}" if rec.get("recall_acc") is not None else (
+                        f", recall failed: {rec['recall_error']}" if rec.get("recall_error") else "")
                     echo(f"{head}: {rec['seconds']:.0f}s, val ppl {rec['val_ppl']:.2f}, "
                          f"train {rec['train_tokens_per_s']:,.0f} tok/s, gen {rec['gen_tokens_per_s']:,.0f} tok/s, "
                          f"KV {rec['kv_mb']:.2f} MB{recall_txt}")

@@ -257,14 +257,15 @@ def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], 
             loss = model(ids.to(device), labels=labels.to(device)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip or math.inf)
-        if not (math.isfinite(float(loss)) and math.isfinite(float(grad_norm))):
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip or math.inf))
+        loss_val = float(loss.detach())
+        if not (math.isfinite(loss_val) and math.isfinite(grad_norm)):
             # a diverged run must not be scored as if it were the architecture's recall
             raise TrainingDiverged(f"MQAR training diverged at step {step + 1} of {s.train_steps}: loss="
-                                   f"{float(loss)}, grad_norm={float(grad_norm)} (recall.lr={s.lr}); lower "
-                                   "recall.lr or raise recall.warmup_steps")
+                                   f"{loss_val}, grad_norm={grad_norm} (recall.lr={s.lr}); lower recall.lr or "
+                                   "raise recall.warmup_steps")
         opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(loss_val)
         if callback is not None:
             callback(step, losses[-1])
         if s.stop_accuracy is not None and (step + 1) % s.check_every == 0:
