@@ -167,6 +167,20 @@ def test_recall_workers_measure_trained_rows_in_parallel_processes(tmp_path, hym
     assert again.skipped == [6, 7] and not again.ran  # recall is current: nothing measured twice
 
 
+def test_an_interrupt_during_the_recall_pass_says_what_is_saved(tmp_path, hymba_cache):
+    msgs = []
+
+    def echo(m):
+        msgs.append(m)
+        if m.startswith("recall of rows"):  # Ctrl-C as the parallel recall pass starts
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation("micro", "6,7", tmp_path / "abl", recall=True, recall_workers=2, echo=echo)
+    assert msgs[-1].startswith("interrupted: 2 of 2 rows saved, 0 with recall in ")
+    assert all(r["status"] == "done" and r["recall_acc"] is None for r in _rows(tmp_path / "abl").values())
+
+
 def test_recall_workers_must_be_positive(tmp_path, capsys):
     assert main(["ablate", *MICRO, "--rows", "1", "--out", str(tmp_path / "abl"), "--recall-workers", "0"]) == 2
     err = capsys.readouterr().err

@@ -292,8 +292,10 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
                     run.skipped = [s for s in run.skipped if s != r]
                     run.ran += [] if r in run.ran else [r]
         except KeyboardInterrupt:
-            echo(f"interrupted: {sum(store.done(r) for r in row_ids)} of {len(row_ids)} rows saved in {out}; "
-                 "rerun the same command to continue")
+            measured = sum(_recall_current(store.rows[r], settings) for r in row_ids if store.done(r))
+            recall_txt = f", {measured} with recall" if want_recall else ""
+            echo(f"interrupted: {sum(store.done(r) for r in row_ids)} of {len(row_ids)} rows saved{recall_txt} in "
+                 f"{out}; rerun the same command to continue")
             raise
     if report:
         from hymba.ablation.report import write_report
