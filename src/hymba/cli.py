@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_missing", False):
         print(f"hymba {args.command}: not available in this build", file=sys.stderr)
         return 2
+    from hymba.malloc import keep_freed_memory
+
+    keep_freed_memory()  # big CPU activations are reused, not page-faulted in every step
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except (UsageError, ValueError, FileNotFoundError, NotADirectoryError) as e:

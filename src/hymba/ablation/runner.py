@@ -154,10 +154,13 @@ def _recall_star(args: tuple) -> tuple:
     return _recall_job(*args)
 
 
-def _ignore_sigint() -> None:  # Ctrl-C reaches the parent, which terminates the workers
+def _init_worker() -> None:
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from hymba.malloc import keep_freed_memory
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which terminates the workers
+    keep_freed_memory()
 
 
 def _recall_pool(store: ResultsStore, settings: AblationSettings, rows: list[int], device: torch.device,
@@ -170,7 +173,7 @@ def _recall_pool(store: ResultsStore, settings: AblationSettings, rows: list[int
     echo(f"recall of rows {','.join(map(str, rows))}, {workers} at a time")
     threads = max(1, torch.get_num_threads() // workers) if device.type == "cpu" else None
     ok = []
-    with multiprocessing.get_context("spawn").Pool(workers, _ignore_sigint, maxtasksperchild=1) as pool:  # exit = terminate
+    with multiprocessing.get_context("spawn").Pool(workers, _init_worker, maxtasksperchild=1) as pool:  # exit = terminate
         for job in pool.imap_unordered(_recall_star, [(settings, row, str(device), threads) for row in rows]):
             if _save_recall(store, job, lambda m: echo(f"row {job[0]} ({ROW_NAMES[job[0]]}): {m}")):
                 ok.append(job[0])
