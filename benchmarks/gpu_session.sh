@@ -32,7 +32,7 @@ step() {  # step NAME LOGFILE CMD...: once per machine, bounded by the time left
   git rev-parse HEAD 2>/dev/null; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 } >> "$log" 2>&1
 step build "$STATE/build.log" bash .device/build_mamba_ssm.sh .device/sdist
-step tests "$STATE/gpu_tests.log" python3 -m pytest -q -p no:cacheprovider -p no:logging --tb=short -m gpu --continue-on-collection-errors tests
+step tests "$STATE/gpu_tests.log" python3 -m pytest -q -rs -p no:cacheprovider -p no:logging --tb=short -m gpu --continue-on-collection-errors tests
 step generation "$STATE/generation.jsonl" python3 benchmarks/generation.py --prompt-len 8192 --batch 128 \
     --new-tokens 64 --configs configs/models/hymba-1.5b.toml,configs/models/llama-3.2-1b.toml
 step ablate "$STATE/ablate.log" python3 -m hymba.cli ablate --preset seed --no-recall --out "$ABL"

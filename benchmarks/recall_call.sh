@@ -15,7 +15,7 @@ if ! python3 -c "import mamba_ssm" 2>/dev/null; then
 fi
 ab() { local t=$((end - SECONDS)); [ $t -gt 30 ] && timeout -k 15 -s INT $t python3 -m hymba.cli ablate --preset seed --recall "$@"; }
 [ -n "${ATTN_ROWS:-}" ] && { ab --recall-workers 1 --rows "$ATTN_ROWS" --out runs/abl-attn > "$OUT/attn.log" 2>&1 & attn=$!; }
-[ -n "${TESTS:-}" ] && timeout $((end - SECONDS)) python3 -m pytest -q -p no:cacheprovider --tb=short -m gpu $TESTS tests > "$OUT/gpu_tests.log" 2>&1
+[ -n "${TESTS:-}" ] && timeout $((end - SECONDS)) python3 -m pytest -q -rs -p no:cacheprovider --tb=short -m gpu $TESTS tests > "$OUT/gpu_tests.log" 2>&1
 [ -n "${build:-}" ] && wait $build; echo "build done at $SECONDS s" >> "$OUT/session.log"
 ab --recall-workers "${WORKERS:-3}" --rows "${ROWS:-13,7,9,8,2,3,4,5,11,12,1,6}" --out runs/abl-seed > "$OUT/seed.log" 2>&1
 echo "hybrid rows done at $SECONDS s" >> "$OUT/session.log"
