@@ -139,7 +139,7 @@ def _with_recall(record: dict[str, Any], job: tuple) -> dict[str, Any]:
 
 def _save_recall(store: ResultsStore, job: tuple, echo: Echo) -> bool:
     """Merge a :func:`_recall_job` result into the row's saved record; False if recall failed."""
-    row, fields, error, spent = job
+    row, _, error, spent = job
     rec = _with_recall(store.rows[row], job)
     rec["seconds"] = rec.get("seconds", 0.0) + spent
     store.put(rec)
@@ -289,11 +289,14 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
                     echo(f"{head}: {rec['seconds']:.0f}s, val ppl {rec['val_ppl']:.2f}, "
                          f"train {rec['train_tokens_per_s']:,.0f} tok/s, gen {rec['gen_tokens_per_s']:,.0f} tok/s, "
                          f"KV {rec['kv_mb']:.2f} MB{recall_txt}")
-            todo = [r for r in row_ids if store.done(r) and not _recall_current(store.rows[r], settings)]
-            if pooled and todo:
+            todo = [r for r in row_ids if store.done(r) and not _recall_current(store.rows[r], settings)] \
+                if pooled else []
+            if todo:
                 for r in _recall_pool(store, settings, todo, device, recall_workers, echo):
-                    run.skipped = [s for s in run.skipped if s != r]
-                    run.ran += [] if r in run.ran else [r]
+                    if r in run.skipped:
+                        run.skipped.remove(r)
+                    if r not in run.ran:
+                        run.ran.append(r)
         except KeyboardInterrupt:
             measured = sum(_recall_current(store.rows[r], settings) for r in row_ids if store.done(r))
             recall_txt = f", {measured} with recall" if want_recall else ""

@@ -39,8 +39,8 @@ def attention(q, k, v, spec: MaskSpec, backend: str = "auto"):
         from hymba.kernels.attention.flex import attention_flex
 
         return attention_flex(q, k, v, spec)
-    key = (tuple(q.shape), tuple(k.shape), v.shape[-1], q.dtype, spec.window, spec.n_meta)
     if backend == "auto" and q.device.type == "cuda" and plain:
+        key = (tuple(q.shape), tuple(k.shape), v.shape[-1], q.dtype, spec.window, spec.n_meta)
         if not flex_dims:
             log_choice("attention", "sdpa", f"head dims {q.shape[-1]}/{v.shape[-1]} unsupported by flex")
         elif q.shape[2] < FLEX_BLOCK:
