@@ -88,3 +88,52 @@ def test_diverged_training_is_an_error_not_a_zero_recall():
 
     with pytest.raises(TrainingDiverged, match=r"diverged at step 4 of 10: loss=nan.*\(recall.lr=0.003\)"):
         train_mqar(model, s, callback=poison)
+
+
+def test_divergence_found_when_losses_are_read_back_in_batches():
+    # without a callback the loop reads losses back every _SYNC_EVERY steps; the error still names the first
+    # non-finite step, not the step of the read-back
+    from hymba import HymbaLM
+    from hymba.eval import mqar
+
+    s = MQARSettings(vocab=16, train=[(16, 2)], eval=[(16, 2)], train_steps=mqar._SYNC_EVERY + 5, batch_size=4,
+                     eval_sequences=8)
+    model = HymbaLM(ATTN.replace(vocab_size=16))
+    calls = []
+
+    def poison(module, args):
+        calls.append(1)
+        if len(calls) == 3:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+
+    model.register_forward_pre_hook(poison)
+    with pytest.raises(TrainingDiverged, match=rf"diverged at step 3 of {s.train_steps}: loss=nan"):
+        train_mqar(model, s)
+
+
+@pytest.mark.gpu
+def test_attention_learns_mqar_on_cuda_with_batched_read_back():
+    # the CUDA path: pinned, non-blocking batches, bf16, losses read back every _SYNC_EVERY steps
+    r = run_recall(ATTN, LEARN, device="cuda", seed=0)
+    assert len(r.losses) == LEARN.train_steps and all(map(lambda x: x == x, r.losses))
+    assert r.accuracy > 0.9, r.to_dict()
+
+
+@pytest.mark.gpu
+def test_divergence_found_on_cuda():
+    from hymba import HymbaLM
+
+    s = MQARSettings(vocab=16, train=[(16, 2)], eval=[(16, 2)], train_steps=30, batch_size=4, eval_sequences=8)
+    model = HymbaLM(ATTN.replace(vocab_size=16)).cuda()
+    calls = []
+
+    def poison(module, args):
+        calls.append(1)
+        if len(calls) == 7:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+
+    model.register_forward_pre_hook(poison)
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 7 of 30: loss=nan"):
+        train_mqar(model, s, device="cuda")

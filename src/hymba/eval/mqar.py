@@ -53,6 +53,7 @@ _TRAIN_STREAM = 1
 _EVAL_STREAM = 2
 _INIT_STREAM = 3
 _CHECK_STREAM = 4
+_SYNC_EVERY = 25  # train_mqar: steps between loss read-backs (see there)
 
 LR_SCHEDULES = ("cosine", "constant")
 
@@ -244,35 +245,53 @@ def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], 
     s = _coerce(settings)
     tc = _train_config(s)
     model.train()
+    dev = torch.device(device)
     opt = build_optimizer(model, tc)
-    amp = autocast_dtype(tc.precision, torch.device(device))  # bf16 on CUDA, as language-model training
-    losses = []
+    amp = autocast_dtype(tc.precision, dev)  # bf16 on CUDA, as language-model training
+    # The host reads the loss back only every `_SYNC_EVERY` steps (every step with a callback or an early-stop
+    # check due), so on a GPU it queues the next steps' kernels while the current ones run: small MQAR steps
+    # are launch-bound, and a read-back per step left the GPU idle between them.
+    pinned = dev.type == "cuda"
+    losses: list[float] = []
+    pending: list[torch.Tensor] = []  # [loss, grad_norm] of the steps not read back yet
     for step in range(s.train_steps):
         seq_len, pairs = s.train[step % len(s.train)]
         ids, labels = mqar_batch(s.batch_size, vocab=s.vocab, seq_len=seq_len, pairs=pairs, power_a=s.power_a,
                                  seed=np.random.SeedSequence([seed, _TRAIN_STREAM, step]))
+        if pinned:
+            ids, labels = ids.pin_memory(), labels.pin_memory()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)
-        with autocast_context(torch.device(device), amp):
-            loss = model(ids.to(device), labels=labels.to(device)).loss
+        with autocast_context(dev, amp):
+            loss = model(ids.to(dev, non_blocking=pinned), labels=labels.to(dev, non_blocking=pinned)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip or math.inf))
-        loss_val = float(loss.detach())
-        if not (math.isfinite(loss_val) and math.isfinite(grad_norm)):
-            # a diverged run must not be scored as if it were the architecture's recall
-            raise TrainingDiverged(f"MQAR training diverged at step {step + 1} of {s.train_steps}: loss="
-                                   f"{loss_val}, grad_norm={grad_norm} (recall.lr={s.lr}); lower recall.lr or "
-                                   "raise recall.warmup_steps")
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip or math.inf)
         opt.step()
-        losses.append(loss_val)
-        if callback is not None:
-            callback(step, losses[-1])
-        if s.stop_accuracy is not None and (step + 1) % s.check_every == 0:
+        pending.append(torch.stack([loss.detach().float(), grad_norm.float()]))
+        check = s.stop_accuracy is not None and (step + 1) % s.check_every == 0
+        if callback is not None or check or (step + 1) % _SYNC_EVERY == 0 or step + 1 == s.train_steps:
+            _read_back(pending, losses, s)
+            if callback is not None:
+                callback(step, losses[-1])
+        if check:
             per = _accuracy(model, s, device, seed, _CHECK_STREAM, s.check_sequences)
             if sum(per.values()) / len(per) >= s.stop_accuracy:
                 break
     return losses
+
+
+def _read_back(pending: list[torch.Tensor], losses: list[float], s: MQARSettings) -> None:
+    """Append the pending steps' losses to ``losses``; a non-finite loss or gradient norm raises
+    ``TrainingDiverged`` naming the first such step (a diverged run must not be scored as recall)."""
+    for loss_val, grad_norm in torch.stack(pending).tolist():
+        step = len(losses) + 1
+        if not (math.isfinite(loss_val) and math.isfinite(grad_norm)):
+            raise TrainingDiverged(f"MQAR training diverged at step {step} of {s.train_steps}: loss={loss_val}, "
+                                   f"grad_norm={grad_norm} (recall.lr={s.lr}); lower recall.lr or raise "
+                                   "recall.warmup_steps")
+        losses.append(loss_val)
+    pending.clear()
 
 
 @torch.no_grad()
