@@ -11,8 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+# cuDNN's SDPA backward returns NaN in dQ when a mask is passed and seq_len % 128 == 64 on H100/H200 (torch
+# 2.11, pytorch/pytorch#196678): it failed 7 of 8 seed-scale MQAR rows at their 64-token curriculum setting. So
+# any SDPA call that will be differentiated runs on the other fused kernels; inference keeps the default choice.
+_TRAINING_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass
@@ -59,7 +66,11 @@ def build_mask(spec: MaskSpec) -> Tensor:
 
 def attention_sdpa(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
     """Args: q [B, H, Tq, Dk], k [B, Hkv, Tk, Dk], v [B, Hkv, Tk, Dv]. Returns [B, H, Tq, Dv]."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=build_mask(spec), enable_gqa=k.shape[1] != q.shape[1])
+    mask, gqa = build_mask(spec), k.shape[1] != q.shape[1]
+    if q.is_cuda and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        with sdpa_kernel(_TRAINING_SDPA):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 
 def attention_naive(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
