@@ -19,7 +19,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 # cuDNN's SDPA backward returns NaN in dQ when a mask is passed and seq_len % 128 == 64 on H100/H200 (torch
 # 2.11, pytorch/pytorch#196678): it failed 7 of 8 seed-scale MQAR rows at their 64-token curriculum setting. So
 # any SDPA call that will be differentiated runs on the other fused kernels; inference keeps the default choice.
-_TRAINING_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+_TRAINING_SDPA = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass
@@ -68,8 +68,10 @@ def attention_sdpa(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
     """Args: q [B, H, Tq, Dk], k [B, Hkv, Tk, Dk], v [B, Hkv, Tk, Dv]. Returns [B, H, Tq, Dv]."""
     mask, gqa = build_mask(spec), k.shape[1] != q.shape[1]
     if q.is_cuda and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        if gqa:  # the memory-efficient kernel takes no grouped heads (it would fall to the bf16 math kernel)
+            k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], 1) for t in (k, v))
         with sdpa_kernel(_TRAINING_SDPA):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 
