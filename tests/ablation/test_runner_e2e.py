@@ -150,6 +150,19 @@ def test_a_failed_recall_keeps_the_trained_row_and_is_retried_alone(tmp_path, hy
     assert rows["7"]["recall"]["settings"]["lr"] == 2e-3 and rows["6"]["recall_acc"] is not None
 
 
+def test_recall_under_other_settings_leaves_the_table_when_recall_runs_again(tmp_path, hymba_cache):
+    # rows outside --rows keep their record but not a Recall cell measured under other [recall] settings
+    out = tmp_path / "abl"
+    run_ablation("micro", "7,6", out, recall=True, echo=lambda m: None)
+    msgs = []
+    run = run_ablation("micro", "7", out, recall=True, overrides=["recall.lr=2e-3"], echo=msgs.append)
+    rows = _rows(out)
+    assert rows["6"]["recall_acc"] is None and rows["6"]["recall"]["settings"]["lr"] == 3e-3
+    assert rows["7"]["recall_acc"] is not None and rows["7"]["recall"]["settings"]["lr"] == 2e-3
+    assert any("recall of rows 6,7 was measured under other [recall] settings" in m for m in msgs), msgs
+    assert run.table.set_index("ID").loc[6, "Recall acc"] != run.table.set_index("ID").loc[6, "Recall acc"]  # NaN
+
+
 def test_recall_workers_measure_trained_rows_in_parallel_processes(tmp_path, hymba_cache):
     out = tmp_path / "abl"
     run_ablation("micro", "6,7", out, recall=False, echo=lambda m: None)

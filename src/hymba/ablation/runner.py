@@ -259,6 +259,14 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
     with ResultsStore(out, settings.fingerprint(), meta=environment(device)) as store:
         for note in store.open(force=force):
             echo(note)
+        if want_recall:  # one Recall column, one set of [recall] settings: older values are not comparable
+            stale = [r for r, rec in sorted(store.rows.items())
+                     if rec.get("recall_acc") is not None and not _recall_current(rec, settings)]
+            for r in stale:
+                store.put({**store.rows[r], "recall_acc": None})
+            if stale:
+                echo(f"recall of rows {','.join(map(str, stale))} was measured under other [recall] settings: "
+                     "cleared from the table (the record keeps it under 'recall')")
         echo(f"ablation: preset {settings.preset} on {device}, rows {','.join(map(str, row_ids))}, "
              f"{settings.train.max_steps} steps of {settings.train.batch_size}x{settings.train.seq_len} tokens, "
              f"recall {'on' if want_recall else 'off'} -> {out}")
