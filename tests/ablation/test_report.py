@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -118,3 +119,41 @@ def test_write_report_files_and_plots(tmp_path):
     assert {c["metric"] for c in table["spearman"]} == {"throughput", "cache", "recall"}
     assert pd.read_csv(files["csv"])["ID"].tolist() == [1, 2, 13]
     assert FORMAT == 1
+
+
+def test_hymba_eval_on_an_ablation_scores_every_row_and_adds_a_commonsense_column(tmp_path, hymba_cache, monkeypatch,
+                                                                                 capsys):
+    # the real harness on the local toy task, through each trained row's checkpoint, then the report
+    pytest.importorskip("lm_eval")
+    from hymba.ablation.runner import run_ablation
+    from hymba.cli import main
+
+    data = Path(__file__).resolve().parents[1] / "eval" / "data"
+    out = tmp_path / "abl"
+    run_ablation("micro", "7,1", out, recall=False, echo=lambda m: None)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    monkeypatch.chdir(data)  # the task's data_files are relative
+    args = ["eval", str(out), "--tasks", "hymba_toy_mc", "--include-path", str(data), "--batch-size", "4"]
+    assert main(args) == 0
+    summaries = {row: json.loads((out / "rows" / str(row) / "train" / "lm_eval.json").read_text()) for row in (1, 7)}
+    table = json.loads((out / "table.json").read_text())
+    assert table["columns"].index("Commonsense") == table["columns"].index("Recall acc") + 1
+    got = {r["ID"]: r["Commonsense"] for r in table["rows"]}
+    assert got == {row: pytest.approx(100 * s["mean_acc"]) for row, s in summaries.items()}
+    assert all(s["tasks"]["hymba_toy_mc"]["n"] == 12 for s in summaries.values())
+    md = (out / "table.md").read_text()
+    assert "Commonsense = mean lm-eval accuracy over hymba_toy_mc" in md and "commonsense" in md
+    capsys.readouterr()
+    assert main(args) == 0  # a rerun scores nothing again
+    assert capsys.readouterr().out.count("evaluated earlier") == 2
+    assert main(args + ["--output", str(tmp_path / "x.json")]) == 2
+
+
+def test_commonsense_column_only_when_rows_were_evaluated():
+    results = {"rows": {"1": {"id": 1, "status": "done", "val_ppl": 3.0}, "6": {"id": 6, "status": "done"}}}
+    assert "Commonsense" not in build_table(results).columns
+    df = build_table(results, {1: {"mean_acc": 0.25, "tasks": {"piqa": {}}}})
+    assert df.set_index("ID").loc[1, "Commonsense"] == 25.0 and math.isnan(df.set_index("ID").loc[6, "Commonsense"])
+    assert "commonsense" in set(correlations(df)["metric"]) and "commonsense" not in set(
+        correlations(build_table(results))["metric"])

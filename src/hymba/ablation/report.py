@@ -2,7 +2,9 @@
 
 ``write_report(DIR)`` (also ``hymba report DIR``) writes ``table.csv``, ``table.md``, ``table.json``,
 ``efficiency.png`` (generation throughput vs cache, log axes, like the paper's efficiency figure) and
-``quality.png`` (perplexity and recall per row). The same results give byte-identical tables.
+``quality.png`` (perplexity and recall per row). The same results give byte-identical tables. Where
+``hymba eval DIR --tasks ...`` has scored the rows' checkpoints (``rows/<id>/train/lm_eval.json``), a
+Commonsense column (mean lm-eval accuracy) joins the table beside the paper's.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ COLUMNS = ["ID", "Configuration", "Params (M)", "Attn:Mamba", "Val PPL", "Token 
 # (our column, paper column, what is compared): Spearman rank correlation over the rows both have
 CORRELATED = [("Gen tok/s", "Paper Throughput", "throughput"),
               ("Cache MB (KV+SSM)", "Paper Cache MB", "cache"),
-              ("Recall acc", "Paper Recall", "recall")]
-DECIMALS = {"Params (M)": 3, "Val PPL": 2, "Token acc": 1, "Recall acc": 1, "Train tok/s": 0, "Gen tok/s": 0,
+              ("Recall acc", "Paper Recall", "recall"),
+              ("Commonsense", "Paper Commonsense", "commonsense")]  # when the table has the column
+DECIMALS = {"Params (M)": 3, "Val PPL": 2, "Token acc": 1, "Recall acc": 1, "Commonsense": 1, "Train tok/s": 0, "Gen tok/s": 0,
             "KV cache MB": 3, "SSM state MB": 3, "Paper Commonsense": 2, "Paper Recall": 2, "Paper Throughput": 1,
             "Paper Cache MB": 2}
 TABLE_FILES = {"csv": "table.csv", "md": "table.md", "json": "table.json"}
@@ -38,8 +41,31 @@ def _get(rec: dict[str, Any], key: str, scale: float = 1.0) -> float:
     return float(v) * scale if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
 
-def build_table(results: dict[str, Any]) -> pd.DataFrame:
-    """One line per recorded row: our columns (``COLUMNS``), then the paper's values for that row.
+def row_run_dir(out_dir: str | Path, row: int) -> Path:
+    """The training run directory (weights, config, tokenizer) of ``row`` in an ablation output directory."""
+    return Path(out_dir) / "rows" / str(row) / "train"
+
+
+def commonsense_results(out_dir: str | Path, results: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The ``lm_eval.json`` summaries (``hymba eval``) of the finished rows that have one, by row."""
+    from hymba.eval.cli import RESULTS_FILE
+
+    found = {}
+    for key, rec in results["rows"].items():
+        path = row_run_dir(out_dir, int(key)) / RESULTS_FILE
+        if rec.get("status") == "done" and path.is_file():
+            try:
+                summary = json.loads(path.read_text())
+            except ValueError as e:
+                raise ValueError(f"{path} is not valid JSON ({e}); rerun `hymba eval` for row {key}") from None
+            if summary.get("mean_acc") is not None:
+                found[int(key)] = summary
+    return found
+
+
+def build_table(results: dict[str, Any], commonsense: dict[int, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One line per recorded row: our columns (``COLUMNS``, plus ``Commonsense`` after ``Recall acc`` when
+    ``commonsense`` has lm-eval summaries), then the paper's values for that row.
 
     Accuracies are in % like the paper's; MB = 1e6 bytes; failed rows keep their ID and status only.
     """
@@ -59,10 +85,14 @@ def build_table(results: dict[str, Any]) -> pd.DataFrame:
                 "Steps": int(rec["steps"]) if done and rec.get("steps") is not None else pd.NA, "Status": status}
         if not done:
             line.update({c: (pd.NA if c == "Steps" else math.nan) for c in COLUMNS[2:-1] if c != "Attn:Mamba"})
+        if commonsense:
+            line["Commonsense"] = _get(commonsense.get(row, {}), "mean_acc", 100.0) if done else math.nan
         for col, fieldname in PAPER_COLUMNS.items():
             line[col] = paper.loc[row, fieldname] if row in paper.index else math.nan
         lines.append(line)
-    df = pd.DataFrame(lines, columns=COLUMNS + list(PAPER_COLUMNS))
+    ours = COLUMNS if not commonsense else COLUMNS[:COLUMNS.index("Recall acc") + 1] + ["Commonsense"] + \
+        COLUMNS[COLUMNS.index("Recall acc") + 1:]
+    df = pd.DataFrame(lines, columns=ours + list(PAPER_COLUMNS))
     df["Steps"] = df["Steps"].astype("Int64")
     return df
 
@@ -84,6 +114,8 @@ def correlations(df: pd.DataFrame) -> pd.DataFrame:
     ours = df.assign(**{"Cache MB (KV+SSM)": df["KV cache MB"] + df["SSM state MB"]})
     out = []
     for col, paper_col, what in CORRELATED:
+        if col not in ours:
+            continue
         valid = ours[[col, paper_col]].apply(pd.to_numeric, errors="coerce").dropna()
         out.append({"metric": what, "ours": col, "paper": paper_col, "rows": len(valid),
                     "spearman": spearman(ours[col], ours[paper_col])})
@@ -131,13 +163,33 @@ def describe(results: dict[str, Any]) -> str:
             f"{' (' + env['gpu'] + ')' if env.get('gpu') else ''}, torch {env.get('torch', '?')}.")
 
 
-def markdown_report(df: pd.DataFrame, corr: pd.DataFrame, results: dict[str, Any]) -> str:
+def commonsense_note(commonsense: dict[int, dict[str, Any]] | None) -> str:
+    """Which lm-eval tasks the Commonsense column averages, and whether the rows used the same ones."""
+    if not commonsense:
+        return ""
+    sets = {}
+    for row, summary in sorted(commonsense.items()):
+        key = (tuple(sorted(summary.get("tasks", {}))), summary.get("num_fewshot"), summary.get("limit"))
+        sets.setdefault(key, []).append(row)
+    (tasks, shots, limit), _ = next(iter(sets.items()))
+    how = "each task's default shots" if shots is None else f"{shots}-shot"
+    if limit is not None:
+        how += f", limit {limit}"
+    note = f" Commonsense = mean lm-eval accuracy over {', '.join(tasks)} ({how}; `hymba eval`)."
+    if len(sets) > 1:
+        note += " The rows used different task settings: " + "; ".join(
+            f"rows {','.join(map(str, rows))}: {', '.join(t)}" for (t, _, _), rows in sets.items()) + "."
+    return note
+
+
+def markdown_report(df: pd.DataFrame, corr: pd.DataFrame, results: dict[str, Any],
+                    commonsense: dict[int, dict[str, Any]] | None = None) -> str:
     rho = "; ".join(f"{r.metric} {_rho(r.spearman)} ({r.rows} rows)" for r in corr.itertuples())
     no_recall = " Recall was not measured in this run (`hymba ablate --recall`)." \
         if pd.to_numeric(df["Recall acc"], errors="coerce").isna().all() else \
         " Recall acc = MQAR accuracy of each row's architecture trained on MQAR ([recall] settings)."
     return (to_markdown(df) + "\n"
-            f"Spearman rank correlation with the paper: {rho}.{no_recall}\n\n"
+            f"Spearman rank correlation with the paper: {rho}.{no_recall}{commonsense_note(commonsense)}\n\n"
             "Accuracies in %; MB = 1e6 bytes; cache at 8K tokens in FP16; Gen tok/s = generated tokens/s "
             "(decode phase); the paper's columns are its 300M-parameter, 100B-token models on an A100 "
             "(Commonsense and Recall are different tasks from ours: compare orderings, not values). "
@@ -232,11 +284,12 @@ def write_report(out_dir: str | Path, plots: bool = True) -> tuple[pd.DataFrame,
     """Build the table from ``out_dir/results.json`` and write tables and plots. Returns (table, paths)."""
     out = Path(out_dir)
     results = read_results(out)
-    df = build_table(results)
+    commonsense = commonsense_results(out, results)
+    df = build_table(results, commonsense)
     corr = correlations(df)
     files = {k: out / v for k, v in TABLE_FILES.items()}
     atomic_write(files["csv"], df.to_csv(index=False))
-    atomic_write(files["md"], markdown_report(df, corr, results))
+    atomic_write(files["md"], markdown_report(df, corr, results, commonsense))
     atomic_write(files["json"], table_json(df, corr, results))
     if plots:
         for key, fn in (("efficiency", plot_efficiency), ("quality", plot_quality)):
@@ -257,5 +310,5 @@ def print_report(df: pd.DataFrame, files: dict[str, Path], echo=print) -> None:
     echo("wrote: " + ", ".join(str(p) for p in files.values()))
 
 
-__all__ = ["COLUMNS", "build_table", "correlations", "formatted", "print_report", "spearman", "to_markdown",
-           "write_report"]
+__all__ = ["COLUMNS", "build_table", "commonsense_results", "correlations", "formatted", "print_report", "row_run_dir",
+           "spearman", "to_markdown", "write_report"]

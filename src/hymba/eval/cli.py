@@ -1,7 +1,9 @@
-"""``hymba eval RUN_DIR --tasks piqa,arc_easy,...``: lm-evaluation-harness on a trained checkpoint.
+"""``hymba eval DIR --tasks piqa,arc_easy,...``: lm-evaluation-harness on trained checkpoints.
 
-Results go to ``RUN_DIR/lm_eval.json`` (see :func:`summarize`), which the ablation report reads for its
-Commonsense column. Needs the ``eval`` extra.
+DIR is a training run (``hymba train``): results go to ``DIR/lm_eval.json`` (see :func:`summarize`). Or DIR
+is an ablation (``hymba ablate --out DIR``): every finished row's checkpoint is evaluated the same way (rows
+already scored on the same tasks are skipped, so a stopped run resumes), and the ablation report is rewritten
+with a Commonsense column. Needs the ``eval`` extra.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from hymba.cli import UsageError
+from hymba.io import atomic_write
 
 RESULTS_FILE = "lm_eval.json"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", type=Path, help="run directory written by `hymba train` (weights + config + tokenizer)")
+    p.add_argument("run_dir", type=Path, help="run directory written by `hymba train` (weights + config + tokenizer), "
+                   "or an ablation directory (`hymba ablate --out`): every finished row, then the report")
     p.add_argument("--tasks", required=True, help="comma-separated lm-eval task names, e.g. piqa,arc_easy,hellaswag")
     p.add_argument("--include-path", action="append", default=[],
                    help="extra folder of task YAML files (repeatable), e.g. local offline tasks")
@@ -80,8 +84,7 @@ def evaluate_checkpoint(run_dir: Path, tasks: list[str], *, include_path: list[s
     for p in include_path or []:
         if not Path(p).is_dir():
             raise FileNotFoundError(f"--include-path {p} is not a directory")
-    if limit is not None and limit >= 1:
-        limit = int(limit)
+    limit = _limit(limit)
     t0 = time.perf_counter()
     lm = HymbaLMEval(str(run_dir), batch_size=batch_size, max_length=max_length, device=device, dtype=dtype)
     tm = TaskManager(include_path=[str(Path(p).resolve()) for p in include_path] if include_path else None)
@@ -94,8 +97,40 @@ def evaluate_checkpoint(run_dir: Path, tasks: list[str], *, include_path: list[s
     summary = summarize(results, checkpoint=str(run_dir), tasks=tasks, num_fewshot=num_fewshot, limit=limit,
                         seconds=time.perf_counter() - t0)
     out = Path(output) if output is not None else run_dir / RESULTS_FILE
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write(out, json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _limit(limit: float | None) -> float | int | None:
+    return int(limit) if limit is not None and limit >= 1 else limit
+
+
+def evaluate_ablation(out_dir: Path, tasks: list[str], *, echo=print, **kwargs: Any) -> dict[int, dict[str, Any]]:
+    """:func:`evaluate_checkpoint` on every finished row of an ablation directory (a row already scored on the
+    same tasks, shots and limit is kept), then the report with its Commonsense column. Returns the summaries."""
+    from hymba.ablation.report import print_report, row_run_dir, write_report
+    from hymba.ablation.store import read_results
+
+    results = read_results(out_dir)
+    rows = sorted(int(k) for k, rec in results["rows"].items() if rec.get("status") == "done")
+    if not rows:
+        raise UsageError(f"{out_dir} holds no finished ablation rows to evaluate")
+    request = {"requested_tasks": tasks, "num_fewshot": kwargs.get("num_fewshot"), "limit": _limit(kwargs.get("limit"))}
+    summaries = {}
+    for row in rows:
+        run_dir, head = row_run_dir(out_dir, row), f"row {row}"
+        earlier = run_dir / RESULTS_FILE
+        if earlier.is_file():
+            prev = json.loads(earlier.read_text())
+            if all(prev.get(k) == v for k, v in request.items()):
+                echo(f"{head}: evaluated earlier, mean acc {prev['mean_acc']:.4f}")
+                summaries[row] = prev
+                continue
+        summaries[row] = evaluate_checkpoint(run_dir, tasks, **kwargs)
+        mean = summaries[row]["mean_acc"]
+        echo(f"{head}: mean acc {'n/a' if mean is None else f'{mean:.4f}'} ({summaries[row]['seconds']:.0f}s)")
+    print_report(*write_report(out_dir), echo=echo)
+    return summaries
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,9 +139,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--tasks is empty; give comma-separated task names")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size={args.batch_size} must be >= 1")
-    summary = evaluate_checkpoint(args.run_dir, tasks, include_path=args.include_path, num_fewshot=args.num_fewshot,
-                                  limit=args.limit, batch_size=args.batch_size, max_length=args.max_length,
-                                  device=args.device, dtype=args.dtype, seed=args.seed, output=args.output)
+    kwargs = dict(include_path=args.include_path, num_fewshot=args.num_fewshot, limit=args.limit,
+                  batch_size=args.batch_size, max_length=args.max_length, device=args.device, dtype=args.dtype,
+                  seed=args.seed)
+    if (Path(args.run_dir) / "results.json").is_file():  # an ablation directory
+        if args.output is not None:
+            raise UsageError("--output applies to one run directory; an ablation writes rows/<id>/train/lm_eval.json")
+        evaluate_ablation(Path(args.run_dir), tasks, **kwargs)
+        return 0
+    summary = evaluate_checkpoint(args.run_dir, tasks, output=args.output, **kwargs)
     width = max(len(t) for t in summary["tasks"]) if summary["tasks"] else 4
     for name, row in summary["tasks"].items():
         norm = f"  acc_norm {row['acc_norm']:.4f}" if "acc_norm" in row else ""
