@@ -101,6 +101,10 @@ def evaluate_checkpoint(run_dir: Path, tasks: list[str], *, include_path: list[s
     return summary
 
 
+def _acc(v: float | None) -> str:
+    return "n/a (no task reports acc)" if v is None else f"{v:.4f}"
+
+
 def _limit(limit: float | None) -> float | int | None:
     return int(limit) if limit is not None and limit >= 1 else limit
 
@@ -123,12 +127,11 @@ def evaluate_ablation(out_dir: Path, tasks: list[str], *, echo=print, **kwargs: 
         if earlier.is_file():
             prev = json.loads(earlier.read_text())
             if all(prev.get(k) == v for k, v in request.items()):
-                echo(f"{head}: evaluated earlier, mean acc {prev['mean_acc']:.4f}")
+                echo(f"{head}: evaluated earlier, mean acc {_acc(prev['mean_acc'])}")
                 summaries[row] = prev
                 continue
         summaries[row] = evaluate_checkpoint(run_dir, tasks, **kwargs)
-        mean = summaries[row]["mean_acc"]
-        echo(f"{head}: mean acc {'n/a' if mean is None else f'{mean:.4f}'} ({summaries[row]['seconds']:.0f}s)")
+        echo(f"{head}: mean acc {_acc(summaries[row]['mean_acc'])} ({summaries[row]['seconds']:.0f}s)")
     print_report(*write_report(out_dir), echo=echo)
     return summaries
 
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs = dict(include_path=args.include_path, num_fewshot=args.num_fewshot, limit=args.limit,
                   batch_size=args.batch_size, max_length=args.max_length, device=args.device, dtype=args.dtype,
                   seed=args.seed)
-    if (Path(args.run_dir) / "results.json").is_file():  # an ablation directory
+    if (Path(args.run_dir) / "rows").is_dir() and (Path(args.run_dir) / "results.json").is_file():  # an ablation
         if args.output is not None:
             raise UsageError("--output applies to one run directory; an ablation writes rows/<id>/train/lm_eval.json")
         evaluate_ablation(Path(args.run_dir), tasks, **kwargs)

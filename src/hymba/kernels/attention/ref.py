@@ -17,8 +17,9 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # cuDNN's SDPA backward returns NaN in dQ when a mask is passed and seq_len % 128 == 64 on H100/H200 (torch
-# 2.11, pytorch/pytorch#196678): it failed 7 of 8 seed-scale MQAR rows at their 64-token curriculum setting. So
-# any SDPA call that will be differentiated runs on the other fused kernels; inference keeps the default choice.
+# 2.11, pytorch/pytorch#196678): every seed-scale MQAR row whose attention ran SDPA at the 64-token curriculum
+# setting got NaN gradients (7 rows). So an SDPA call that will be differentiated runs on the other fused
+# kernels; inference keeps the default choice.
 _TRAINING_SDPA = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
