@@ -136,8 +136,9 @@ def test_a_failed_recall_keeps_the_trained_row_and_is_retried_alone(tmp_path, hy
     msgs = []
     run = run_ablation("micro", "7,6", out, recall=True, overrides=["recall.lr=2e-3"], echo=msgs.append)
     rows = _rows(out)
-    # row 7 (trained earlier): the 3e-3 value is not shown as the 2e-3 one; row 6 (trained now) stays done
-    assert rows["7"]["recall_acc"] is None and "recall" not in rows["7"]
+    # row 7 (trained earlier): the 3e-3 value is not shown as the 2e-3 one (it stays in the record with its
+    # settings); row 6 (trained now) stays done
+    assert rows["7"]["recall_acc"] is None and rows["7"]["recall"]["settings"]["lr"] == 3e-3
     assert rows["7"]["recall_error"].startswith("TrainingDiverged: MQAR training diverged")
     assert rows["7"]["val_ppl"] == measured["val_ppl"] and rows["7"]["finished_at"] == measured["finished_at"]
     assert rows["6"]["status"] == "done" and rows["6"]["recall_acc"] is None and rows["6"]["val_ppl"] > 0
@@ -148,6 +149,27 @@ def test_a_failed_recall_keeps_the_trained_row_and_is_retried_alone(tmp_path, hy
     rows = _rows(out)  # the rerun measures recall only: no row is trained again
     assert run.ran == [7, 6] and rows["6"]["finished_at"] == trained and "recall_error" not in rows["7"]
     assert rows["7"]["recall"]["settings"]["lr"] == 2e-3 and rows["6"]["recall_acc"] is not None
+
+
+def test_an_interrupt_during_inline_recall_keeps_the_trained_row(tmp_path, hymba_cache, monkeypatch):
+    # recall is measured after the trained row is saved: Ctrl-C there must not cost the training
+    out = tmp_path / "abl"
+    real = runner_mod.recall_row
+
+    def interrupted(settings, row, device):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_mod, "recall_row", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation("micro", "7", out, recall=True, echo=lambda m: None)
+    saved = _rows(out)["7"]
+    assert saved["status"] == "done" and saved["val_ppl"] > 0 and saved["recall_acc"] is None
+    monkeypatch.setattr(runner_mod, "recall_row", real)
+    msgs = []
+    run_ablation("micro", "7", out, recall=True, echo=msgs.append)
+    again = _rows(out)["7"]
+    assert again["finished_at"] == saved["finished_at"] and again["recall_acc"] is not None
+    assert any("trained earlier; measuring recall" in m for m in msgs), msgs
 
 
 def test_recall_under_other_settings_leaves_the_table_when_recall_runs_again(tmp_path, hymba_cache):
@@ -161,6 +183,8 @@ def test_recall_under_other_settings_leaves_the_table_when_recall_runs_again(tmp
     assert rows["7"]["recall_acc"] is not None and rows["7"]["recall"]["settings"]["lr"] == 2e-3
     assert any("recall of rows 6,7 was measured under other [recall] settings" in m for m in msgs), msgs
     assert run.table.set_index("ID").loc[6, "Recall acc"] != run.table.set_index("ID").loc[6, "Recall acc"]  # NaN
+    run_ablation("micro", "7", out, recall=False, echo=lambda m: None)  # the preset's lr again, recall off
+    assert _rows(out)["7"]["recall_acc"] is None and _rows(out)["7"]["recall"]["settings"]["lr"] == 2e-3
 
 
 def test_recall_workers_measure_trained_rows_in_parallel_processes(tmp_path, hymba_cache):

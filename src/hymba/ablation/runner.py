@@ -130,10 +130,10 @@ def _recall_job(settings: AblationSettings, row: int, device: str, threads: int 
 
 def _with_recall(record: dict[str, Any], job: tuple) -> dict[str, Any]:
     """``record`` with a :func:`_recall_job` result: its recall fields, or an empty Recall cell and the error
-    (never a value measured earlier under other settings)."""
+    (a value measured earlier stays under ``recall``, with the settings it was measured under)."""
     _, fields, error, _ = job
     if error is not None:
-        return {**{k: v for k, v in record.items() if k != "recall"}, "recall_acc": None, "recall_error": error}
+        return {**record, "recall_acc": None, "recall_error": error}
     return {**{k: v for k, v in record.items() if k != "recall_error"}, **fields}
 
 
@@ -186,8 +186,9 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def run_row(settings: AblationSettings, row: int, out_dir: Path, device: torch.device, recall: bool) -> dict[str, Any]:
-    """Everything for one row; a failure becomes a ``failed`` record (traceback in ``rows/<id>/error.txt``)."""
+def run_row(settings: AblationSettings, row: int, out_dir: Path, device: torch.device) -> dict[str, Any]:
+    """Train, evaluate and time one row (recall is measured after it is saved); a failure becomes a ``failed``
+    record (traceback in ``rows/<id>/error.txt``)."""
     row_dir = out_dir / "rows" / str(row)
     row_dir.mkdir(parents=True, exist_ok=True)
     (row_dir / "error.txt").unlink(missing_ok=True)
@@ -201,12 +202,6 @@ def run_row(settings: AblationSettings, row: int, out_dir: Path, device: torch.d
         record["model"] = model.config.to_dict()  # with the tokenizer's vocabulary
         record.update(metrics)
         record.update(measure_row(settings, model, device))
-        del model
-        model = None
-        _free(device)
-        if recall:  # a recall failure leaves the row's other results valid
-            job = _recall_job(settings, row, str(device))
-            record = _with_recall(record, job)
     except Exception as e:  # noqa: BLE001 - one broken row must not stop the others
         record["status"] = "failed"
         record["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:500]
@@ -259,14 +254,14 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
     with ResultsStore(out, settings.fingerprint(), meta=environment(device)) as store:
         for note in store.open(force=force):
             echo(note)
-        if want_recall:  # one Recall column, one set of [recall] settings: older values are not comparable
-            stale = [r for r, rec in sorted(store.rows.items())
-                     if rec.get("recall_acc") is not None and not _recall_current(rec, settings)]
-            for r in stale:
-                store.put({**store.rows[r], "recall_acc": None})
-            if stale:
-                echo(f"recall of rows {','.join(map(str, stale))} was measured under other [recall] settings: "
-                     "cleared from the table (the record keeps it under 'recall')")
+        # one Recall column, one set of [recall] settings (recall on or off): older values are not comparable
+        stale = [r for r, rec in sorted(store.rows.items())
+                 if rec.get("recall_acc") is not None and not _recall_current(rec, settings)]
+        for r in stale:
+            store.put({**store.rows[r], "recall_acc": None})
+        if stale:
+            echo(f"recall of rows {','.join(map(str, stale))} was measured under other [recall] settings: "
+                 "cleared from the table (the record keeps it under 'recall')")
         echo(f"ablation: preset {settings.preset} on {device}, rows {','.join(map(str, row_ids))}, "
              f"{settings.train.max_steps} steps of {settings.train.batch_size}x{settings.train.seq_len} tokens, "
              f"recall {'on' if want_recall else 'off'} -> {out}")
@@ -277,26 +272,26 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
                 if store.done(row) and not force:
                     if want_recall and not pooled and not _recall_current(rec, settings):
                         echo(f"{head}: trained earlier; measuring recall")
-                        if _save_recall(store, _recall_job(settings, row, str(device)), lambda m: echo(f"{head}: {m}")):
-                            run.ran.append(row)
-                            continue
+                        _save_recall(store, _recall_job(settings, row, str(device)), lambda m: echo(f"{head}: {m}"))
+                        run.ran.append(row)  # a failed recall is in the record and the log, not a failed row
+                        continue
                     echo(f"{head}: done earlier, skipped")
                     run.skipped.append(row)
                     continue
                 echo(f"{head}: training")
-                rec = run_row(settings, row, out, device, want_recall and not pooled)
-                store.put(rec)
+                rec = run_row(settings, row, out, device)
+                store.put(rec)  # saved before recall: an interrupt there keeps the trained row
                 run.ran.append(row)
                 if rec["status"] == "failed":
                     run.failed.append(row)
                     echo(f"{head}: FAILED after {rec['seconds']:.0f}s: {rec['error']} "
                          f"(traceback in {out / 'rows' / str(row) / 'error.txt'})")
                 else:
-                    recall_txt = f", recall {rec['recall_acc']:.3f}" if rec.get("recall_acc") is not None else (
-                        f", recall failed: {rec['recall_error']}" if rec.get("recall_error") else "")
                     echo(f"{head}: {rec['seconds']:.0f}s, val ppl {rec['val_ppl']:.2f}, "
                          f"train {rec['train_tokens_per_s']:,.0f} tok/s, gen {rec['gen_tokens_per_s']:,.0f} tok/s, "
-                         f"KV {rec['kv_mb']:.2f} MB{recall_txt}")
+                         f"KV {rec['kv_mb']:.2f} MB")
+                    if want_recall and not pooled:
+                        _save_recall(store, _recall_job(settings, row, str(device)), lambda m: echo(f"{head}: {m}"))
             todo = [r for r in row_ids if store.done(r) and not _recall_current(store.rows[r], settings)] \
                 if pooled else []
             if todo:
