@@ -147,6 +147,9 @@ def test_hymba_eval_on_an_ablation_scores_every_row_and_adds_a_commonsense_colum
     capsys.readouterr()
     assert main(args) == 0  # a rerun scores nothing again
     assert capsys.readouterr().out.count("evaluated earlier") == 2
+    assert main(args + ["--max-length", "32"]) == 0  # other settings: scored again, and recorded
+    assert "evaluated earlier" not in capsys.readouterr().out
+    assert json.loads((out / "rows" / "7" / "train" / "lm_eval.json").read_text())["max_length"] == 32
     assert main(args + ["--output", str(tmp_path / "x.json")]) == 2
 
 

@@ -83,6 +83,13 @@ def test_loglikelihood_truncates_to_max_length():
     assert ll == pytest.approx(ref, abs=1e-4)
 
 
+def test_a_continuation_longer_than_max_length_is_a_clear_error():
+    short = HymbaLMEval(model=tiny_model(), tokenizer=ByteTokenizer(), batch_size=2, max_length=16)
+    with pytest.raises(ValueError, match="continuation of 20 tokens does not fit max_length=16"):
+        short.loglikelihood([_req("loglikelihood", ("ctx", "y" * 20))])
+    assert len(short.loglikelihood([_req("loglikelihood", ("ctx", "y" * 16))])) == 1  # the longest that fits
+
+
 def test_loglikelihood_rolling_is_sum_of_token_logprobs(lm):
     text = "Grass is green. The sun rises in the east."  # shorter than max_length: one window
     (total,) = lm.loglikelihood_rolling([_req("loglikelihood_rolling", (text,))])
@@ -217,3 +224,14 @@ def test_hymba_eval_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nope"), "--tasks", "piqa"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hymba eval: error:") and "\n" not in err
+
+
+def test_mean_accuracy_counts_subtasks_not_their_group_aggregate():
+    from hymba.eval.cli import summarize
+
+    results = {"results": {"grp": {"acc,none": 0.9}, "a": {"acc,none": 0.2}, "b": {"acc,none": 0.4},
+                           "c": {"acc,none": 0.6, "acc_norm,none": 0.5}},
+               "group_subtasks": {"grp": ["a", "b"], "c": []}}
+    s = summarize(results, checkpoint="x", tasks=["grp", "c"], num_fewshot=None, limit=None, seconds=1.0,
+                  max_length=64)
+    assert set(s["tasks"]) == {"a", "b", "c"} and s["mean_acc"] == pytest.approx(0.4) and s["max_length"] == 64

@@ -38,11 +38,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def summarize(results: dict[str, Any], *, checkpoint: str, tasks: list[str], num_fewshot: int | None,
-              limit: float | None, seconds: float) -> dict[str, Any]:
+              limit: float | None, seconds: float, **settings: Any) -> dict[str, Any]:
     """The ``lm_eval.json`` record: per task ``acc`` (and ``acc_norm``, stderrs, document count when the
-    task reports them) and ``mean_acc``, the unweighted mean of ``acc`` over tasks that report it."""
+    task reports them), ``mean_acc`` (the unweighted mean of ``acc`` over the tasks that report it; a group's
+    own aggregate is not counted beside its subtasks), and the run's settings (``settings``)."""
+    groups = {g for g, subtasks in results.get("group_subtasks", {}).items() if subtasks}
     per_task: dict[str, dict[str, float]] = {}
     for name, metrics in results["results"].items():
+        if name in groups:
+            continue
         row = {}
         for key in ("acc", "acc_norm", "acc_stderr", "acc_norm_stderr"):
             v = metrics.get(f"{key},none")
@@ -63,6 +67,7 @@ def summarize(results: dict[str, Any], *, checkpoint: str, tasks: list[str], num
         "mean_acc": sum(accs) / len(accs) if accs else None,
         "num_fewshot": num_fewshot,
         "limit": limit,
+        **settings,
         "lm_eval_version": lm_eval.__version__,
         "seconds": seconds,
     }
@@ -95,10 +100,16 @@ def evaluate_checkpoint(run_dir: Path, tasks: list[str], *, include_path: list[s
                                       log_samples=False, random_seed=seed, numpy_random_seed=seed,
                                       torch_random_seed=seed, fewshot_random_seed=seed)
     summary = summarize(results, checkpoint=str(run_dir), tasks=tasks, num_fewshot=num_fewshot, limit=limit,
-                        seconds=time.perf_counter() - t0)
+                        seconds=time.perf_counter() - t0, **_request_settings(include_path, max_length, dtype, seed))
     out = Path(output) if output is not None else run_dir / RESULTS_FILE
     atomic_write(out, json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _request_settings(include_path: list[str] | None, max_length: int | None, dtype: str, seed: int) -> dict[str, Any]:
+    """The settings besides tasks, shots and limit that change the scores, as recorded in ``lm_eval.json``."""
+    return {"include_path": [str(Path(p).resolve()) for p in include_path or []], "max_length": max_length,
+            "dtype": dtype, "seed": seed}
 
 
 def _acc(v: float | None) -> str:
@@ -111,7 +122,7 @@ def _limit(limit: float | None) -> float | int | None:
 
 def evaluate_ablation(out_dir: Path, tasks: list[str], *, echo=print, **kwargs: Any) -> dict[int, dict[str, Any]]:
     """:func:`evaluate_checkpoint` on every finished row of an ablation directory (a row already scored on the
-    same tasks, shots and limit is kept), then the report with its Commonsense column. Returns the summaries."""
+    same tasks and settings is kept), then the report with its Commonsense column. Returns the summaries."""
     from hymba.ablation.report import print_report, row_run_dir, write_report
     from hymba.ablation.store import read_results
 
@@ -119,7 +130,9 @@ def evaluate_ablation(out_dir: Path, tasks: list[str], *, echo=print, **kwargs: 
     rows = sorted(int(k) for k, rec in results["rows"].items() if rec.get("status") == "done")
     if not rows:
         raise UsageError(f"{out_dir} holds no finished ablation rows to evaluate")
-    request = {"requested_tasks": tasks, "num_fewshot": kwargs.get("num_fewshot"), "limit": _limit(kwargs.get("limit"))}
+    request = {"requested_tasks": tasks, "num_fewshot": kwargs.get("num_fewshot"), "limit": _limit(kwargs.get("limit")),
+               **_request_settings(kwargs.get("include_path"), kwargs.get("max_length"), kwargs.get("dtype", "float32"),
+                                   kwargs.get("seed", 1234))}
     summaries = {}
     for row in rows:
         run_dir, head = row_run_dir(out_dir, row), f"row {row}"

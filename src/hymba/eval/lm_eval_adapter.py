@@ -153,6 +153,9 @@ class HymbaLMEval(TemplateLM):
             for _, ctx, cont in chunk:
                 if not cont:
                     raise ValueError("loglikelihood request with an empty continuation")
+                if len(cont) > self.max_length:  # as lm-eval's HFLM: the whole continuation must be scored
+                    raise ValueError(f"a continuation of {len(cont)} tokens does not fit max_length={self.max_length}"
+                                     "; raise it (--max-length / max_length=)")
                 rows.append((ctx + cont)[-(self.max_length + 1):][:-1])
                 conts.append(cont)
             ids, mask = self._left_pad(rows)
