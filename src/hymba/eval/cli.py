@@ -19,6 +19,7 @@ from hymba.cli import UsageError
 from hymba.io import atomic_write
 
 RESULTS_FILE = "lm_eval.json"
+DEFAULT_DTYPE, DEFAULT_SEED = "float32", 1234
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=None, help="longest input in tokens (default: training length)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--seed", type=int, default=1234, help="harness seeds (few-shot sampling, sampled generation)")
+    p.add_argument("--dtype", default=DEFAULT_DTYPE, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="harness seeds (few-shot sampling, sampled generation)")
     p.add_argument("--output", type=Path, default=None, help=f"results file (default: RUN_DIR/{RESULTS_FILE})")
 
 
@@ -75,8 +76,8 @@ def summarize(results: dict[str, Any], *, checkpoint: str, tasks: list[str], num
 
 def evaluate_checkpoint(run_dir: Path, tasks: list[str], *, include_path: list[str] | None = None,
                         num_fewshot: int | None = None, limit: float | None = None, batch_size: int = 8,
-                        max_length: int | None = None, device: str = "auto", dtype: str = "float32",
-                        seed: int = 1234, output: Path | None = None) -> dict[str, Any]:
+                        max_length: int | None = None, device: str = "auto", dtype: str = DEFAULT_DTYPE,
+                        seed: int = DEFAULT_SEED, output: Path | None = None) -> dict[str, Any]:
     """Run the harness on ``run_dir`` and write the summary (default ``run_dir/lm_eval.json``)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -131,8 +132,8 @@ def evaluate_ablation(out_dir: Path, tasks: list[str], *, echo=print, **kwargs: 
     if not rows:
         raise UsageError(f"{out_dir} holds no finished ablation rows to evaluate")
     request = {"requested_tasks": tasks, "num_fewshot": kwargs.get("num_fewshot"), "limit": _limit(kwargs.get("limit")),
-               **_request_settings(kwargs.get("include_path"), kwargs.get("max_length"), kwargs.get("dtype", "float32"),
-                                   kwargs.get("seed", 1234))}
+               **_request_settings(kwargs.get("include_path"), kwargs.get("max_length"), kwargs.get("dtype", DEFAULT_DTYPE),
+                                   kwargs.get("seed", DEFAULT_SEED))}
     summaries = {}
     for row in rows:
         run_dir, head = row_run_dir(out_dir, row), f"row {row}"
