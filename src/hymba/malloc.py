@@ -4,7 +4,7 @@ PyTorch's CPU allocator takes big tensors straight from ``malloc``. glibc serves
 threshold (adjusted dynamically, but never past 32 MB) with fresh ``mmap`` calls and unmaps them on free, so a
 step whose activations exceed 32 MB (the reference scan's [L, B, D, N] states at batch 128) faults every page
 of them in again, every time. Raising the mmap and trim thresholds keeps freed memory for reuse: a batch-128
-MQAR step of a tiny hybrid row went from 5.0 s to 2.2 s on the 2-core CI box
+MQAR step of a tiny hybrid row went from 4.65-4.91 s to 2.03-2.07 s on the 2-core CI box
 (``benchmarks/results/2026-11-29-h200-session3.md``). The command line and its worker processes call
 :func:`keep_freed_memory`; importing ``hymba`` changes nothing.
 """

@@ -227,11 +227,10 @@ def test_hymba_eval_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_mean_accuracy_counts_subtasks_not_their_group_aggregate():
-    from hymba.eval.cli import summarize
+    from hymba.eval.cli import request_record, summarize
 
     results = {"results": {"grp": {"acc,none": 0.9}, "a": {"acc,none": 0.2}, "b": {"acc,none": 0.4},
                            "c": {"acc,none": 0.6, "acc_norm,none": 0.5}},
                "group_subtasks": {"grp": ["a", "b"], "c": []}}
-    s = summarize(results, checkpoint="x", tasks=["grp", "c"], num_fewshot=None, limit=None, seconds=1.0,
-                  max_length=64)
+    s = summarize(results, checkpoint="x", request=request_record(["grp", "c"], max_length=64), seconds=1.0)
     assert set(s["tasks"]) == {"a", "b", "c"} and s["mean_acc"] == pytest.approx(0.4) and s["max_length"] == 64

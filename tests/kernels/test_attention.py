@@ -118,7 +118,7 @@ def test_auto_attention_falls_back_to_sdpa_when_flex_fails_to_compile(monkeypatc
 @pytest.mark.parametrize("T,Hkv", [(64, 4), (192, 4), (64, 1)])
 def test_sdpa_backward_stays_finite_when_every_logit_is_very_negative(T, Hkv):
     # pytorch/pytorch#196678: with a mask, T % 128 == 64 and a row logsumexp below -88.7, cuDNN's backward
-    # (the default SDPA kernel on an H200, torch 2.11) returns NaN in dQ. It broke 7 of 8 seed MQAR rows.
+    # (the default SDPA kernel on an H200, torch 2.11) returns NaN in dQ. It broke 7 seed MQAR rows.
     B, H, D = 2, 4, 64
     g = dict(device="cuda", dtype=torch.bfloat16)
     q, k, v = torch.randn(B, H, T, D, **g) * 0.1, torch.randn(B, Hkv, T, D, **g) * 0.1, torch.randn(B, Hkv, T, D, **g)

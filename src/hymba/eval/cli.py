@@ -38,11 +38,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, default=None, help=f"results file (default: RUN_DIR/{RESULTS_FILE})")
 
 
-def summarize(results: dict[str, Any], *, checkpoint: str, tasks: list[str], num_fewshot: int | None,
-              limit: float | None, seconds: float, **settings: Any) -> dict[str, Any]:
+def request_record(tasks: list[str], *, num_fewshot: int | None = None, limit: float | None = None,
+                   include_path: list[str] | None = None, max_length: int | None = None, dtype: str = DEFAULT_DTYPE,
+                   seed: int = DEFAULT_SEED) -> dict[str, Any]:
+    """What was asked of the harness, as ``lm_eval.json`` records it: every setting that changes the scores
+    (a rerun with an equal record may reuse them). ``limit`` >= 1 counts documents."""
+    return {"requested_tasks": list(tasks), "num_fewshot": num_fewshot,
+            "limit": int(limit) if limit is not None and limit >= 1 else limit,
+            "include_path": [str(Path(p).resolve()) for p in include_path or []], "max_length": max_length,
+            "dtype": dtype, "seed": seed}
+
+
+def summarize(results: dict[str, Any], *, checkpoint: str, request: dict[str, Any], seconds: float) -> dict[str, Any]:
     """The ``lm_eval.json`` record: per task ``acc`` (and ``acc_norm``, stderrs, document count when the
     task reports them), ``mean_acc`` (the unweighted mean of ``acc`` over the tasks that report it; a group's
-    own aggregate is not counted beside its subtasks), and the run's settings (``settings``)."""
+    own aggregate is not counted beside its subtasks), and the :func:`request_record`."""
     groups = {g for g, subtasks in results.get("group_subtasks", {}).items() if subtasks}
     per_task: dict[str, dict[str, float]] = {}
     for name, metrics in results["results"].items():
@@ -63,12 +73,9 @@ def summarize(results: dict[str, Any], *, checkpoint: str, tasks: list[str], num
 
     return {
         "checkpoint": checkpoint,
-        "requested_tasks": tasks,
         "tasks": per_task,
         "mean_acc": sum(accs) / len(accs) if accs else None,
-        "num_fewshot": num_fewshot,
-        "limit": limit,
-        **settings,
+        **request,
         "lm_eval_version": lm_eval.__version__,
         "seconds": seconds,
     }
@@ -90,35 +97,26 @@ def evaluate_checkpoint(run_dir: Path, tasks: list[str], *, include_path: list[s
     for p in include_path or []:
         if not Path(p).is_dir():
             raise FileNotFoundError(f"--include-path {p} is not a directory")
-    limit = _limit(limit)
+    request = request_record(tasks, num_fewshot=num_fewshot, limit=limit, include_path=include_path,
+                             max_length=max_length, dtype=dtype, seed=seed)
     t0 = time.perf_counter()
     lm = HymbaLMEval(str(run_dir), batch_size=batch_size, max_length=max_length, device=device, dtype=dtype)
-    tm = TaskManager(include_path=[str(Path(p).resolve()) for p in include_path] if include_path else None)
+    tm = TaskManager(include_path=request["include_path"] or None)
     missing = [t for t in tasks if not tm.match_tasks([t])]
     if missing:
         raise UsageError(f"unknown lm-eval task(s): {', '.join(missing)} (local tasks need --include-path)")
-    results = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=tm,
+    results = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=request["limit"],
+                                      task_manager=tm,
                                       log_samples=False, random_seed=seed, numpy_random_seed=seed,
                                       torch_random_seed=seed, fewshot_random_seed=seed)
-    summary = summarize(results, checkpoint=str(run_dir), tasks=tasks, num_fewshot=num_fewshot, limit=limit,
-                        seconds=time.perf_counter() - t0, **_request_settings(include_path, max_length, dtype, seed))
+    summary = summarize(results, checkpoint=str(run_dir), request=request, seconds=time.perf_counter() - t0)
     out = Path(output) if output is not None else run_dir / RESULTS_FILE
     atomic_write(out, json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _request_settings(include_path: list[str] | None, max_length: int | None, dtype: str, seed: int) -> dict[str, Any]:
-    """The settings besides tasks, shots and limit that change the scores, as recorded in ``lm_eval.json``."""
-    return {"include_path": [str(Path(p).resolve()) for p in include_path or []], "max_length": max_length,
-            "dtype": dtype, "seed": seed}
-
-
 def _acc(v: float | None) -> str:
     return "n/a (no task reports acc)" if v is None else f"{v:.4f}"
-
-
-def _limit(limit: float | None) -> float | int | None:
-    return int(limit) if limit is not None and limit >= 1 else limit
 
 
 def evaluate_ablation(out_dir: Path, tasks: list[str], *, echo=print, **kwargs: Any) -> dict[int, dict[str, Any]]:
@@ -131,9 +129,7 @@ def evaluate_ablation(out_dir: Path, tasks: list[str], *, echo=print, **kwargs: 
     rows = sorted(int(k) for k, rec in results["rows"].items() if rec.get("status") == "done")
     if not rows:
         raise UsageError(f"{out_dir} holds no finished ablation rows to evaluate")
-    request = {"requested_tasks": tasks, "num_fewshot": kwargs.get("num_fewshot"), "limit": _limit(kwargs.get("limit")),
-               **_request_settings(kwargs.get("include_path"), kwargs.get("max_length"), kwargs.get("dtype", DEFAULT_DTYPE),
-                                   kwargs.get("seed", DEFAULT_SEED))}
+    request = request_record(tasks, **{k: v for k, v in kwargs.items() if k not in ("batch_size", "device")})
     summaries = {}
     for row in rows:
         run_dir, head = row_run_dir(out_dir, row), f"row {row}"

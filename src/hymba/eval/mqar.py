@@ -249,8 +249,8 @@ def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], 
     opt = build_optimizer(model, tc)
     amp = autocast_dtype(tc.precision, dev)  # bf16 on CUDA, as language-model training
     # The host reads the loss back only every `_SYNC_EVERY` steps (every step with a callback or an early-stop
-    # check due), so on a GPU it queues the next steps' kernels while the current ones run: small MQAR steps
-    # are launch-bound, and a read-back per step left the GPU idle between them.
+    # check due), so that on a GPU it can queue the next steps' kernels while the current ones run (small MQAR
+    # steps are launch-bound); the speed-up has not been measured.
     pinned = dev.type == "cuda"
     losses: list[float] = []
     pending: list[torch.Tensor] = []  # [loss, grad_norm] of the steps not read back yet
