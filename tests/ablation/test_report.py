@@ -151,6 +151,12 @@ def test_hymba_eval_on_an_ablation_scores_every_row_and_adds_a_commonsense_colum
     assert "evaluated earlier" not in capsys.readouterr().out
     assert json.loads((out / "rows" / "7" / "train" / "lm_eval.json").read_text())["max_length"] == 32
     assert main(args + ["--output", str(tmp_path / "x.json")]) == 2
+    (out / "rows" / "1" / "train" / "lm_eval.json").write_text("{")  # a damaged earlier result: one clear error
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hymba eval: error:") and "rows/1/train/lm_eval.json is not valid JSON" in err
+    assert "\n" not in err and (out / "rows" / "1" / "train" / "lm_eval.json").read_text() == "{"
 
 
 def test_commonsense_column_only_when_rows_were_evaluated():

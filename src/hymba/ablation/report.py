@@ -48,16 +48,13 @@ def row_run_dir(out_dir: str | Path, row: int) -> Path:
 
 def commonsense_results(out_dir: str | Path, results: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """The ``lm_eval.json`` summaries (``hymba eval``) of the finished rows that have one, by row."""
-    from hymba.eval.cli import RESULTS_FILE
+    from hymba.eval.cli import RESULTS_FILE, read_summary
 
     found = {}
     for key, rec in results["rows"].items():
         path = row_run_dir(out_dir, int(key)) / RESULTS_FILE
         if rec.get("status") == "done" and path.is_file():
-            try:
-                summary = json.loads(path.read_text())
-            except ValueError as e:
-                raise ValueError(f"{path} is not valid JSON ({e}); rerun `hymba eval` for row {key}") from None
+            summary = read_summary(path)
             if summary.get("mean_acc") is not None:
                 found[int(key)] = summary
     return found

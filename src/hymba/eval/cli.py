@@ -49,6 +49,14 @@ def request_record(tasks: list[str], *, num_fewshot: int | None = None, limit: f
             "dtype": dtype, "seed": seed}
 
 
+def read_summary(path: Path) -> dict[str, Any]:
+    """An ``lm_eval.json`` written earlier; a damaged one is an error naming it (and is left as it is)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); delete it and rerun `hymba eval`") from None
+
+
 def summarize(results: dict[str, Any], *, checkpoint: str, request: dict[str, Any], seconds: float) -> dict[str, Any]:
     """The ``lm_eval.json`` record: per task ``acc`` (and ``acc_norm``, stderrs, document count when the
     task reports them), ``mean_acc`` (the unweighted mean of ``acc`` over the tasks that report it; a group's
@@ -135,7 +143,7 @@ def evaluate_ablation(out_dir: Path, tasks: list[str], *, echo=print, **kwargs: 
         run_dir, head = row_run_dir(out_dir, row), f"row {row}"
         earlier = run_dir / RESULTS_FILE
         if earlier.is_file():
-            prev = json.loads(earlier.read_text())
+            prev = read_summary(earlier)
             if all(prev.get(k) == v for k, v in request.items()):
                 echo(f"{head}: evaluated earlier, mean acc {_acc(prev['mean_acc'])}")
                 summaries[row] = prev
