@@ -36,7 +36,7 @@ class ByteTokenizer:
 def tiny_model(**overrides) -> HymbaLM:
     # hybrid heads, SWA + one global layer, meta tokens: every kind of cache state is exercised
     cfg = dict(vocab_size=ByteTokenizer.vocab_size, d_model=32, n_layers=2, n_heads=2, head_dim=16, d_state=4,
-               swa_plan=[1], window=8, n_meta_tokens=3)
+               swa_plan=[1], window=8, n_meta_tokens=3, init_std=0.2)  # strong enough that every path counts
     cfg.update(overrides)
     torch.manual_seed(0)
     return HymbaLM(ModelConfig(**cfg)).eval()
@@ -167,7 +167,8 @@ def test_real_harness_on_local_task(lm, monkeypatch, tmp_path):
     tok = ByteTokenizer()
     correct = 0
     for d in docs:
-        scores = [_reference_logprob(lm.model, tok.encode(d["question"]), tok.encode(c))[0] for c in d["choices"]]
+        # the harness scores target_delimiter (default " ") + choice after the question
+        scores = [_reference_logprob(lm.model, tok.encode(d["question"]), tok.encode(" " + c))[0] for c in d["choices"]]
         correct += int(max(range(len(scores)), key=scores.__getitem__) == d["label"])
     assert out["results"]["hymba_toy_cloze"]["acc,none"] == pytest.approx(correct / len(docs))
     assert 0.0 <= out["results"]["hymba_toy_mc"]["acc,none"] <= 1.0

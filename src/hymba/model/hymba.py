@@ -168,14 +168,16 @@ class HymbaBlock(nn.Module):
         """Prefill: store K/V, attend over the fresh ones. Decode: store the new token, attend over the cache."""
         entry, cache, M = ctx.cache.kv[self.i], ctx.cache, self.c.n_meta_tokens
         if not ctx.decoding:
-            B, S = k.shape[0], k.shape[2]
+            B = k.shape[0]
             rows = torch.arange(B, device=k.device)[:, None]
             meta_idx = ctx.pad[:, None] + torch.arange(M, device=k.device)  # (B, M) meta slots per row
             entry.write_meta(k.transpose(1, 2)[rows, meta_idx].transpose(1, 2),
                              v.transpose(1, 2)[rows, meta_idx].transpose(1, 2))
-            valid = ctx.valid[:, M:] if ctx.valid is not None else torch.ones(B, S - M, dtype=torch.bool,
-                                                                               device=k.device)
-            entry.write(0, k[:, :, M:], v[:, :, M:], spec.q_pos[:, M:], valid)
+            # Token slots hold columns M.. of [pad][meta][tokens]; in a row padded by p those columns begin
+            # with p pad or meta columns, and meta already has its pinned slots: only positions >= M are tokens.
+            pos = spec.q_pos[:, M:]
+            valid = pos >= M if ctx.valid is None else ctx.valid[:, M:] & (pos >= M)
+            entry.write(0, k[:, :, M:], v[:, :, M:], pos, valid)
             return k, v, spec
         entry.append(cache.step, k, v, spec.q_pos)
         return entry.k, entry.v, MaskSpec(spec.q_pos, entry.pos, entry.is_meta(), entry.valid, self.window)
