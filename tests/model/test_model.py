@@ -105,6 +105,88 @@ def test_kv_sharing_consumers_have_no_kv_projection_and_count_drops_exactly():
     assert (m1(ids).logits - out).abs().max() > 1e-5
 
 
+def _attention_outputs(m: HymbaLM, x: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Each attention layer's output for the same input x [1, S, d], wired through one context as in forward
+    (producers publish their K/V, consumers read them): the wiring alone, with no residual stream between."""
+    ctx = m._context(torch.arange(x.shape[1])[None], None, x.dtype)
+    outs = {}
+    with torch.no_grad():
+        for layer in m.layers:
+            q, k, v, _, _ = layer.in_proj(layer.mixer_norm(x)).split(layer.split, dim=-1)
+            outs[layer.i] = layer._attention(q, k, v, ctx)
+    return outs
+
+
+def test_perturbing_a_producers_kv_changes_exactly_its_consumers_attention():
+    c = ModelConfig(vocab_size=50, d_model=32, n_layers=8, n_heads=4, n_kv_heads=2, swa_plan="default", window=4,
+                    kv_share=True, init_std=0.2)
+    groups = c.kv_groups()
+    assert groups == [[1, 2, 3], [5, 6]]  # two producers that are not layer 0
+    m = HymbaLM(c).eval()
+    x = torch.randn(1, 12, c.d_model)
+    base = _attention_outputs(m, x)
+    for producer in range(c.n_layers):
+        layer = m.layers[producer]
+        if not layer.has_kv:
+            continue
+        readers = next((set(g) for g in groups if g[0] == producer), {producer})
+        q_rows, kv_rows = layer.split[0], layer.split[1] + layer.split[2]
+        with torch.no_grad():
+            saved = layer.in_proj.weight.clone()
+            layer.in_proj.weight[q_rows:q_rows + kv_rows] += 0.3 * torch.randn(kv_rows, c.d_model)
+            moved = {i for i, o in _attention_outputs(m, x).items() if not torch.equal(o, base[i])}
+            layer.in_proj.weight.copy_(saved)
+        assert moved == readers, f"K/V of layer {producer} reach layers {sorted(moved)}"
+
+
+def _rope_model(**kw) -> HymbaLM:
+    return HymbaLM(ModelConfig(vocab_size=50, d_model=32, n_layers=1, n_heads=2, ssm=False, init_std=0.2,
+                               **kw)).eval()
+
+
+def test_rotary_scores_depend_only_on_relative_position():
+    from hymba.model.layers import Rotary
+
+    rot = Rotary(16)
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+
+    def score(i, j):
+        cq, sq = rot.cos_sin(torch.tensor([[i]]), torch.float32)
+        ck, sk = rot.cos_sin(torch.tensor([[j]]), torch.float32)
+        return float((Rotary.apply(q, cq, sq) * Rotary.apply(k, ck, sk)).sum())
+
+    assert score(7, 3) == pytest.approx(score(104, 100), rel=1e-4, abs=1e-5)
+    assert score(7, 3) != pytest.approx(score(7, 5), rel=1e-3)
+
+
+def test_attention_sees_relative_positions_only_through_rope_on_q_and_k():
+    m = _rope_model()
+    ids = torch.randint(0, 50, (1, 12))
+    x = m.embed(ids)
+    with torch.no_grad():
+        at = {o: m._run(x, m._context(torch.arange(12)[None] + o, None, x.dtype)) for o in (0, 37)}
+        swapped = ids.clone()
+        swapped[0, [2, 5]] = ids[0, [5, 2]]
+        a, b = m(ids).logits[0, -1], m(swapped).logits[0, -1]
+    # shifting every position leaves q.k unchanged only if K is rotated at its own position like Q
+    torch.testing.assert_close(at[37], at[0], rtol=1e-4, atol=1e-4)
+    # and order matters: without positions, causal attention would not see two earlier tokens swapped
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_meta_tokens_sit_at_positions_zero_to_m_minus_one_in_every_row():
+    m = HymbaLM(ROWS[13]).eval()
+    M = m.config.n_meta_tokens
+    ids = torch.randint(1, 97, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    _, pos, valid, pad = m._embed(ids, mask)
+    assert pad.tolist() == [4, 0]
+    assert pos[0, 4:4 + M].tolist() == list(range(M)) and pos[1, :M].tolist() == list(range(M))
+    assert pos[0, 4 + M:].tolist() == list(range(M, M + 5)) and pos[1, M:].tolist() == list(range(M, M + 9))
+    assert not valid[0, :4].any() and valid[0, 4:].all() and valid[1].all()
+
+
 def test_released_kv_groups():
     c = ModelConfig(vocab_size=32001, d_model=1600, n_layers=32, n_heads=25, n_kv_heads=5, head_dim=64,
                     swa_plan=[0, 15, 31], window=1024, kv_share=True, n_meta_tokens=128)
