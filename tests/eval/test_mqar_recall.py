@@ -119,3 +119,36 @@ def test_attention_learns_mqar_on_cuda_with_batched_read_back():
     r = run_recall(ATTN, LEARN, device="cuda", seed=0)
     assert len(r.losses) == LEARN.train_steps and all(map(lambda x: x == x, r.losses))
     assert r.accuracy > 0.9, r.to_dict()
+
+
+def test_out_of_memory_accumulates_micro_batches_instead_of_failing(caplog):
+    """A batch that does not fit is split and its gradients accumulated: the same optimiser steps, losses and
+    weights as the batch in one piece, and a logged note; evaluation halves its rows the same way."""
+    from hymba import HymbaLM
+    from hymba.eval.mqar import evaluate_mqar
+
+    s = MQARSettings(vocab=64, train=[(32, 4)], eval=[(32, 4)], train_steps=4, batch_size=12, eval_sequences=24,
+                     eval_batch_size=24)
+    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, d_state=4, init_std=0.2)
+    torch.manual_seed(0)
+    whole, split = HymbaLM(cfg), HymbaLM(cfg)
+    split.load_state_dict(whole.state_dict())
+    fits = split.forward
+
+    def small_memory(ids, **kw):  # a device that holds at most 5 sequences per forward
+        if ids.shape[0] > 5:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return fits(ids, **kw)
+
+    split.forward = small_memory
+    with caplog.at_level("WARNING", logger="hymba.eval.mqar"):
+        a, b = train_mqar(whole, s), train_mqar(split, s)
+        acc_a, acc_b = evaluate_mqar(whole, s), evaluate_mqar(split, s)
+    assert len(b) == len(a) == 4
+    assert b == pytest.approx(a, rel=1e-5)
+    for (name, p), q in zip(whole.named_parameters(), split.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+    assert acc_b == acc_a
+    notes = [r.getMessage() for r in caplog.records]
+    assert any("micro-batches of 3 rows" in n for n in notes), notes  # 12 -> 6 -> 3
+    assert any("evaluating 24 x 32 tokens" in n for n in notes), notes

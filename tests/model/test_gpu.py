@@ -21,35 +21,37 @@ def _exact_fp32():
 def test_fast_backends_match_reference_model(row):
     pytest.importorskip("mamba_ssm")
     # expand 4: V head dim d_inner / n_heads = 16, the smallest FlexAttention tiles
-    cfg = row_config(row, "tiny", vocab_size=101, window=16, expand=4, scan_backend="ref", attn_backend="sdpa")
+    cfg = row_config(row, "tiny", vocab_size=101, window=16, expand=4, scan_backend="ref", attn_backend="sdpa",
+                     init_std=0.2)  # strong weights: at 0.02 a wrong kernel hides under the tolerance
     ref = HymbaLM(cfg).cuda()
     fast = HymbaLM(cfg.replace(scan_backend="cuda", attn_backend="flex" if cfg.n_heads else "auto")).cuda()
     fast.load_state_dict(ref.state_dict())
     ids = torch.randint(0, 101, (2, 200), device="cuda")
     a, b = ref(ids[:, :-1], labels=ids[:, 1:]), fast(ids[:, :-1], labels=ids[:, 1:])
-    torch.testing.assert_close(b.logits, a.logits, rtol=2e-3, atol=2e-3)
+    assert a.logits.std() > 0.5
+    torch.testing.assert_close(b.logits, a.logits, rtol=1e-4, atol=1e-4)
     a.loss.backward()
     b.loss.backward()
     for (n, p), q in zip(ref.named_parameters(), fast.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, rtol=2e-2, atol=2e-3, msg=n)
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=n)
 
 
 @pytest.mark.parametrize("row", [7, 13])
 def test_cached_decoding_on_cuda_equals_full_forward(row):
-    m = HymbaLM(row_config(row, "tiny", vocab_size=101, window=16)).cuda().eval()
+    m = HymbaLM(row_config(row, "tiny", vocab_size=101, window=16, init_std=0.2)).cuda().eval()
     ids = torch.randint(0, 101, (3, 60), device="cuda")
     with torch.no_grad():
         full = m(ids).logits
         logits, cache = m.prefill(ids[:, :20], max_len=60)
         steps = [logits] + [m.decode_step(ids[:, t], cache) for t in range(20, 60)]
-    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("row", [1, 6, 13])
 def test_graphed_decoding_equals_eager_decoding(row):
     from hymba import GraphedDecoder
 
-    m = HymbaLM(row_config(row, "tiny", vocab_size=101, window=16)).cuda().eval()
+    m = HymbaLM(row_config(row, "tiny", vocab_size=101, window=16, init_std=0.2)).cuda().eval()
     ids = torch.randint(0, 101, (3, 70), device="cuda")
     with torch.no_grad():
         _, eager_cache = m.prefill(ids[:, :20], max_len=70)

@@ -33,6 +33,7 @@ the MQAR vocabulary) is trained on MQAR for a fixed budget, then evaluated on he
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ _CHECK_STREAM = 4
 _SYNC_EVERY = 25  # train_mqar: steps between loss read-backs (see there)
 
 LR_SCHEDULES = ("cosine", "constant")
+
+log = logging.getLogger(__name__)
 
 
 def _check_instance(vocab: int, seq_len: int, pairs: int, where: str = "mqar") -> None:
@@ -254,6 +257,7 @@ def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], 
     pinned = dev.type == "cuda"
     losses: list[float] = []
     pending: list[torch.Tensor] = []  # [loss, grad_norm] of the steps not read back yet
+    micro = s.batch_size  # rows per forward/backward; halved (and the batch accumulated) when memory runs out
     for step in range(s.train_steps):
         seq_len, pairs = s.train[step % len(s.train)]
         ids, labels = mqar_batch(s.batch_size, vocab=s.vocab, seq_len=seq_len, pairs=pairs, power_a=s.power_a,
@@ -262,10 +266,7 @@ def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], 
             ids, labels = ids.pin_memory(), labels.pin_memory()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)
-        with autocast_context(dev, amp):
-            loss = model(ids.to(dev, non_blocking=pinned), labels=labels.to(dev, non_blocking=pinned)).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, micro = _loss_and_grads(model, opt, ids, labels, dev, amp, pinned, micro, seq_len)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip or math.inf)
         opt.step()
         pending.append(torch.stack([loss.detach().float(), grad_norm.float()]))
@@ -279,6 +280,41 @@ def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], 
             if sum(per.values()) / len(per) >= s.stop_accuracy:
                 break
     return losses
+
+
+def _loss_and_grads(model, opt, ids, labels, dev, amp, pinned: bool, micro: int, seq_len: int):
+    """Forward and backward of one batch in micro-batches of ``micro`` rows, gradients accumulated so that
+    they equal the whole batch's (each part's mean loss weighted by its share of the labelled positions).
+    Out of memory, the step restarts with half the rows per micro-batch, logged once per halving: the
+    optimiser step, and so the learning, stay those of the full batch. Returns (loss, micro)."""
+    n = int((labels != IGNORE_INDEX).sum())
+    while True:
+        opt.zero_grad(set_to_none=True)
+        try:
+            total = torch.zeros((), device=dev)
+            for b in range(0, ids.shape[0], micro):
+                x, y = ids[b:b + micro], labels[b:b + micro]
+                share = int((y != IGNORE_INDEX).sum()) / n
+                with autocast_context(dev, amp):
+                    part = model(x.to(dev, non_blocking=pinned), labels=y.to(dev, non_blocking=pinned)).loss
+                (part * share).backward()
+                total += part.detach().float() * share
+            return total, micro
+        except torch.OutOfMemoryError:
+            if micro == 1:
+                raise
+        # outside the except block, so that the failed step's tensors are freed before the cache is emptied
+        opt.zero_grad(set_to_none=True)
+        total = part = None
+        _empty_cache(dev)
+        micro = (micro + 1) // 2
+        log.warning("recall: a batch of %d x %d tokens does not fit in memory; accumulating gradients over "
+                    "micro-batches of %d rows (same optimiser steps)", ids.shape[0], seq_len, micro)
+
+
+def _empty_cache(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _read_back(pending: list[torch.Tensor], losses: list[float], s: MQARSettings) -> None:
@@ -309,18 +345,31 @@ def _accuracy(model: torch.nn.Module, s: MQARSettings, device: str | torch.devic
     model.eval()
     dev = torch.device(device)
     amp = autocast_dtype("auto", dev)
+    rows = s.eval_batch_size
     out: dict[Setting, float] = {}
     for i, (seq_len, pairs) in enumerate(s.eval):
         ids, labels = mqar_batch(sequences, vocab=s.vocab, seq_len=seq_len, pairs=pairs, power_a=s.power_a,
                                  seed=np.random.SeedSequence([seed, stream, i]))
-        correct = total = 0
-        for b in range(0, sequences, s.eval_batch_size):
-            x, y = ids[b:b + s.eval_batch_size].to(device), labels[b:b + s.eval_batch_size].to(device)
-            with autocast_context(dev, amp):
-                pred = model(x).logits.argmax(-1)
+        correct = total = b = 0
+        while b < sequences:  # out of memory, the rows per forward are halved (logged), never the sequences
+            x, y = ids[b:b + rows].to(device), labels[b:b + rows].to(device)
+            try:
+                with autocast_context(dev, amp):
+                    pred = model(x).logits.argmax(-1)
+            except torch.OutOfMemoryError:
+                if rows == 1:
+                    raise
+                pred = None
+            if pred is None:
+                _empty_cache(dev)
+                rows = (rows + 1) // 2
+                log.warning("recall: evaluating %d x %d tokens does not fit in memory; %d rows at a time",
+                            x.shape[0], seq_len, rows)
+                continue
             mask = y != IGNORE_INDEX
             correct += int((pred[mask] == y[mask]).sum())
             total += int(mask.sum())
+            b += x.shape[0]
         out[(seq_len, pairs)] = correct / total
     model.train(was_training)
     return out
