@@ -15,7 +15,7 @@ from typing import Any
 SWA_PLANS = ("none", "all", "default")
 FUSIONS = ("mean", "concat")
 ATTN_BACKENDS = ("auto", "sdpa", "flex")
-SCAN_BACKENDS = ("auto", "ref", "cuda")
+SCAN_BACKENDS = ("auto", "ref", "triton", "cuda")
 
 
 def _fail(name: str, value: Any, valid: str) -> None:

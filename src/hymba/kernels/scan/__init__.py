@@ -1,20 +1,32 @@
-"""Selective scan dispatch: ``ref`` (plain PyTorch, any device) or ``cuda`` (the official mamba_ssm kernels).
+"""Selective scan dispatch: ``ref`` (plain PyTorch, any device), ``triton`` (our Triton kernels, CUDA, no
+build), or ``cuda`` (the official mamba_ssm kernels, when that package is installed).
 
-``auto`` takes ``cuda`` for CUDA tensors when mamba_ssm is importable, else ``ref``, and logs its choice once.
+``auto`` takes, for CUDA tensors, ``cuda`` when mamba_ssm is importable, else ``triton`` when Triton is,
+else ``ref``; on CPU ``ref``. It logs its choice once. The one-token decoding update
+(:func:`selective_state_update`) has no Triton kernel yet: under ``triton`` it runs the reference.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 
 from hymba.kernels import BackendUnavailable, log_choice
 from hymba.kernels.scan.ref import selective_scan_quadratic, selective_scan_ref, selective_state_update_ref
 
-BACKENDS = ("auto", "ref", "cuda")
+BACKENDS = ("auto", "ref", "triton", "cuda")
 
 
 def _has_mamba_ssm() -> bool:
     return importlib.util.find_spec("mamba_ssm") is not None
+
+
+def _has_triton() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def resolve(backend: str, device_type: str) -> str:
@@ -24,8 +36,18 @@ def resolve(backend: str, device_type: str) -> str:
         if device_type == "cuda" and _has_mamba_ssm():
             log_choice("selective_scan", "cuda", "mamba_ssm found")
             return "cuda"
-        log_choice("selective_scan", "ref", "mamba_ssm not installed" if device_type == "cuda" else device_type)
+        if device_type == "cuda" and _has_triton():
+            log_choice("selective_scan", "triton", "CUDA, mamba_ssm not installed")
+            return "triton"
+        log_choice("selective_scan", "ref", "neither mamba_ssm nor triton installed" if device_type == "cuda"
+                   else device_type)
         return "ref"
+    if backend == "triton":
+        if not _has_triton():
+            raise BackendUnavailable("scan backend 'triton' needs the triton package (pip install triton)")
+        if device_type != "cuda" and not _interpreted():
+            raise BackendUnavailable("scan backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 to "
+                                     "interpret the kernels on CPU)")
     if backend == "cuda":
         if device_type != "cuda":
             raise BackendUnavailable("scan backend 'cuda' needs CUDA tensors")
@@ -37,7 +59,12 @@ def resolve(backend: str, device_type: str) -> str:
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False, backend: str = "auto"):
     """Selective scan, shapes as in :func:`hymba.kernels.scan.ref.selective_scan_ref`."""
-    if resolve(backend, u.device.type) == "cuda":
+    chosen = resolve(backend, u.device.type)
+    if chosen == "triton":
+        from hymba.kernels.scan.triton import selective_scan_triton
+
+        return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if chosen == "cuda":
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
         # the CUDA kernel wants delta, B, C and z in u's dtype (state and A stay fp32 inside)
