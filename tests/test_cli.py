@@ -24,7 +24,7 @@ def test_invalid_model_config_file_names_the_field(tmp_path):
     bad.write_text("[model]\nn_heads = 5\nd_model = 64\n")
     r = subprocess.run([sys.executable, "-m", "hymba.cli", "cache-size", "--config", str(bad)],
                        capture_output=True, text=True)
-    assert r.returncode == 2 and "ModelConfig.n_heads=5" in r.stderr
+    assert r.returncode == 2 and "model.n_heads=5" in r.stderr
 
 
 def test_bench_on_cpu(capsys):

@@ -8,7 +8,9 @@ error names the field, the value and what would be valid.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import typing as _typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,28 @@ SCAN_BACKENDS = ("auto", "ref", "triton", "cuda")
 
 
 def _fail(name: str, value: Any, valid: str) -> None:
-    raise ValueError(f"ModelConfig.{name}={value!r} is invalid: {valid}")
+    raise ValueError(f"model.{name}={value!r} is invalid: {valid}")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return _typing.get_type_hints(cls)
+
+
+def _check_floats(obj: Any, section: str, ranges: dict[str, tuple[float, bool]]) -> None:
+    """Every float field of dataclass ``obj`` must be finite (NaN and inf never pass a range check by
+    accident); ``ranges[name] = (low, inclusive)`` bounds it below. Errors read ``section.name=value``."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if hints[f.name] is not float or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if not math.isfinite(v):
+            raise ValueError(f"{section}.{f.name}={v!r} is invalid: must be a finite number")
+        if f.name in ranges:
+            low, inclusive = ranges[f.name]
+            if v < low or (v == low and not inclusive):
+                raise ValueError(f"{section}.{f.name}={v!r} is invalid: must be {'>=' if inclusive else '>'} {low:g}")
 
 
 @dataclass
@@ -72,6 +95,10 @@ class ModelConfig:
     scan_backend: str = "auto"
 
     def __post_init__(self) -> None:
+        _check_floats(self, "model", {"rope_base": (0, False), "dt_min": (0, False), "dt_max": (0, False),
+                                      "dt_init_floor": (0, True), "norm_eps": (0, False), "init_std": (0, False)})
+        if self.dt_max < self.dt_min:
+            _fail("dt_max", self.dt_max, f"must be >= model.dt_min={self.dt_min!r}")
         for name in ("vocab_size", "d_model", "n_layers", "d_state", "d_conv", "expand"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -237,7 +264,6 @@ __all__ = ["ModelConfig"]
 import os as _os
 import tomllib as _tomllib
 import types as _types
-import typing as _typing
 from pathlib import Path as _Path
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -270,6 +296,7 @@ class DataConfig:
     cache_dir: str = ""  # "" = $HYMBA_CACHE or ~/.cache/hymba
 
     def __post_init__(self) -> None:
+        _check_floats(self, "data", {})
         if not self.source:
             _bad("data", "source", self.source, 'give "builtin", a path, a directory or a dataset name')
         if not isinstance(self.char_budget, int) or self.char_budget < 0:
@@ -312,7 +339,7 @@ class TrainConfig:
     eval_batch_size: int = 0  # 0 = batch_size
     eval_max_tokens: int = 0  # cap for the periodic passes (0 = whole split); the final pass is always whole
     log_every: int = 10
-    ckpt_every: int = 0  # 0 = only at the end
+    ckpt_every: int = 100  # steps between checkpoints (one is also saved at the end and on SIGINT/SIGTERM)
     keep_checkpoints: int = 2
     throughput_skip_steps: int = 5  # warm-up/compile steps left out of tokens/s
     peak_flops: float = 0.0  # accelerator peak FLOP/s for MFU; 0 = look up the GPU's bf16 dense peak
@@ -320,6 +347,8 @@ class TrainConfig:
     tensorboard: bool = False  # needs the `tensorboard` extra
 
     def __post_init__(self) -> None:
+        _check_floats(self, "train", {"lr": (0, False), "eps": (0, False), "weight_decay": (0, True),
+                                      "grad_clip": (0, True), "peak_flops": (0, True)})
         for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "log_every", "keep_checkpoints"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -333,16 +362,11 @@ class TrainConfig:
             _bad("train", "device", self.device, f"expected one of {DEVICES} or cuda:N")
         if self.precision not in PRECISIONS:
             _bad("train", "precision", self.precision, f"expected one of {PRECISIONS}")
-        if not self.lr > 0:
-            _bad("train", "lr", self.lr, "must be > 0")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             _bad("train", "min_lr_ratio", self.min_lr_ratio, "must lie in [0, 1]")
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 _bad("train", name, getattr(self, name), "must lie in [0, 1)")
-        for name in ("weight_decay", "grad_clip", "peak_flops"):
-            if getattr(self, name) < 0:
-                _bad("train", name, getattr(self, name), "must be >= 0")
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -441,7 +465,9 @@ def load_sections(path: str | _Path | None, sections: dict[str, type], overrides
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         try:
-            data = _tomllib.loads(path.read_text())
+            data = _tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); TOML files are UTF-8") from None
         except _tomllib.TOMLDecodeError as e:
             raise ValueError(f"{path}: not valid TOML: {e}") from e
         unknown = sorted(set(data) - set(sections))

@@ -55,7 +55,7 @@ def test_train_from_toml_with_overrides(tmp_path, capsys, monkeypatch, data_cach
     ("[train]\nmax_step = 3\n", "unknown key(s) in [{path}: train]: max_step; valid keys: seed,"),
     ("[train]\nmax_steps = \"3\"\n", "[{path}: train] max_steps = '3' has the wrong type: expected int"),
     ("[trian]\nmax_steps = 3\n", "{path}: unknown section(s) trian; valid sections: model, data, train"),
-    ("[model]\nn_heads = 5\n", "ModelConfig.n_heads=5 is invalid"),
+    ("[model]\nn_heads = 5\n", "model.n_heads=5 is invalid"),
     ("[data]\nsource = \"/no/such/corpus.txt\"\n", "corpus not found: /no/such/corpus.txt"),
 ], ids=["unknown-key", "wrong-type", "unknown-section", "invalid-value", "missing-corpus"])
 def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys, content, message):
@@ -90,7 +90,8 @@ def test_default_run_is_the_tiny_model_on_the_builtin_corpus(monkeypatch, tmp_pa
     assert cfg.model == tiny_model() and cfg.train.max_steps == 7 and cfg.data.source == "some/dataset"
     assert RunConfig.load(None).data.source == "builtin"
     assert DataConfig().resolved_cache_dir() == tmp_path
-    assert RunConfig.load("configs/train/tiny.toml").model == tiny_model()
+    assert RunConfig.load("configs/train/tiny.toml") == RunConfig.load(None)  # as its comment claims
+    assert RunConfig.load(None).train.ckpt_every > 0  # a default run checkpoints mid-run
     assert TrainConfig(lr=1e-3) == RunConfig.load(None, ["train.lr=1e-3"]).train
 
 
