@@ -92,3 +92,32 @@ def test_hub_path_unknown_text_column_lists_columns(tmp_path):
     with pytest.raises(ValueError, match=r"no column 'text'; its columns are: title"):
         load_corpus("json", data_files=files, text_column="text")
     assert load_corpus("json", data_files=files, text_column="body") == "b"
+
+
+def test_json_lines_corpus_takes_the_text_field(tmp_path):
+    rows = [{"id": i, "text": f"story {i}\nline two"} for i in range(4)]
+    expected = "\n\n".join(r["text"] for r in rows)
+    assert load_corpus(_jsonl(tmp_path, rows)) == expected  # .jsonl
+    plain = tmp_path / "rows.txt"  # not named .jsonl, but every line is a JSON object
+    plain.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_corpus(str(plain)) == expected
+    # the field is detected as for a Hugging Face dataset, or given
+    other = [{"id": 1, "content": "a"}, {"id": 2, "content": "b"}]
+    assert load_corpus(_jsonl(tmp_path, other)) == "a\n\nb"
+    assert load_corpus(_jsonl(tmp_path, [{"title": "t", "body": "b"}]), text_column="body") == "b"
+
+
+def test_json_lines_corpus_without_a_text_field_names_the_fields(tmp_path):
+    path = _jsonl(tmp_path, [{"title": "a", "body": "b", "n": 1}])
+    with pytest.raises(ValueError, match=r"cannot tell the text column of JSON-lines corpus .*rows.jsonl; its "
+                                         r"columns are: title \(string\), body \(string\), n \(int\)"):
+        load_corpus(path)
+
+
+def test_non_utf8_corpus_file_is_named(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("fine\n")
+    (tmp_path / "d" / "b.txt").write_bytes(b"caf\xe9\n")
+    for source in (tmp_path / "d" / "b.txt", tmp_path / "d"):
+        with pytest.raises(ValueError, match=r"corpus file .*b.txt is not UTF-8 text \(byte 0xe9 at offset 3\)"):
+            load_corpus(str(source))

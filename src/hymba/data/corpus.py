@@ -9,6 +9,7 @@ tiny-shakespeare layout (``NAME:`` line, the speech, a blank line) and shipped a
 
 from __future__ import annotations
 
+import json
 import lzma
 import re
 from functools import cache
@@ -66,24 +67,76 @@ def builtin_text() -> str:
     return lzma.decompress(data).decode("utf-8")
 
 
-def _read_local(path: Path) -> str:
-    if path.is_file():
+def _read_file(path: Path) -> str:
+    try:
         return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"corpus file {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                         f"{e.start}); convert it to UTF-8") from None
+
+
+def _is_json_lines(path: Path, text: str) -> bool:
+    """A ``.jsonl``/``.ndjson`` file, or one whose first non-empty line is a JSON object."""
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return True
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if not first.lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(first), dict)
+    except ValueError:
+        return False
+
+
+def _json_lines_text(path: Path, text: str, text_column: str | None) -> str:
+    """The text field of every record of a JSON-lines file, records joined by blank lines as for a dataset;
+    the field is ``text_column`` or detected as for a Hugging Face dataset (:func:`_text_column`)."""
+    records = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"JSON-lines corpus {path}: line {n} is not valid JSON ({e})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"JSON-lines corpus {path}: line {n} is not a JSON object")
+        records.append(rec)
+    if not records:
+        raise ValueError(f"JSON-lines corpus {path} holds no records")
+    columns = {c: "string" if isinstance(v, str) else type(v).__name__ for c, v in records[0].items()}
+    col = _text_column(columns, f"JSON-lines corpus {path}", text_column)
+    parts = []
+    for rec in records:
+        v = rec.get(col)
+        if v is not None and not isinstance(v, str):
+            raise ValueError(f"JSON-lines corpus {path}: field {col!r} holds {type(v).__name__}, not text")
+        if v:
+            parts.append(v)
+    return "\n\n".join(parts)
+
+
+def _read_local(path: Path, text_column: str | None = None) -> str:
+    if path.is_file():
+        text = _read_file(path)
+        return _json_lines_text(path, text, text_column) if _is_json_lines(path, text) else text
     files = sorted(p for p in path.rglob("*.txt") if p.is_file())
     if not files:
         raise FileNotFoundError(f"corpus directory {path} holds no .txt files")
-    return "\n\n".join(p.read_text(encoding="utf-8") for p in files)
+    return "\n\n".join(_read_file(p) for p in files)
 
 
 def _looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.endswith(".txt") or "\\" in source
 
 
-def _text_column(columns: dict[str, str], name: str, requested: str | None) -> str:
+def _text_column(columns: dict[str, str], what: str, requested: str | None) -> str:
+    """The text column of a dataset (``what`` names it in errors): ``requested``, else the first of
+    ``TEXT_COLUMNS`` holding strings, else the only string column."""
     listing = ", ".join(f"{c} ({t})" for c, t in columns.items())
     if requested:
         if requested not in columns:
-            raise ValueError(f"dataset {name!r} has no column {requested!r}; its columns are: {listing}")
+            raise ValueError(f"{what} has no column {requested!r}; its columns are: {listing}")
         return requested
     for c in TEXT_COLUMNS:
         if columns.get(c) in ("string", "large_string"):
@@ -91,8 +144,7 @@ def _text_column(columns: dict[str, str], name: str, requested: str | None) -> s
     strings = [c for c, t in columns.items() if t in ("string", "large_string")]
     if len(strings) == 1:
         return strings[0]
-    raise ValueError(f"cannot tell the text column of dataset {name!r}; its columns are: {listing}; "
-                     f"set data.text_column")
+    raise ValueError(f"cannot tell the text column of {what}; its columns are: {listing}; set data.text_column")
 
 
 def _load_hub(name: str, *, config: str | None, split: str, data_files: str | None, streaming: bool,
@@ -105,13 +157,17 @@ def _load_hub(name: str, *, config: str | None, split: str, data_files: str | No
     except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as e:
         raise FileNotFoundError(f"corpus {name!r} is neither a local file or directory nor a loadable "
                                 f"dataset: {str(e).splitlines()[0]}") from e
+    except ConnectionError as e:  # no network, or HF_HUB_OFFLINE=1 without a cached copy
+        raise ConnectionError(f"data.source={name!r}: cannot load the dataset from the Hugging Face Hub "
+                              f"({str(e).splitlines()[0]}); check the network, or give a local file or "
+                              f"directory") from None
     features = ds.features
     if features is None:  # some streaming builders only know their columns after the first row
         first = next(iter(ds))
         columns = {c: type(v).__name__.replace("str", "string") for c, v in first.items()}
     else:
         columns = {c: getattr(f, "dtype", type(f).__name__) for c, f in features.items()}
-    col = _text_column(columns, name, text_column)
+    col = _text_column(columns, f"dataset {name!r}", text_column)
     parts, size = [], 0
     for row in ds:
         text = row[col]
@@ -132,25 +188,28 @@ def load_corpus(source: str | None, *, char_budget: int | None = None, streaming
     """The text of a corpus, at most ``char_budget`` characters.
 
     Args:
-        source: ``None`` or ``"builtin"`` for the built-in Shakespeare; a path to a text file; a directory
+        source: ``None`` or ``"builtin"`` for the built-in Shakespeare; a path to a text file (a JSON-lines
+            file, ``.jsonl`` or lines that are JSON objects, gives its records' text field); a directory
             (all ``*.txt`` below it, in sorted order, joined by blank lines); otherwise a Hugging Face dataset
             name or builder (``"text"``, ``"json"`` with ``data_files``) for ``datasets.load_dataset``.
         char_budget: truncate the corpus to this many characters (a large dataset is read row by row until
             the budget is reached, so streaming never downloads more than it needs).
         streaming: read a dataset with ``streaming=True``.
-        text_column: the dataset column to read; by default the first of ``TEXT_COLUMNS`` present, or the
+        text_column: the dataset column (JSON-lines field) to read; by default the first of ``TEXT_COLUMNS`` present, or the
             only string column.
         config, split, data_files: passed to ``datasets.load_dataset``.
     Raises:
         FileNotFoundError: a path-like source that does not exist, or a dataset that cannot be found.
-        ValueError: the text column cannot be determined (the message lists the columns).
+        ValueError: the text column cannot be determined (the message lists the columns), or a file is not
+            UTF-8 text.
+        ConnectionError: a Hugging Face dataset that cannot be downloaded (no network).
     """
     if char_budget is not None and char_budget < 1:
         raise ValueError(f"char_budget={char_budget!r} is invalid: must be a positive number of characters")
     if source is None or source == BUILTIN:
         text = builtin_text()
     elif Path(source).expanduser().exists():
-        text = _read_local(Path(source).expanduser())
+        text = _read_local(Path(source).expanduser(), text_column)
     elif _looks_like_path(source) and not data_files:
         raise FileNotFoundError(f"corpus not found: {source} (no such file or directory)")
     else:

@@ -33,7 +33,12 @@ class TextTokenizer:
         path = Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file not found: {path}")
-        return cls(Tokenizer.from_file(str(path)), pad_token, bos_token, eos_token, source=str(path))
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
+            raise ValueError(f"tokenizer file {path} is corrupt or not a tokenizers JSON file "
+                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        return cls(tok, pad_token, bos_token, eos_token, source=str(path))
 
     @property
     def vocab_size(self) -> int:
