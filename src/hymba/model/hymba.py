@@ -360,9 +360,21 @@ class HymbaLM(nn.Module):
 
         ``cuda_graph`` replays the decode step from a CUDA graph (:class:`~hymba.model.graphs.GraphedDecoder`;
         CUDA only, same tokens, several times faster for small models). Returns the new tokens
-        [B, max_new_tokens]; rows that emitted ``eos_id`` are filled with it.
+        [B, max_new_tokens]; rows that emitted ``eos_id`` are filled with it. ``max_new_tokens=0`` returns an
+        empty [B, 0] tensor without running the model. A negative or non-finite ``temperature``, a negative
+        ``max_new_tokens`` or a ``top_k`` below 1 is a ``ValueError`` naming the argument.
         """
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"generate(max_new_tokens={max_new_tokens!r}): must be an integer >= 0")
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+            raise ValueError(f"generate(temperature={temperature!r}): must be a finite number >= 0 (0 = greedy)")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"generate(top_k={top_k!r}): must be an integer >= 1, or None for all tokens")
+        if input_ids.dim() != 2 or input_ids.shape[1] < 1:
+            raise ValueError(f"generate(input_ids): expected [batch, prompt length >= 1], got {list(input_ids.shape)}")
         B, T = input_ids.shape
+        if max_new_tokens == 0:
+            return input_ids.new_empty((B, 0))
         gen = None
         if seed is not None:
             gen = torch.Generator(device=input_ids.device).manual_seed(seed)
