@@ -15,7 +15,7 @@ from hymba.ablation.settings import PRESETS
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="auto", metavar="{" + ",".join(PRESETS) + "}",
-                   help="scale of roadmap.toml: auto = seed on a GPU, tiny on CPU (default auto)")
+                   help="scale of roadmap.toml: auto = seed on a GPU, tiny on CPU (default: %(default)s)")
     p.add_argument("--rows", default=None, help="rows to run, in this order, e.g. 13,1,5 or 1-4 (default: all 13)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/ablation-<preset>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--recall", dest="recall", action="store_true", default=None,
                    help="measure MQAR recall per row (default: on for GPU runs, off on CPU)")
-    g.add_argument("--no-recall", dest="recall", action="store_false")
+    g.add_argument("--no-recall", dest="recall", action="store_false", help="do not measure MQAR recall")
     p.add_argument("--recall-workers", type=int, default=1, metavar="N",
                    help="measure recall N rows at a time in parallel processes, after every row is trained and "
                         "timed (small models leave most of a GPU idle; default 1 = inline, row by row)")

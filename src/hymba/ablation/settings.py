@@ -88,6 +88,8 @@ def parse_rows(spec: str | None) -> list[int]:
             ids = range(int(lo), int(hi) + 1) if dash else [int(part)]
         except ValueError:
             raise ValueError(f"--rows {spec!r}: {part!r} is not a row id; give ids like 1,5,13 or 1-4") from None
+        if dash and int(lo) > int(hi):
+            raise ValueError(f"--rows {spec!r}: the range {part!r} is reversed; write {int(hi)}-{int(lo)}")
         for i in ids:
             if i not in ROW_NAMES:
                 raise ValueError(f"--rows {spec!r}: no row {i}; rows are {min(ROW_NAMES)}..{max(ROW_NAMES)}")

@@ -9,26 +9,28 @@ import torch
 
 from hymba.bench import generation_throughput
 from hymba.bench.common import DTYPES, add_model_args, model_config_from_args
+from hymba.cli import parse_device
 from hymba.model import HymbaLM
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
-    p.add_argument("--prompt-len", type=int, default=None, help="default 8192 on CUDA, 256 on CPU")
-    p.add_argument("--batch", type=int, default=None, help="start batch, halved on OOM (default 128 CUDA, 4 CPU)")
-    p.add_argument("--new-tokens", type=int, default=None, help="default 64 on CUDA, 16 on CPU")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (default: 8192 on CUDA, 256 on CPU)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="start batch, halved on out-of-memory (default: 128 on CUDA, 4 on CPU)")
+    p.add_argument("--new-tokens", type=int, default=None,
+                   help="generated tokens per prompt (default: 64 on CUDA, 16 on CPU)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N "
+                                                    "(default: %(default)s)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="weights' dtype (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--eager", action="store_true", help="decode step by step in Python, not from a CUDA graph")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg, name = model_config_from_args(args)
-    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if args.device == "auto" else args.device))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available")
+    dev = parse_device(args.device)
     gpu = dev.type == "cuda"
     dtype = DTYPES[args.dtype or ("bf16" if gpu else "fp32")]
     model = HymbaLM(cfg).to(device=dev, dtype=dtype)

@@ -10,8 +10,8 @@ from hymba.bench.common import DTYPES, add_model_args, model_config_from_args
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
-    p.add_argument("--seq-len", type=int, default=8192, help="tokens in the cache (default 8192)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp16")
+    p.add_argument("--seq-len", type=int, default=8192, help="tokens in the cache (default: %(default)s)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp16", help="cache dtype (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:

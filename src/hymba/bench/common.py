@@ -11,18 +11,30 @@ from hymba.config import ModelConfig
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
+DEFAULT_ROW = 13
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
+    from hymba.presets import SCALES
+
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--config", help="model config TOML with a [model] table (e.g. configs/models/hymba-1.5b.toml)")
-    g.add_argument("--row", type=int, help="ablation row 1..13 (with --preset)")
-    p.add_argument("--preset", default="tiny", help="scale for --row: tiny, seed or paper (default tiny)")
+    g.add_argument("--config", help="model config TOML with a [model] table (e.g. configs/models/hymba-1.5b.toml); "
+                                    "default: --row at --preset")
+    g.add_argument("--row", type=int, default=DEFAULT_ROW,
+                   help="ablation row 1..13 at the scale --preset (default: %(default)s, the full Hymba)")
+    p.add_argument("--preset", default="tiny", metavar="{" + ",".join(SCALES) + "}",
+                   help="scale for --row (default: %(default)s)")
 
 
 def model_config_from_args(args: argparse.Namespace) -> tuple[ModelConfig, str]:
     from hymba.bench import load_model_config
-    from hymba.presets import row_config
+    from hymba.cli import UsageError
+    from hymba.presets import ROW_NAMES, SCALES, row_config
 
     if args.config:
         return load_model_config(args.config), args.config
-    row = args.row or 13
-    return row_config(row, args.preset), f"row {row} ({args.preset})"
+    if args.row not in ROW_NAMES:
+        raise UsageError(f"--row {args.row}: no such ablation row; rows are {min(ROW_NAMES)}..{max(ROW_NAMES)}")
+    if args.preset not in SCALES:
+        raise UsageError(f"--preset {args.preset}: unknown scale; expected one of {', '.join(SCALES)}")
+    return row_config(args.row, args.preset), f"row {args.row} ({args.preset})"

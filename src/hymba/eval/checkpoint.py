@@ -30,7 +30,13 @@ def load_run(run_dir: Path | str, device: str | torch.device = "cpu") -> tuple[H
     for name in (CONFIG_FILE, TOKENIZER_FILE):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir} is not a training run directory: {name} is missing")
-    cfg = RunConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()), where=str(run_dir / CONFIG_FILE))
+    try:
+        raw = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{run_dir / CONFIG_FILE} is corrupt (not valid JSON: {e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{run_dir / CONFIG_FILE} is corrupt (not a JSON object)")
+    cfg = RunConfig.from_dict(raw, where=str(run_dir / CONFIG_FILE))
     d = cfg.data
     tokenizer = TextTokenizer.from_file(run_dir / TOKENIZER_FILE, d.pad_token, d.bos_token, d.eos_token)
     if tokenizer.vocab_size > cfg.model.vocab_size:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hymba.cli import UsageError
+from hymba.cli import UsageError, parse_device
 from hymba.io import atomic_write
 
 RESULTS_FILE = "lm_eval.json"
@@ -29,12 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--include-path", action="append", default=[],
                    help="extra folder of task YAML files (repeatable), e.g. local offline tasks")
     p.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (default: each task's own)")
-    p.add_argument("--limit", type=float, default=None, help="documents per task (int) or fraction (< 1), for smoke runs")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=float, default=None, help="documents per task (int) or fraction (< 1), for smoke runs (default: all)")
+    p.add_argument("--batch-size", type=int, default=8, help="requests scored per forward pass (default: %(default)s)")
     p.add_argument("--max-length", type=int, default=None, help="longest input in tokens (default: training length)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default=DEFAULT_DTYPE, choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="harness seeds (few-shot sampling, sampled generation)")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when available), cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--dtype", default=DEFAULT_DTYPE, choices=["float32", "bfloat16", "float16"],
+                   help="weights' dtype (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help="harness seeds: few-shot sampling, sampled generation (default: %(default)s)")
     p.add_argument("--output", type=Path, default=None, help=f"results file (default: RUN_DIR/{RESULTS_FILE})")
 
 
@@ -113,10 +116,15 @@ def evaluate_checkpoint(run_dir: Path, tasks: list[str], *, include_path: list[s
     missing = [t for t in tasks if not tm.match_tasks([t])]
     if missing:
         raise UsageError(f"unknown lm-eval task(s): {', '.join(missing)} (local tasks need --include-path)")
-    results = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=request["limit"],
-                                      task_manager=tm,
-                                      log_samples=False, random_seed=seed, numpy_random_seed=seed,
-                                      torch_random_seed=seed, fewshot_random_seed=seed)
+    try:
+        results = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=request["limit"],
+                                          task_manager=tm,
+                                          log_samples=False, random_seed=seed, numpy_random_seed=seed,
+                                          torch_random_seed=seed, fewshot_random_seed=seed)
+    except ConnectionError as e:  # no network (or HF_DATASETS_OFFLINE=1) and the task's data not cached
+        raise ConnectionError(f"--tasks {','.join(tasks)}: cannot download the task data "
+                              f"({str(e).splitlines()[0]}); check the network, or use local tasks "
+                              f"(--include-path)") from None
     summary = summarize(results, checkpoint=str(run_dir), request=request, seconds=time.perf_counter() - t0)
     out = Path(output) if output is not None else run_dir / RESULTS_FILE
     atomic_write(out, json.dumps(summary, indent=2) + "\n")
@@ -160,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--tasks is empty; give comma-separated task names")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size={args.batch_size} must be >= 1")
+    parse_device(args.device)  # an unknown or absent device is a usage error before anything loads
     kwargs = dict(include_path=args.include_path, num_fewshot=args.num_fewshot, limit=args.limit,
                   batch_size=args.batch_size, max_length=args.max_length, device=args.device, dtype=args.dtype,
                   seed=args.seed)
