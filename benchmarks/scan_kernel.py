@@ -50,7 +50,7 @@ def time_ms(backend: str, x: dict, reps: int = 10) -> tuple[float, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sweep", action="store_true", help="also time BLOCK_D x NUM_WARPS alternatives of triton")
+    p.add_argument("--sweep", action="store_true", help="also time BLOCK_D x NUM_WARPS x UNROLL alternatives of triton")
     p.add_argument("--ref", action="store_true", help="also time the plain-PyTorch reference (slow, GBs)")
     args = p.parse_args()
     backends = ["triton"] + (["cuda"] if importlib.util.find_spec("mamba_ssm") else []) + (["ref"] if args.ref else [])
@@ -60,17 +60,18 @@ def main() -> None:
             ms, gb = time_ms(be, x)
             print(json.dumps({"shape": shape, "backend": be, "ms_fwd_bwd": round(ms, 3), "peak_gb": round(gb, 3),
                               "block_d": scan_triton.BLOCK_D if be == "triton" else None,
-                              "num_warps": scan_triton.NUM_WARPS if be == "triton" else None}), flush=True)
+                              "num_warps": scan_triton.NUM_WARPS if be == "triton" else None,
+                              "unroll": scan_triton.UNROLL if be == "triton" else None}), flush=True)
         if args.sweep:
-            default = scan_triton.BLOCK_D, scan_triton.NUM_WARPS
+            default = scan_triton.BLOCK_D, scan_triton.NUM_WARPS, scan_triton.UNROLL
             for block in (16, 32, 64):
-                for warps in (1, 2, 4, 8):
-                    scan_triton.BLOCK_D, scan_triton.NUM_WARPS = block, warps
-                    ms, gb = time_ms("triton", x, reps=5)
-                    print(json.dumps({"shape": shape, "backend": "triton", "ms_fwd_bwd": round(ms, 3),
-                                      "block_d": block, "num_warps": warps}), flush=True)
-            scan_triton.BLOCK_D, scan_triton.NUM_WARPS = default
-
+                for warps in (1, 4):
+                    for unroll in (1, 4, 8):
+                        scan_triton.BLOCK_D, scan_triton.NUM_WARPS, scan_triton.UNROLL = block, warps, unroll
+                        ms, gb = time_ms("triton", x, reps=5)
+                        print(json.dumps({"shape": shape, "backend": "triton", "ms_fwd_bwd": round(ms, 3),
+                                          "block_d": block, "num_warps": warps, "unroll": unroll}), flush=True)
+            scan_triton.BLOCK_D, scan_triton.NUM_WARPS, scan_triton.UNROLL = default
 
 if __name__ == "__main__":
     main()

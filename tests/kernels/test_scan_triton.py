@@ -56,8 +56,13 @@ def small_chunks(monkeypatch):
         monkeypatch.setattr(scan_triton, "CHUNK", 8)  # chunk boundaries at tiny lengths
 
 
-@pytest.mark.parametrize("L", [1, 7, 8, 9, 19] if INTERPRETED else [1, 63, 64, 65, 512, 2049])
-def test_outputs_state_and_gradients_match_the_reference(L, small_chunks):
+# lengths around the chunk boundary (8 interpreted, 64 compiled), unrolled 4 steps at a time (tails) or not
+CASES = [(L, 4) for L in ((1, 7, 8, 9, 19) if INTERPRETED else (1, 63, 64, 65, 512, 2049))] + [(19, 1), (67, 1)]
+
+
+@pytest.mark.parametrize("L,unroll", CASES[:-1] if INTERPRETED else CASES)
+def test_outputs_state_and_gradients_match_the_reference(L, unroll, small_chunks, monkeypatch):
+    monkeypatch.setattr(scan_triton, "UNROLL", unroll)
     torch.manual_seed(L)
     _compare(_inputs(2, 5, L, 4), rtol=1e-4, atol=1e-4)
 

@@ -26,6 +26,7 @@ from torch import Tensor
 
 CHUNK = 64  # steps between saved states
 BLOCK_D = 32  # channels per program
+UNROLL = 4  # time steps unrolled per loop iteration (CHUNK must be a multiple)
 NUM_WARPS = 4  # per program (benchmarks/scan_kernel.py --sweep measures the alternatives)
 
 
@@ -42,7 +43,7 @@ def _fwd_kernel(
     s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
     s_Ad, s_An, s_Bb, s_Bn, s_Bl, s_Cb, s_Cn, s_Cl,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_H0: tl.constexpr, BLOCK: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr,
+    HAS_H0: tl.constexpr, BLOCK: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, UNROLL: tl.constexpr,
 ):
     b = tl.program_id(0)
     d = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -59,20 +60,24 @@ def _fwd_kernel(
         h = tl.zeros([BLOCK, NP], tl.float32)
     for c in range(0, n_chunks):
         tl.store(chk_ptr + ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :], h, mask=mdn)
-        t_end = tl.minimum(c * CH + CH, L)
-        for t in range(c * CH, t_end):
-            u = tl.load(u_ptr + b * s_ub + d * s_ud + t * s_ul, mask=md, other=0.0).to(tl.float32)
-            dt = tl.load(dt_ptr + b * s_tb + d * s_td + t * s_tl, mask=md, other=0.0).to(tl.float32) + bias
-            if SOFTPLUS:
-                dt = _softplus(dt)
-            Bt = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=mn, other=0.0).to(tl.float32)
-            Ct = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=mn, other=0.0).to(tl.float32)
-            h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
-            y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
-            if HAS_Z:
-                z = tl.load(z_ptr + b * s_zb + d * s_zd + t * s_zl, mask=md, other=0.0).to(tl.float32)
-                y = y * z * tl.sigmoid(z)
-            tl.store(out_ptr + b * s_ob + d * s_od + t * s_ol, y.to(out_ptr.dtype.element_ty), mask=md)
+        for tb in range(c * CH, tl.minimum(c * CH + CH, L), UNROLL):
+            for k in tl.static_range(UNROLL):  # unrolled: the steps' loads do not wait for the state
+                t = tb + k
+                ok = tl.full([1], t, tl.int32) < L  # a tensor (also under the interpreter)
+                m = md & ok
+                u = tl.load(u_ptr + b * s_ub + d * s_ud + t * s_ul, mask=m, other=0.0).to(tl.float32)
+                dt = tl.load(dt_ptr + b * s_tb + d * s_td + t * s_tl, mask=m, other=0.0).to(tl.float32) + bias
+                if SOFTPLUS:
+                    dt = _softplus(dt)
+                dt = tl.where(ok, dt, 0.0)  # past the end: h stays
+                Bt = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=mn & ok, other=0.0).to(tl.float32)
+                Ct = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=mn & ok, other=0.0).to(tl.float32)
+                h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+                y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
+                if HAS_Z:
+                    z = tl.load(z_ptr + b * s_zb + d * s_zd + t * s_zl, mask=m, other=0.0).to(tl.float32)
+                    y = y * z * tl.sigmoid(z)
+                tl.store(out_ptr + b * s_ob + d * s_od + t * s_ol, y.to(out_ptr.dtype.element_ty), mask=m)
     tl.store(last_ptr + state, h, mask=mdn)
 
 
@@ -85,6 +90,7 @@ def _bwd_kernel(
     s_Ad, s_An, s_Bb, s_Bn, s_Bl, s_Cb, s_Cn, s_Cl,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, BLOCK: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
     b = tl.program_id(0)
     blk = tl.program_id(1)
@@ -112,47 +118,55 @@ def _bwd_kernel(
         t_end = tl.minimum(t0 + CH, L)
         h = tl.load(chk_ptr + ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :], mask=mdn, other=0.0)
         tl.store(scratch, h, mask=mdn)
-        for t in range(t0, t_end):  # recompute the chunk's states
-            u = tl.load(u_ptr + b * s_ub + d * s_ud + t * s_ul, mask=md, other=0.0).to(tl.float32)
-            dt = tl.load(dt_ptr + b * s_tb + d * s_td + t * s_tl, mask=md, other=0.0).to(tl.float32) + bias
-            if SOFTPLUS:
-                dt = _softplus(dt)
-            Bt = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=mn, other=0.0).to(tl.float32)
-            h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
-            tl.store(scratch + (t - t0 + 1) * N, h, mask=mdn)
-        for i in range(0, t_end - t0):  # then the adjoint, backwards through them
-            t = t_end - 1 - i
-            u = tl.load(u_ptr + b * s_ub + d * s_ud + t * s_ul, mask=md, other=0.0).to(tl.float32)
-            raw = tl.load(dt_ptr + b * s_tb + d * s_td + t * s_tl, mask=md, other=0.0).to(tl.float32) + bias
-            dt = _softplus(raw) if SOFTPLUS else raw
-            Bt = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=mn, other=0.0).to(tl.float32)
-            Ct = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=mn, other=0.0).to(tl.float32)
-            g = tl.load(dout_ptr + b * s_gb + d * s_gd + t * s_gl, mask=md, other=0.0).to(tl.float32)
-            h_t = tl.load(scratch + (t - t0 + 1) * N, mask=mdn, other=0.0)
-            h_prev = tl.load(scratch + (t - t0) * N, mask=mdn, other=0.0)
-            if HAS_Z:
-                z = tl.load(z_ptr + b * s_zb + d * s_zd + t * s_zl, mask=md, other=0.0).to(tl.float32)
-                sz = tl.sigmoid(z)
-                y = tl.sum(h_t * Ct[None, :], axis=1) + Dv * u
-                dz = g * y * sz * (1.0 + z * (1.0 - sz))
-                tl.store(dz_ptr + (b * DIM + d) * L + t, dz, mask=md)
-                dy = g * z * sz
-            else:
-                dy = g
-            dD += dy * u
-            tl.store(dC_ptr + (part + n) * L + t, tl.sum(dy[:, None] * h_t, axis=0), mask=mn)
-            dh += dy[:, None] * Ct[None, :]  # now the whole adjoint of h_t
-            a = tl.exp(dt[:, None] * A)
-            ddt = tl.sum(dh * (h_prev * a * A + u[:, None] * Bt[None, :]), axis=1)
-            dA += dh * h_prev * a * dt[:, None]
-            du = dy * Dv + dt * tl.sum(dh * Bt[None, :], axis=1)
-            tl.store(dB_ptr + (part + n) * L + t, tl.sum(dh * (dt * u)[:, None], axis=0), mask=mn)
-            dh = dh * a
-            if SOFTPLUS:
-                ddt = ddt * tl.sigmoid(raw)
-            dbias += ddt
-            tl.store(du_ptr + (b * DIM + d) * L + t, du, mask=md)
-            tl.store(ddt_ptr + (b * DIM + d) * L + t, ddt, mask=md)
+        for tb in range(t0, t_end, UNROLL):  # recompute the chunk's states
+            for k in tl.static_range(UNROLL):
+                t = tb + k
+                ok = tl.full([1], t, tl.int32) < t_end
+                m = md & ok
+                u = tl.load(u_ptr + b * s_ub + d * s_ud + t * s_ul, mask=m, other=0.0).to(tl.float32)
+                dt = tl.load(dt_ptr + b * s_tb + d * s_td + t * s_tl, mask=m, other=0.0).to(tl.float32) + bias
+                if SOFTPLUS:
+                    dt = _softplus(dt)
+                dt = tl.where(ok, dt, 0.0)
+                Bt = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=mn & ok, other=0.0).to(tl.float32)
+                h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+                tl.store(scratch + (t - t0 + 1) * N, h, mask=mdn & ok)
+        for i in range(0, t_end - t0, UNROLL):  # then the adjoint, backwards through them
+            for k in tl.static_range(UNROLL):
+                t = t_end - 1 - i - k
+                ok = tl.full([1], t, tl.int32) >= t0
+                m = md & ok
+                u = tl.load(u_ptr + b * s_ub + d * s_ud + t * s_ul, mask=m, other=0.0).to(tl.float32)
+                raw = tl.load(dt_ptr + b * s_tb + d * s_td + t * s_tl, mask=m, other=0.0).to(tl.float32) + bias
+                dt = tl.where(ok, _softplus(raw) if SOFTPLUS else raw, 0.0)  # before the chunk: no change
+                Bt = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=mn & ok, other=0.0).to(tl.float32)
+                Ct = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=mn & ok, other=0.0).to(tl.float32)
+                g = tl.load(dout_ptr + b * s_gb + d * s_gd + t * s_gl, mask=m, other=0.0).to(tl.float32)
+                h_t = tl.load(scratch + (t - t0 + 1) * N, mask=mdn & ok, other=0.0)
+                h_prev = tl.load(scratch + (t - t0) * N, mask=mdn & ok, other=0.0)
+                if HAS_Z:
+                    z = tl.load(z_ptr + b * s_zb + d * s_zd + t * s_zl, mask=m, other=0.0).to(tl.float32)
+                    sz = tl.sigmoid(z)
+                    y = tl.sum(h_t * Ct[None, :], axis=1) + Dv * u
+                    dz = g * y * sz * (1.0 + z * (1.0 - sz))
+                    tl.store(dz_ptr + (b * DIM + d) * L + t, dz, mask=m)
+                    dy = g * z * sz
+                else:
+                    dy = g
+                dD += dy * u
+                tl.store(dC_ptr + (part + n) * L + t, tl.sum(dy[:, None] * h_t, axis=0), mask=mn & ok)
+                dh += dy[:, None] * Ct[None, :]  # now the whole adjoint of h_t
+                a = tl.exp(dt[:, None] * A)
+                ddt = tl.where(ok, tl.sum(dh * (h_prev * a * A + u[:, None] * Bt[None, :]), axis=1), 0.0)
+                dA += dh * h_prev * a * dt[:, None]
+                du = dy * Dv + dt * tl.sum(dh * Bt[None, :], axis=1)
+                tl.store(dB_ptr + (part + n) * L + t, tl.sum(dh * (dt * u)[:, None], axis=0), mask=mn & ok)
+                dh = dh * a
+                if SOFTPLUS:
+                    ddt = ddt * tl.sigmoid(raw)
+                dbias += ddt
+                tl.store(du_ptr + (b * DIM + d) * L + t, du, mask=m)
+                tl.store(ddt_ptr + (b * DIM + d) * L + t, ddt, mask=m)
     tl.store(dA_ptr + state, dA, mask=mdn)
     tl.store(dD_ptr + b * DIM + d, dD, mask=md)
     tl.store(dbias_ptr + b * DIM + d, dbias, mask=md)
@@ -174,6 +188,8 @@ def _scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tens
     """-> out [B, D, L] (u's dtype), last state [B, D, N] fp32, saved chunk states [B, D, n_chunks, N] fp32."""
     b, dim, L = u.shape
     N = A.shape[1]
+    if CHUNK % UNROLL:
+        raise ValueError(f"scan CHUNK={CHUNK} must be a multiple of UNROLL={UNROLL}")
     n_chunks = max(1, triton.cdiv(L, CHUNK))
     out = torch.empty(b, dim, L, device=u.device, dtype=u.dtype)
     last = torch.empty(b, dim, N, device=u.device, dtype=torch.float32)
@@ -185,7 +201,8 @@ def _scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tens
         u, delta, zz, out, A, B, C, D, delta_bias, h0c, last, chk, L, dim, N, n_chunks,
         *_s3(u), *_s3(delta), *_s3(zz), *_s3(out), A.stride(0), A.stride(1), *_s3(B), *_s3(C),
         HAS_D=D.numel() > 0, HAS_Z=has_z, HAS_BIAS=delta_bias.numel() > 0, SOFTPLUS=softplus,
-        HAS_H0=h0.numel() > 0, BLOCK=BLOCK_D, NP=triton.next_power_of_2(N), CH=CHUNK, num_warps=NUM_WARPS)
+        HAS_H0=h0.numel() > 0, BLOCK=BLOCK_D, NP=triton.next_power_of_2(N), CH=CHUNK, UNROLL=UNROLL,
+        num_warps=NUM_WARPS)
     return out, last, chk
 
 
@@ -220,7 +237,7 @@ def _scan_bwd(dout: Tensor, dlast: Tensor, u: Tensor, delta: Tensor, A: Tensor, 
         *_s3(u), *_s3(delta), *_s3(zz), *_s3(dout), A.stride(0), A.stride(1), *_s3(B), *_s3(C),
         HAS_D=D.numel() > 0, HAS_Z=has_z, HAS_BIAS=delta_bias.numel() > 0, SOFTPLUS=softplus,
         HAS_DLAST=dlast.numel() > 0, BLOCK=BLOCK_D, NP=triton.next_power_of_2(N), CH=CHUNK,
-        num_warps=NUM_WARPS)
+        UNROLL=UNROLL, num_warps=NUM_WARPS)
     # absent inputs get distinct empty gradients (custom-op outputs must not alias)
     return [du, ddt, dA.sum(0), dB.sum(1), dC.sum(1), dD.sum(0) if D.numel() else du.new_empty(0), dz,
             dbias.sum(0) if delta_bias.numel() else du.new_empty(0), dh0]
