@@ -8,7 +8,6 @@ A file that cannot be read is never overwritten: loading it raises, naming the f
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import math
@@ -17,12 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hymba.io import atomic_write
+from hymba.io import atomic_write, lock_directory
 
 FORMAT = 1
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
-LOCK = ".lock"
 
 # results.csv columns (record keys); nested values (model config, breakdowns) stay in results.json
 CSV_FIELDS = ("id", "name", "status", "error", "params", "attn_params", "ssm_params", "attn_mamba", "val_loss",
@@ -96,13 +94,10 @@ class ResultsStore:
         run starts empty.
         """
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.dir / LOCK, "w")
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            self._lock_file = None
-            raise ResultsError(f"another `hymba ablate` is writing to {self.dir}") from None
+            self._lock_file = lock_directory(self.dir, "`hymba ablate`")
+        except ValueError as e:
+            raise ResultsError(str(e)) from None
         path = self.dir / RESULTS_JSON
         if not path.exists():
             return []
@@ -129,8 +124,7 @@ class ResultsStore:
 
     def close(self) -> None:
         if self._lock_file is not None:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
+            self._lock_file.close()  # releases the lock
             self._lock_file = None
 
     def __enter__(self) -> "ResultsStore":
