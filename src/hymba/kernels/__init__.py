@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 log = logging.getLogger("hymba.kernels")
 _said: set[tuple[str, str]] = set()
 
@@ -19,6 +21,6 @@ class BackendUnavailable(RuntimeError):
 
 def log_choice(op: str, backend: str, why: str) -> None:
     """Log once per (op, backend) which path ``auto`` took."""
-    if (op, backend) not in _said:
+    if (op, backend) not in _said and not torch.compiler.is_compiling():  # said by the eager call, not traced
         _said.add((op, backend))
         log.info("%s: auto selected backend %r (%s)", op, backend, why)

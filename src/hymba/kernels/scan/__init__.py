@@ -17,12 +17,17 @@ from hymba.kernels.scan.ref import selective_scan_quadratic, selective_scan_ref,
 BACKENDS = ("auto", "ref", "triton", "cuda")
 
 
+# looked up once at import: resolve() runs inside torch.compile'd forwards, where find_spec cannot be traced
+_MAMBA_SSM = importlib.util.find_spec("mamba_ssm") is not None
+_TRITON = importlib.util.find_spec("triton") is not None
+
+
 def _has_mamba_ssm() -> bool:
-    return importlib.util.find_spec("mamba_ssm") is not None
+    return _MAMBA_SSM
 
 
 def _has_triton() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON
 
 
 def _interpreted() -> bool:
