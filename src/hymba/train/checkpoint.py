@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -20,7 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from hymba.io import atomic_write
+from hymba.io import atomic_path, atomic_write, json_dumps, umask_mode
+
+log = logging.getLogger(__name__)
 
 CKPT_DIR = "checkpoints"
 WEIGHTS_FILE = "model.safetensors"
@@ -58,16 +61,8 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
     """Atomically write the model's weights as safetensors."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(weights_state(model), tmp, metadata=metadata)
-        _fsync(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
@@ -116,11 +111,12 @@ def save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch
     final = root / f"step_{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
     try:
+        umask_mode(tmp, directory=True)
         save_weights(model, tmp / WEIGHTS_FILE, metadata={"step": str(step)})
         torch.save({"step": step, "optimizer": optimizer.state_dict(), **state}, tmp / STATE_FILE)
         _fsync(tmp / STATE_FILE)
         manifest = {"step": step, "sha256": {n: _sha256(tmp / n) for n in (WEIGHTS_FILE, STATE_FILE)}}
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / MANIFEST_FILE).write_text(json_dumps(manifest, indent=2) + "\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -156,3 +152,25 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     return state
+
+
+def load_newest_checkpoint(out_dir: Path, model: nn.Module,
+                           optimizer: torch.optim.Optimizer | None = None) -> tuple[Path, dict[str, Any]]:
+    """Load the newest checkpoint of ``out_dir`` that verifies (:func:`load_checkpoint`) and return its path
+    and state. A damaged newest one (e.g. truncated by a full disk) is passed over for the next older one,
+    with a warning naming both; if none verifies, the newest one's error is raised."""
+    latest = latest_checkpoint(out_dir)
+    if latest is None:
+        raise FileNotFoundError(f"cannot resume: no checkpoint under {checkpoint_dir(out_dir)} (the run stopped "
+                                "before its first one); delete the directory or choose another --out to start over")
+    error = None
+    for path in [latest] + [p for p in reversed(list_checkpoints(out_dir)) if p != latest]:
+        try:
+            state = load_checkpoint(path, model, optimizer)
+        except ValueError as e:
+            error = error or e
+            continue
+        if error is not None:
+            log.warning("%s; resuming from the newest intact checkpoint, %s, instead", error, path)
+        return path, state
+    raise error

@@ -1,6 +1,7 @@
 """``hymba train [--config FILE.toml] --out DIR [--set section.field=value ...] [--resume]``.
 
-Without ``--config`` it trains the ``tiny`` base model on the built-in Shakespeare corpus.
+Without ``--config`` it trains the ``tiny`` base model on the built-in Shakespeare corpus. ``--resume``
+continues the run in ``--out`` with the run's own config (``--out/config.json``).
 """
 
 from __future__ import annotations
@@ -22,17 +23,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one config field, e.g. --set data.source=corpus.txt --set train.max_steps=100 "
                         "(repeatable; values are TOML: 3, 1e-3, true, [0, 5], \"text\")")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest intact checkpoint, with the run's own config "
+                        "(--out/config.json); --set changes train settings on top and is recorded in run.json; "
+                        "--config (with the same --set) must give the saved config, else it is an error")
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from hymba.train.trainer import TrainingDiverged, train
+    from hymba.train.trainer import (TrainingDiverged, TrainingInterrupted, config_diff, format_diff,
+                                     saved_config, train)
 
-    cfg = RunConfig.load(args.config, args.overrides)
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} exists and is not a directory")
+    if args.resume:
+        cfg = saved_config(args.out, args.overrides)
+        if args.config is not None:
+            diff = config_diff(cfg, RunConfig.load(args.config, args.overrides))
+            if diff:
+                raise UsageError(f"--config {args.config} differs from the run's own config "
+                                 f"({format_diff(diff)}); "
+                                 f"--resume continues with {args.out / 'config.json'}: drop --config and change "
+                                 "train settings with --set")
+    else:
+        cfg = RunConfig.load(args.config, args.overrides)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         with logging_redirect_tqdm():
@@ -40,8 +55,12 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:
         print(f"hymba train: error: {e}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as e:
+        print(f"hymba train: interrupted by {e}", file=sys.stderr)
+        return 128 + e.signum
     mfu = f"  mfu {result.mfu:.1%}" if result.mfu is not None else ""
+    speed = "n/a" if result.train_tokens_per_s is None else f"{result.train_tokens_per_s:,.0f}"
     print(f"val_loss {result.val_loss:.4f}  val_ppl {result.val_ppl:.2f}  val_acc {result.val_acc:.4f}  "
-          f"train {result.train_tokens_per_s:,.0f} tokens/s{mfu}  ({result.steps} steps, {result.n_params:,} params)"
+          f"train {speed} tokens/s{mfu}  ({result.steps} steps, {result.n_params:,} params)"
           f"  -> {result.out_dir}")
     return 0

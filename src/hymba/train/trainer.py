@@ -14,23 +14,25 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hymba.config import ModelConfig, RunConfig, TrainConfig
+from hymba.config import ModelConfig, RunConfig, TrainConfig, apply_overrides
 from hymba.data import IGNORE_INDEX, TrainBatches, prepare, val_batches
 from hymba.model import HymbaLM
-from hymba.io import atomic_write
-from hymba.train.checkpoint import (latest_checkpoint, load_checkpoint, save_checkpoint,
-                                    save_weights)
+from hymba.io import LOCK_FILE, atomic_write, json_dumps, lock_directory
+from hymba.train.checkpoint import latest_checkpoint, load_newest_checkpoint, save_checkpoint, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class TrainResult:
     val_ppl: float
     val_acc: float
     val_tokens: int
-    train_tokens_per_s: float
+    train_tokens_per_s: float | None  # None when no step ran (a resume that only evaluated)
     mfu: float | None  # None on CPU or an unknown accelerator
     steps: int
     n_params: int
@@ -173,35 +175,153 @@ def git_revision() -> dict[str, Any]:
     return {"commit": rev.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
-def _check_resumable(out: Path, resolved: RunConfig) -> None:
-    path = out / "config.json"
+CONFIG_JSON = "config.json"
+RUN_JSON = "run.json"
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+IGNORED_FIELDS = {("model", "vocab_size"), ("data", "cache_dir")}  # the tokenizer's size; where, not what
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # also UnicodeDecodeError
+        raise ValueError(f"{what}: {path} is corrupt ({e})") from None
+
+
+def _refuse_other_runs(out: Path) -> None:
+    if (out / "rows").is_dir():
+        raise ValueError(f"--out {out} holds a `hymba ablate` run (rows/, results.json), not a training run; "
+                         "choose another --out")
+
+
+def saved_config(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """The resolved config a run directory saved (``config.json``), with ``--set`` overrides applied on top:
+    what ``hymba train --resume`` continues with."""
+    out = Path(out_dir)
+    _refuse_other_runs(out)
+    path = out / CONFIG_JSON
     if not path.is_file():
-        raise FileNotFoundError(f"cannot resume: {path} is missing")
-    saved = json.loads(path.read_text())
-    now = resolved.to_dict()
-    diffs = [f"{s}.{k}: {saved.get(s, {}).get(k)!r} -> {v!r}" for s in ("model", "data")
-             for k, v in now[s].items() if saved.get(s, {}).get(k) != v and (s, k) != ("data", "cache_dir")]
-    if diffs:
-        raise ValueError(f"cannot resume {out}: the config changed ({'; '.join(diffs)})")
-    changed = [k for k, v in now["train"].items() if saved.get("train", {}).get(k) != v]
-    if changed:
-        log.warning("resuming with changed train settings: %s", ", ".join(changed))
+        raise FileNotFoundError(f"cannot resume: {path} is missing (--out is not a `hymba train` run directory)")
+    saved = _read_json(path, "cannot resume")
+    if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
+        raise ValueError(f"cannot resume: {path} is corrupt (expected an object of model, data, train tables)")
+    return RunConfig.from_dict(apply_overrides(saved, overrides, RunConfig.SECTIONS), where=str(path))
+
+
+def config_diff(old: RunConfig, new: RunConfig, sections=("model", "data", "train")) -> dict[str, tuple[Any, Any]]:
+    """``{"section.field": (old, new)}`` for the fields that differ (model.vocab_size and data.cache_dir
+    left out)."""
+    a, b = old.to_dict(), new.to_dict()
+    return {f"{s}.{k}": (a[s].get(k), v) for s in sections for k, v in b[s].items()
+            if a[s].get(k) != v and (s, k) not in IGNORED_FIELDS}
+
+
+def format_diff(diff: dict[str, tuple[Any, Any]]) -> str:
+    return "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+
+
+def _open_run_dir(out: Path, resume: bool) -> tuple[IO[str], list[Path]]:
+    """Create ``out`` if needed, lock it and check it: absent or empty for a fresh run, a training run for a
+    resume. Returns the lock and the paths this call created (removed again if the check fails)."""
+    _refuse_other_runs(out)
+    if resume and not out.is_dir():
+        raise FileNotFoundError(f"cannot resume: {out} does not exist")
+    made = [p for p in (out, out / LOCK_FILE) if not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    lock = lock_directory(out, "`hymba train`")
+    try:
+        if resume:
+            saved_config(out)  # a run directory with a readable config
+        left = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+        if not resume and left:
+            raise ValueError(f"--out {out} is not empty ({', '.join(left[:4])}{', ...' if len(left) > 4 else ''}); "
+                             "pass --resume to continue the run in it, or choose another --out")
+    except BaseException:
+        lock.close()
+        _remove(made)
+        raise
+    return lock, made
+
+
+def _remove(paths: list[Path]) -> None:
+    for p in paths:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def _write_run_files(out: Path, resolved: RunConfig, tokenizer) -> None:
-    atomic_write(out / "config.json", (json.dumps(resolved.to_dict(), indent=2) + "\n").encode())
-    atomic_write(out / "config.toml", resolved.to_toml().encode())
+    _write_config(out, resolved)
     tokenizer.save(out / "tokenizer.json")
     run = {"git": git_revision(), "argv": sys.argv, "torch": torch.__version__, "python": sys.version.split()[0],
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write(out / "run.json", (json.dumps(run, indent=2) + "\n").encode())
+    atomic_write(out / RUN_JSON, json_dumps(run, indent=2) + "\n")
+
+
+def _write_config(out: Path, resolved: RunConfig) -> None:
+    atomic_write(out / CONFIG_JSON, json_dumps(resolved.to_dict(), indent=2) + "\n")
+    atomic_write(out / "config.toml", resolved.to_toml())
+
+
+def _check_resumable(out: Path, resolved: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """The train settings that ``resolved`` changes in the run's saved config; a changed model or data
+    config (the checkpoint would not fit, or the data would differ) raises."""
+    saved = saved_config(out)
+    diff = config_diff(saved, resolved, ("model", "data"))
+    if diff:
+        raise ValueError(f"cannot resume {out}: the config changed ({format_diff(diff)})")
+    return config_diff(saved, resolved, ("train",))
+
+
+def _refuse_finished(out: Path, max_steps: int) -> None:
+    """Raise if ``results.json`` says the run already trained ``max_steps``: there is nothing to resume."""
+    path = out / RESULTS_FILE
+    results = _read_json(path, "cannot resume") if path.is_file() else {}
+    done = results.get("steps") if isinstance(results, dict) else None
+    if isinstance(done, int) and done >= max_steps:
+        raise ValueError(f"nothing to resume: {out} finished at step {done} (train.max_steps={max_steps}); "
+                         "to train further, raise it with --set train.max_steps=N")
+
+
+def _record_resume(out: Path, resolved: RunConfig, changed: dict[str, tuple[Any, Any]], ckpt: Path) -> None:
+    """Append this resume (checkpoint, command, changed train settings) to ``run.json``; the changed settings
+    also go into ``config.json``/``config.toml``, so the next resume continues with them."""
+    path = out / RUN_JSON
+    run = _read_json(path, "cannot resume") if path.is_file() else {}
+    if not isinstance(run, dict):
+        raise ValueError(f"cannot resume: {path} is corrupt (expected an object)")
+    run.setdefault("resumes", []).append({
+        "checkpoint": ckpt.name, "argv": sys.argv, "git": git_revision(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "changed": {k: {"old": a, "new": b} for k, (a, b) in changed.items()}})
+    if changed:
+        log.warning("resuming with changed train settings (recorded in %s): %s", path, format_diff(changed))
+        _write_config(out, resolved)
+    atomic_write(path, json_dumps(run, indent=2) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the lines logged up to checkpoint ``step``, less any final line and any torn line: the resumed
+    run logs what came after the checkpoint again."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step \
+                and not rec.get("final"):
+            kept.append(line + "\n")
+    atomic_write(path, "".join(kept))
 
 
 class _MetricsLog:
     """``metrics.jsonl`` (appended, so a resumed run continues the file) and optionally TensorBoard."""
 
     def __init__(self, out: Path, tensorboard: bool):
-        self.file = open(out / "metrics.jsonl", "a")
         self.tb = None
         if tensorboard:
             try:
@@ -210,9 +330,10 @@ class _MetricsLog:
                 raise ValueError("train.tensorboard=true needs the tensorboard package "
                                  "(pip install 'hymba[tensorboard]')") from e
             self.tb = SummaryWriter(str(out / "tensorboard"))
+        self.file = open(out / METRICS_FILE, "a")
 
     def write(self, step: int, **values: Any) -> None:
-        self.file.write(json.dumps({"step": step, **values}) + "\n")
+        self.file.write(json_dumps({"step": step, **values}) + "\n")
         self.file.flush()
         if self.tb is not None:
             for k, v in values.items():
@@ -225,16 +346,57 @@ class _MetricsLog:
             self.tb.close()
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training after a step, and that step was checkpointed."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path, out: Path):
+        self.signum = signum
+        super().__init__(f"{signal.Signals(signum).name} at step {step}; saved {checkpoint}; continue with: "
+                         f"hymba train --out {out} --resume")
+
+
+class _StopOnSignal:
+    """While active (in the main thread), SIGINT and SIGTERM only set ``signum``: the loop checkpoints and stops
+    after the step in flight. The first signal puts the previous handlers back, so a second one acts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        self._restore()
+
+    def _restore(self) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        self._old = {}
+
+    def __exit__(self, *exc: Any) -> None:
+        self._restore()
+
+
 # ---- training ---------------------------------------------------------------------------------------------
 def train(run_cfg: RunConfig, out_dir: str | Path, *, resume: bool = False,
           model_config_override: ModelConfig | None = None) -> TrainResult:
-    """Train ``run_cfg`` into ``out_dir`` (resuming from its latest checkpoint if ``resume``) and evaluate.
+    """Train ``run_cfg`` into ``out_dir`` and evaluate.
 
-    The model is ``model_config_override or run_cfg.model`` with ``vocab_size`` set to the tokenizer's.
-    Raises ``TrainingDiverged`` when the loss or gradient norm stops being finite.
+    A fresh run needs ``out_dir`` absent or empty; if it fails before its first step it leaves nothing behind.
+    ``resume`` continues from the newest intact checkpoint: the model and data config must be the run's own
+    (``saved_config``), changed train settings are recorded in ``run.json``. The directory is locked while
+    training. SIGINT/SIGTERM checkpoint the current step and raise ``TrainingInterrupted``. The model is
+    ``model_config_override or run_cfg.model`` with ``vocab_size`` set to the tokenizer's. Raises
+    ``TrainingDiverged`` when the loss or gradient norm stops being finite.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    lock, made = _open_run_dir(out, resume)
     handler = logging.FileHandler(out / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     pkg_log = logging.getLogger("hymba")
@@ -242,16 +404,27 @@ def train(run_cfg: RunConfig, out_dir: str | Path, *, resume: bool = False,
     old_level = pkg_log.level
     if pkg_log.getEffectiveLevel() > logging.INFO:
         pkg_log.setLevel(logging.INFO)
+    failed_in_setup = False
     try:
         return _train(run_cfg, out, resume, model_config_override)
+    except BaseException:
+        failed_in_setup = not resume and not (out / METRICS_FILE).exists()  # opened just before the first step
+        raise
     finally:
         pkg_log.removeHandler(handler)
         pkg_log.setLevel(old_level)
         handler.close()
+        if failed_in_setup:  # bad input: leave no half-made run directory behind
+            _remove([out] if out in made else [p for p in out.iterdir() if p.name != LOCK_FILE or p in made])
+        lock.close()
 
 
 def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | None) -> TrainResult:
     tc = run_cfg.train
+    changed = {}
+    if resume:  # refused before any work: a changed model or data config, a finished run
+        changed = _check_resumable(out, RunConfig(model=override or run_cfg.model, data=run_cfg.data, train=tc))
+        _refuse_finished(out, tc.max_steps)
     device = resolve_device(tc.device)
     amp = autocast_dtype(tc.precision, device)
     data = prepare(run_cfg.data)
@@ -260,15 +433,6 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
     model_cfg = (override or run_cfg.model).replace(vocab_size=data.vocab_size)
     resolved = RunConfig(model=model_cfg, data=run_cfg.data, train=tc)
 
-    ckpt = latest_checkpoint(out)
-    if resume:
-        if ckpt is None:
-            raise FileNotFoundError(f"cannot resume: no checkpoint under {out / 'checkpoints'}")
-        _check_resumable(out, resolved)
-    elif ckpt is not None:
-        raise ValueError(f"{out} already holds checkpoints ({ckpt.name}); pass --resume or choose another --out")
-    _write_run_files(out, resolved, data.tokenizer)
-
     torch.manual_seed(tc.seed)
     model = HymbaLM(model_cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
@@ -276,13 +440,19 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
     batches = TrainBatches(data.train, tc.seq_len, tc.batch_size, seed=tc.seed)
     step = 0
     if resume:
-        state = load_checkpoint(ckpt, model, optimizer)
+        ckpt, state = load_newest_checkpoint(out, model, optimizer)
         step = int(state["step"])
+        if step > tc.max_steps:
+            raise ValueError(f"cannot resume: {ckpt} is at step {step}, past train.max_steps={tc.max_steps}")
         batches.load_state_dict(state["data"])
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        _record_resume(out, resolved, changed, ckpt)
+        _truncate_metrics(out / METRICS_FILE, step)
         log.info("resumed from %s at step %d", ckpt, step)
+    else:
+        _write_run_files(out, resolved, data.tokenizer)
     log.info("model: %d parameters, %s; device %s, %s", n_params, model.param_breakdown(), device,
              "bf16 autocast" if amp else "fp32")
     forward = torch.compile(model) if tc.compile else model
@@ -291,10 +461,11 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
     tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum
     eval_bs = tc.eval_batch_size or tc.batch_size
 
-    def checkpoint_state() -> dict[str, Any]:
+    def checkpoint() -> Path:
         rng = {"torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-        return {"data": batches.state_dict(), "rng": rng}
+        return save_checkpoint(out, step, model, optimizer, {"data": batches.state_dict(), "rng": rng},
+                               keep=tc.keep_checkpoints)
 
     metrics = _MetricsLog(out, tc.tensorboard)
     step_times: list[float] = []
@@ -302,7 +473,7 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
     from tqdm.auto import tqdm
 
     bar = tqdm(total=tc.max_steps, initial=step, disable=not tc.progress, unit="step", dynamic_ncols=True)
-    try:
+    with _StopOnSignal() as stop, contextlib.closing(bar), contextlib.closing(metrics):
         while step < tc.max_steps:
             t0 = time.perf_counter()
             lr = lr_at(step, tc)
@@ -337,16 +508,16 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
                 ev = evaluate(model, data.val, tc.seq_len, eval_bs, device, tc.eval_max_tokens, tc.precision)
                 metrics.write(step, val_loss=ev["loss"], val_ppl=ev["ppl"], val_acc=ev["acc"])
                 log.info("step %d: val loss %.4f, ppl %.2f, acc %.4f", step, ev["loss"], ev["ppl"], ev["acc"])
+            saved = None
             if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.max_steps:
-                save_checkpoint(out, step, model, optimizer, checkpoint_state(), keep=tc.keep_checkpoints)
-    finally:
-        bar.close()
-        metrics.close()
+                saved = checkpoint()
+            if stop.signum is not None:
+                raise TrainingInterrupted(stop.signum, step, saved or checkpoint(), out)
 
     # steady state: leave out warm-up / compilation steps, but always keep at least one
     skip = min(tc.throughput_skip_steps, max(0, len(step_times) - 1))
     steady = step_times[skip:]
-    tokens_per_s = tokens_per_step * len(steady) / sum(steady) if steady else float("nan")
+    tokens_per_s = tokens_per_step * len(steady) / sum(steady) if steady else None  # None: no step ran
     mfu = flops_per_token * tokens_per_s / peak if peak and steady else None
 
     ev = evaluate(model, data.val, tc.seq_len, eval_bs, device, precision=tc.precision)
@@ -355,10 +526,11 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
     result = TrainResult(val_loss=ev["loss"], val_ppl=ev["ppl"], val_acc=ev["acc"], val_tokens=ev["tokens"],
                          train_tokens_per_s=tokens_per_s, mfu=mfu, steps=step, n_params=n_params,
                          vocab_size=data.vocab_size, out_dir=out, model=model)
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"step": step, "final": True, **{k: v for k, v in result.metrics().items()
+    with open(out / METRICS_FILE, "a") as f:
+        f.write(json_dumps({"step": step, "final": True, **{k: v for k, v in result.metrics().items()
                                                             if k != "out_dir"}}) + "\n")
-    atomic_write(out / "results.json", (json.dumps(result.metrics(), indent=2) + "\n").encode())
-    log.info("done: %d steps, val loss %.4f, ppl %.2f, acc %.4f, %.0f tokens/s%s", step, ev["loss"], ev["ppl"],
-             ev["acc"], tokens_per_s, f", MFU {mfu:.1%}" if mfu is not None else "")
+    atomic_write(out / RESULTS_FILE, json_dumps(result.metrics(), indent=2) + "\n")
+    log.info("done: %d steps, val loss %.4f, ppl %.2f, acc %.4f, %s%s", step, ev["loss"], ev["ppl"], ev["acc"],
+             f"{tokens_per_s:.0f} tokens/s" if tokens_per_s is not None else "no step timed",
+             f", MFU {mfu:.1%}" if mfu is not None else "")
     return result
