@@ -258,7 +258,7 @@ def test_standard_mamba_init():
     (dict(scan_backend="fast"), "scan_backend"),
 ])
 def test_invalid_configs_name_field_and_value(fields, name):
-    with pytest.raises(ValueError, match=rf"ModelConfig\.{name}="):
+    with pytest.raises(ValueError, match=rf"^model\.{name}="):
         ModelConfig(**fields)
 
 
