@@ -71,3 +71,15 @@ def test_existing_tokenizer_json_is_used(tmp_path):
         prepare(cfg(tokenizer=str(tmp_path / "missing.json")), tmp_path / "c")
     with pytest.raises(ValueError, match="no end-of-text token '<eos>'"):
         prepare(cfg(tokenizer=str(path), eos_token="<eos>"), tmp_path / "d")
+
+
+def test_cache_directory_takes_the_umask_mode(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        p = prepare(cfg(), tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(p.cache_path).st_mode) == 0o755  # mkdtemp alone gives 0700

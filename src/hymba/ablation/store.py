@@ -10,13 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from hymba.io import atomic_write, lock_directory
+from hymba.io import atomic_write, finite, lock_directory
 
 FORMAT = 1
 RESULTS_JSON = "results.json"
@@ -35,17 +34,6 @@ class ResultsError(ValueError):
 
 class CorruptResults(ResultsError):
     """A results file that cannot be parsed or does not have the expected structure."""
-
-
-def _finite(v: Any) -> Any:
-    """JSON has no NaN/inf: store them as null."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    return v
 
 
 def read_results(out_dir: str | Path) -> dict[str, Any]:
@@ -139,7 +127,7 @@ class ResultsStore:
 
     def put(self, record: dict[str, Any]) -> None:
         """Record one row and save both files at once."""
-        self.rows[int(record["id"])] = _finite(record)
+        self.rows[int(record["id"])] = finite(record)
         self.save()
 
     def save(self) -> None:

@@ -23,6 +23,7 @@ from hymba.config import DataConfig
 from hymba.data.corpus import load_corpus
 from hymba.data.dataset import split_text, token_dtype
 from hymba.data.tokenizer import TextTokenizer, train_unigram
+from hymba.io import umask_mode
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ def prepare(data_cfg: DataConfig, cache_dir: str | Path | None = None) -> Prepar
     dtype = token_dtype(tok.vocab_size)
     root.joinpath("data").mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root / "data"))
+    umask_mode(tmp, directory=True)  # mkdtemp makes it 0700; the cache is shared like any directory
     try:
         tok.save(tmp / "tokenizer.json")
         meta = {"format": CACHE_FORMAT, "corpus_sha256": corpus_sha, "source": cfg.source, "dtype": dtype.name,
