@@ -24,3 +24,32 @@ def small_run(data_cache):
             train=TrainConfig(**settings))
 
     return make
+
+
+SMALL_TOML = """
+[model]
+d_model = 32
+n_layers = 2
+n_heads = 2
+d_state = 8
+
+[data]
+char_budget = 60000
+vocab_size = 300
+
+[train]
+seq_len = 32
+batch_size = 4
+warmup_steps = 1
+progress = false
+"""
+
+
+@pytest.fixture
+def small_toml():
+    """``small_toml(max_steps=4, ...)``: a run config TOML that trains in seconds, [train] keys appended."""
+
+    def make(**train) -> str:
+        return SMALL_TOML + "".join(f"{k} = {v}\n" for k, v in train.items())
+
+    return make

@@ -10,32 +10,13 @@ import time
 
 import pytest
 
-SMALL = """
-[model]
-d_model = 32
-n_layers = 2
-n_heads = 2
-d_state = 8
-
-[data]
-char_budget = 60000
-vocab_size = 300
-
-[train]
-seq_len = 32
-batch_size = 4
-max_steps = 4
-warmup_steps = 1
-log_every = 1
-throughput_skip_steps = 1
-progress = false
-"""
+SMALL = dict(max_steps=4, log_every=1, throughput_skip_steps=1)  # [train] keys over conftest's SMALL_TOML
 
 
 @pytest.fixture
-def hymba(tmp_path, data_cache):
+def hymba(tmp_path, data_cache, small_toml):
     """``hymba(*args)`` runs ``hymba train --config small.toml *args`` (``config=False``: without --config)."""
-    (tmp_path / "small.toml").write_text(SMALL)
+    (tmp_path / "small.toml").write_text(small_toml(**SMALL))
     env = {**os.environ, "HYMBA_CACHE": str(data_cache)}
 
     def argv(args, config):
@@ -164,7 +145,7 @@ def test_default_run_checkpoints_mid_run(hymba, tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").glob("step_*")) == ["step_0000100", "step_0000101"]
 
 
-def test_resume_uses_the_runs_own_config_and_records_overrides(hymba, tmp_path):
+def test_resume_uses_the_runs_own_config_and_records_overrides(hymba, tmp_path, small_toml):
     out = tmp_path / "run"
     assert hymba("--out", out).returncode == 0
     config, run = _strict_json(out / "config.json"), _strict_json(out / "run.json")
@@ -175,7 +156,7 @@ def test_resume_uses_the_runs_own_config_and_records_overrides(hymba, tmp_path):
     assert f"nothing to resume: {out} finished at step 4 (train.max_steps=4)" in line
     assert _snapshot(out) == before
     # --config with --resume must be the run's own config
-    (tmp_path / "other.toml").write_text(SMALL.replace("d_model = 32", "d_model = 48"))
+    (tmp_path / "other.toml").write_text(small_toml(**SMALL).replace("d_model = 32", "d_model = 48"))
     line = _error_line(hymba("--out", out, "--resume", "--config", tmp_path / "other.toml", config=False))
     assert f"--config {tmp_path / 'other.toml'} differs from the run's own config (model.d_model: 32 -> 48)" in line
     assert _snapshot(out) == before

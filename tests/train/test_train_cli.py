@@ -9,34 +9,15 @@ import pytest
 from hymba.cli import main
 from hymba.config import DataConfig, RunConfig, TrainConfig, tiny_model
 
-SMALL = """
-[model]
-d_model = 32
-n_layers = 2
-n_heads = 2
-d_state = 8
-
-[data]
-char_budget = 60000
-vocab_size = 300
-
-[train]
-seq_len = 32
-batch_size = 4
-max_steps = 50
-warmup_steps = 1
-progress = false
-"""
-
 
 def _hymba(capsys, *args) -> tuple[int, list[str]]:
     rc = main(list(args))
     return rc, capsys.readouterr().err.strip().splitlines()
 
 
-def test_train_from_toml_with_overrides(tmp_path, capsys, monkeypatch, data_cache):
+def test_train_from_toml_with_overrides(tmp_path, capsys, monkeypatch, data_cache, small_toml):
     monkeypatch.setenv("HYMBA_CACHE", str(data_cache))
-    (tmp_path / "run.toml").write_text(SMALL)
+    (tmp_path / "run.toml").write_text(small_toml(max_steps=50))
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "a.txt").write_text("To be, or not to be, that is the question.\n" * 300)
@@ -95,8 +76,8 @@ def test_default_run_is_the_tiny_model_on_the_builtin_corpus(monkeypatch, tmp_pa
     assert TrainConfig(lr=1e-3) == RunConfig.load(None, ["train.lr=1e-3"]).train
 
 
-def test_divergence_exits_1_with_one_line(tmp_path, capsys, data_cache):
-    (tmp_path / "run.toml").write_text(SMALL)
+def test_divergence_exits_1_with_one_line(tmp_path, capsys, data_cache, small_toml):
+    (tmp_path / "run.toml").write_text(small_toml(max_steps=50))
     rc, lines = _hymba(capsys, "train", "--config", str(tmp_path / "run.toml"), "--out", str(tmp_path / "out"),
                        "--set", "model.init_std=1e30", "--set", f"data.cache_dir={data_cache}")
     assert rc == 1 and lines[-1].startswith("hymba train: error: training diverged at step 1")

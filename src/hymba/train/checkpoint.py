@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hymba.io import atomic_path, atomic_write, json_dumps, umask_mode
+from hymba.io import atomic_path, atomic_write, fsync_path, json_dumps, umask_mode
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def weights_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -114,7 +106,7 @@ def save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch
         umask_mode(tmp, directory=True)
         save_weights(model, tmp / WEIGHTS_FILE, metadata={"step": str(step)})
         torch.save({"step": step, "optimizer": optimizer.state_dict(), **state}, tmp / STATE_FILE)
-        _fsync(tmp / STATE_FILE)
+        fsync_path(tmp / STATE_FILE)
         manifest = {"step": step, "sha256": {n: _sha256(tmp / n) for n in (WEIGHTS_FILE, STATE_FILE)}}
         (tmp / MANIFEST_FILE).write_text(json_dumps(manifest, indent=2) + "\n")
         if final.exists():
