@@ -37,6 +37,28 @@ def _softplus(x):
 
 
 @triton.jit
+def _channel_params(A_ptr, D_ptr, bias_ptr, d, n, md, mn, s_Ad, s_An,
+                    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    """A [BLOCK, NP], D and delta bias [BLOCK] of this program's channels, fp32 (absent ones: zeros)."""
+    A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An, mask=md[:, None] & mn[None, :], other=0.0)
+    Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
+    bias = tl.load(bias_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK], tl.float32)
+    return A.to(tl.float32), Dv, bias
+
+
+@triton.jit
+def _step_inputs(u_ptr, dt_ptr, B_ptr, b, d, n, t, ok, md, mn, bias, s_ub, s_ud, s_ul, s_tb, s_td, s_tl,
+                 s_Bb, s_Bn, s_Bl, SOFTPLUS: tl.constexpr):
+    """Step t's u [BLOCK], raw delta + bias, delta (0 where not ``ok``: the state stays) and B_t [NP], fp32."""
+    m = md & ok
+    u = tl.load(u_ptr + b * s_ub + d * s_ud + t * s_ul, mask=m, other=0.0).to(tl.float32)
+    raw = tl.load(dt_ptr + b * s_tb + d * s_td + t * s_tl, mask=m, other=0.0).to(tl.float32) + bias
+    dt = tl.where(ok, _softplus(raw) if SOFTPLUS else raw, 0.0)
+    Bt = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=mn & ok, other=0.0).to(tl.float32)
+    return u, raw, dt, Bt
+
+
+@triton.jit
 def _fwd_kernel(
     u_ptr, dt_ptr, z_ptr, out_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, h0_ptr, last_ptr, chk_ptr,
     L, DIM, N, n_chunks,
@@ -50,9 +72,7 @@ def _fwd_kernel(
     n = tl.arange(0, NP)
     md, mn = d < DIM, n < N
     mdn = md[:, None] & mn[None, :]
-    A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An, mask=mdn, other=0.0).to(tl.float32)
-    Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
-    bias = tl.load(bias_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK], tl.float32)
+    A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, d, n, md, mn, s_Ad, s_An, HAS_D, HAS_BIAS, BLOCK)
     state = (b * DIM + d[:, None]) * N + n[None, :]  # [B, D, N] contiguous
     if HAS_H0:
         h = tl.load(h0_ptr + state, mask=mdn, other=0.0).to(tl.float32)
@@ -65,12 +85,8 @@ def _fwd_kernel(
                 t = tb + k
                 ok = tl.full([1], t, tl.int32) < L  # a tensor (also under the interpreter)
                 m = md & ok
-                u = tl.load(u_ptr + b * s_ub + d * s_ud + t * s_ul, mask=m, other=0.0).to(tl.float32)
-                dt = tl.load(dt_ptr + b * s_tb + d * s_td + t * s_tl, mask=m, other=0.0).to(tl.float32) + bias
-                if SOFTPLUS:
-                    dt = _softplus(dt)
-                dt = tl.where(ok, dt, 0.0)  # past the end: h stays
-                Bt = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=mn & ok, other=0.0).to(tl.float32)
+                u, _, dt, Bt = _step_inputs(u_ptr, dt_ptr, B_ptr, b, d, n, t, ok, md, mn, bias,
+                                             s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_Bb, s_Bn, s_Bl, SOFTPLUS)
                 Ct = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=mn & ok, other=0.0).to(tl.float32)
                 h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
                 y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
@@ -98,9 +114,7 @@ def _bwd_kernel(
     n = tl.arange(0, NP)
     md, mn = d < DIM, n < N
     mdn = md[:, None] & mn[None, :]
-    A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An, mask=mdn, other=0.0).to(tl.float32)
-    Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
-    bias = tl.load(bias_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK], tl.float32)
+    A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, d, n, md, mn, s_Ad, s_An, HAS_D, HAS_BIAS, BLOCK)
     state = (b * DIM + d[:, None]) * N + n[None, :]
     # this program's scratch: CH + 1 states (the chunk's start, then the state after each of its steps)
     scratch = scratch_ptr + ((b * DIM + d[:, None]) * (CH + 1)) * N + n[None, :]
@@ -122,13 +136,8 @@ def _bwd_kernel(
             for k in tl.static_range(UNROLL):
                 t = tb + k
                 ok = tl.full([1], t, tl.int32) < t_end
-                m = md & ok
-                u = tl.load(u_ptr + b * s_ub + d * s_ud + t * s_ul, mask=m, other=0.0).to(tl.float32)
-                dt = tl.load(dt_ptr + b * s_tb + d * s_td + t * s_tl, mask=m, other=0.0).to(tl.float32) + bias
-                if SOFTPLUS:
-                    dt = _softplus(dt)
-                dt = tl.where(ok, dt, 0.0)
-                Bt = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=mn & ok, other=0.0).to(tl.float32)
+                u, _, dt, Bt = _step_inputs(u_ptr, dt_ptr, B_ptr, b, d, n, t, ok, md, mn, bias,
+                                             s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_Bb, s_Bn, s_Bl, SOFTPLUS)
                 h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
                 tl.store(scratch + (t - t0 + 1) * N, h, mask=mdn & ok)
         for i in range(0, t_end - t0, UNROLL):  # then the adjoint, backwards through them
@@ -136,10 +145,8 @@ def _bwd_kernel(
                 t = t_end - 1 - i - k
                 ok = tl.full([1], t, tl.int32) >= t0
                 m = md & ok
-                u = tl.load(u_ptr + b * s_ub + d * s_ud + t * s_ul, mask=m, other=0.0).to(tl.float32)
-                raw = tl.load(dt_ptr + b * s_tb + d * s_td + t * s_tl, mask=m, other=0.0).to(tl.float32) + bias
-                dt = tl.where(ok, _softplus(raw) if SOFTPLUS else raw, 0.0)  # before the chunk: no change
-                Bt = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=mn & ok, other=0.0).to(tl.float32)
+                u, raw, dt, Bt = _step_inputs(u_ptr, dt_ptr, B_ptr, b, d, n, t, ok, md, mn, bias,
+                                             s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_Bb, s_Bn, s_Bl, SOFTPLUS)
                 Ct = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=mn & ok, other=0.0).to(tl.float32)
                 g = tl.load(dout_ptr + b * s_gb + d * s_gd + t * s_gl, mask=m, other=0.0).to(tl.float32)
                 h_t = tl.load(scratch + (t - t0 + 1) * N, mask=mdn & ok, other=0.0)
