@@ -3,7 +3,7 @@
 # against eager decoding), the seed-scale ablation, then its recall column. Each step runs once (a marker
 # in runs/gpu-session/); a step cut by the deadline (the device's 10-minute limit per call) is resumed by
 # the next call on the same warm machine, and `hymba ablate` itself resumes finished rows.
-#   device: DEADLINE=560 bash benchmarks/gpu_session.sh      (carry .device: the mamba-ssm sdist + build script)
+#   device: DEADLINE=560 bash benchmarks/gpu_session.sh      (MAMBA_SSM_SDIST=DIR builds mamba-ssm offline)
 # Results come back under $OUT (at most 8 files): session.log, gpu_tests.log, generation.jsonl, ablate.log,
 # table.md, results.json, efficiency.png.
 set -u
@@ -31,7 +31,7 @@ step() {  # step NAME LOGFILE CMD...: once per machine, bounded by the time left
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; date -u
   git rev-parse HEAD 2>/dev/null; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 } >> "$log" 2>&1
-step build "$STATE/build.log" bash .device/build_mamba_ssm.sh .device/sdist
+step build "$STATE/build.log" bash benchmarks/build_mamba_ssm.sh ${MAMBA_SSM_SDIST:-}
 step tests "$STATE/gpu_tests.log" python3 -m pytest -q -rs -p no:cacheprovider -p no:logging --tb=short -m gpu --continue-on-collection-errors tests
 step generation "$STATE/generation.jsonl" python3 benchmarks/generation.py --prompt-len 8192 --batch 128 \
     --new-tokens 64 --configs configs/models/hymba-1.5b.toml,configs/models/llama-3.2-1b.toml

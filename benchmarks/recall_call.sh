@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The seed Recall column on the device, as one detached job that outlives the 10-minute limit of a call: a
 # process in its own session runs on until the machine is given back, so calls made while it is warm only wait.
-#   device: DEADLINE=1500 WAIT=570 bash benchmarks/recall_call.sh   (carry .device runs/abl-seed runs/abl-attn)
+#   device: DEADLINE=1500 WAIT=570 bash benchmarks/recall_call.sh   (MAMBA_SSM_SDIST=DIR: see build_mamba_ssm.sh)
 # The first call starts the job in /tmp/hymba-recall: the mamba-ssm build beside the attention-only rows
 # (ATTN_ROWS, no scan) and the GPU tests (NO_TESTS=1: none), then the SSM rows WORKERS at a time; DEADLINE counts from the start.
 # Every call waits up to WAIT s and copies the results so far to $OUT (seed-results.json, attn-results.json):
@@ -21,7 +21,7 @@ if [ "${1:-}" = job ]; then  # the detached job, run from its own copy of the tr
         mkdir -p $d; [ -e $d/results.json ] || cp benchmarks/results/2026-11-29-h200-seed-ablation/results.json $d/
     done
     if ! python3 -c "import mamba_ssm" 2>/dev/null; then
-        (bash .device/build_mamba_ssm.sh .device/sdist > "$W/build.log" 2>&1; log "build rc=$?") & build=$!
+        (bash benchmarks/build_mamba_ssm.sh ${MAMBA_SSM_SDIST:-} > "$W/build.log" 2>&1; log "build rc=$?") & build=$!
     fi
     ab() { local t=$((end - $(now))); [ $t -gt 30 ] && timeout -k 15 -s INT $t python3 -m hymba.cli ablate --preset seed --recall "$@"; }
     ab --recall-workers 2 --rows "${ATTN_ROWS:-6,10}" --out runs/abl-attn > "$W/attn.log" 2>&1 & attn=$!
