@@ -53,7 +53,8 @@ def main() -> None:
     p.add_argument("--sweep", action="store_true", help="also time BLOCK_D x NUM_WARPS x UNROLL alternatives of triton")
     p.add_argument("--ref", action="store_true", help="also time the plain-PyTorch reference (slow, GBs)")
     args = p.parse_args()
-    backends = ["triton"] + (["cuda"] if importlib.util.find_spec("mamba_ssm") else []) + (["ref"] if args.ref else [])
+    backends = (["triton"] + (["mamba_ssm"] if importlib.util.find_spec("mamba_ssm") else [])
+                + (["ref"] if args.ref else []))
     for shape in SHAPES:
         x = inputs(*shape)
         for be in backends:

@@ -1,7 +1,7 @@
 """Training-step throughput of the ablation rows on one GPU: tokens/s, MFU and peak memory per row and per
 kernel backend, measured side by side in one run (bf16 autocast, fused AdamW, warm-up excluded).
 
-    python benchmarks/train_throughput.py --preset seed --rows 1,6,13 --backends ref/sdpa,cuda/flex
+    python benchmarks/train_throughput.py --preset seed --rows 1,6,13 --backends ref/sdpa,mamba_ssm/flex
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--preset", default="seed")
     p.add_argument("--rows", default=",".join(map(str, range(1, 14))))
-    p.add_argument("--backends", default="cuda/flex", help="comma list of scan/attn pairs")
+    p.add_argument("--backends", default="mamba_ssm/flex", help="comma list of scan/attn pairs")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--steps", type=int, default=20)

@@ -17,7 +17,7 @@ from typing import Any
 SWA_PLANS = ("none", "all", "default")
 FUSIONS = ("mean", "concat")
 ATTN_BACKENDS = ("auto", "sdpa", "flex")
-SCAN_BACKENDS = ("auto", "ref", "triton", "cuda")
+SCAN_BACKENDS = ("auto", "ref", "triton", "mamba_ssm")
 
 
 def _fail(name: str, value: Any, valid: str) -> None:

@@ -69,19 +69,19 @@ def test_fp32_state_for_low_precision_inputs():
 
 def test_requested_backend_missing_is_an_error_not_a_fallback():
     x = {k: v.float() for k, v in _inputs(1, 2, 3, 2).items()}
-    with pytest.raises(RuntimeError, match="cuda"):
-        selective_scan(**x, backend="cuda")
+    with pytest.raises(RuntimeError, match="mamba_ssm"):
+        selective_scan(**x, backend="mamba_ssm")
     with pytest.raises(ValueError, match="unknown"):
         selective_scan(**x, backend="fast")
 
 
 @pytest.mark.gpu
-def test_cuda_backend_matches_ref():
+def test_mamba_ssm_backend_matches_ref():
     pytest.importorskip("mamba_ssm")
     x = {k: v.float() for k, v in _inputs(2, 64, 200, 16, device="cuda").items()}
     for t in x.values():
         t.requires_grad_(True)
-    y1, h1 = selective_scan(**x, delta_softplus=True, return_last_state=True, backend="cuda")
+    y1, h1 = selective_scan(**x, delta_softplus=True, return_last_state=True, backend="mamba_ssm")
     y2, h2 = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
     torch.testing.assert_close(y1, y2, rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(h1.float(), h2, rtol=1e-3, atol=1e-3)
@@ -93,5 +93,5 @@ def test_cuda_backend_matches_ref():
     state2 = state.clone()
     args = [x["u"][..., 0].detach(), x["delta"][..., 0].detach(), x["A"].detach(), x["B"][..., 0].detach(),
             x["C"][..., 0].detach(), x["D"].detach(), x["z"][..., 0].detach(), x["delta_bias"].detach(), True]
-    torch.testing.assert_close(selective_state_update(state, *args, backend="cuda"),
+    torch.testing.assert_close(selective_state_update(state, *args, backend="mamba_ssm"),
                                selective_state_update_ref(state2, *args), rtol=1e-3, atol=1e-3)

@@ -24,7 +24,7 @@ def test_fast_backends_match_reference_model(row):
     cfg = row_config(row, "tiny", vocab_size=101, window=16, expand=4, scan_backend="ref", attn_backend="sdpa",
                      init_std=0.2)  # strong weights: at 0.02 a wrong kernel hides under the tolerance
     ref = HymbaLM(cfg).cuda()
-    fast = HymbaLM(cfg.replace(scan_backend="cuda", attn_backend="flex" if cfg.n_heads else "auto")).cuda()
+    fast = HymbaLM(cfg.replace(scan_backend="mamba_ssm", attn_backend="flex" if cfg.n_heads else "auto")).cuda()
     fast.load_state_dict(ref.state_dict())
     ids = torch.randint(0, 101, (2, 200), device="cuda")
     a, b = ref(ids[:, :-1], labels=ids[:, 1:]), fast(ids[:, :-1], labels=ids[:, 1:])

@@ -127,7 +127,7 @@ def test_perturbing_a_producers_kv_changes_exactly_its_consumers_attention():
     base = _attention_outputs(m, x)
     for producer in range(c.n_layers):
         layer = m.layers[producer]
-        if not layer.has_kv:
+        if not layer.plan.has_kv:
             continue
         readers = next((set(g) for g in groups if g[0] == producer), {producer})
         q_rows, kv_rows = layer.split[0], layer.split[1] + layer.split[2]

@@ -4,7 +4,10 @@
 - Sliding-window layers: a ring buffer of exactly ``window`` slots (memory independent of sequence length).
 - Both keep the meta tokens' K/V in ``n_meta`` pinned slots; meta tokens are processed once at prefill.
 - KV-sharing consumers hold nothing: they read their producer's entry.
-- SSM layers: the last ``d_conv - 1`` conv inputs and the [d_inner, d_state] recurrent state.
+- SSM layers: the conv inputs and the recurrent state of the shapes their head declares
+  (:meth:`hymba.model.ssm.SSMHead.state_shapes`; Mamba-1: [d_inner, d_conv - 1] and [d_inner, d_state]).
+
+Which layers hold what comes from the per-layer plan (:func:`hymba.model.plan.layer_plans`).
 
 Slots are addressed by token index j (the column of ``input_ids``, padding included, same for every row);
 each slot records its position and validity, and attention masks are built from positions, so the ring's
@@ -19,6 +22,8 @@ import torch
 from torch import Tensor
 
 from hymba.config import ModelConfig
+from hymba.model.plan import layer_plans
+from hymba.model.ssm import SSMState
 
 
 @dataclass
@@ -78,8 +83,8 @@ class LayerKV:
 class HybridCache:
     config: ModelConfig
     kv: dict[int, LayerKV] = field(default_factory=dict)
-    conv: dict[int, Tensor] = field(default_factory=dict)  # [B, d_inner, d_conv - 1]
-    ssm: dict[int, Tensor] = field(default_factory=dict)  # [B, d_inner, d_state]
+    conv: dict[int, Tensor] = field(default_factory=dict)  # [B, *SSMState.conv] (Mamba-1: [B, d_inner, d_conv - 1])
+    ssm: dict[int, Tensor] = field(default_factory=dict)  # [B, *SSMState.ssm] (Mamba-1: [B, d_inner, d_state])
     length: int = 0  # token columns consumed (padding included)
     next_pos: Tensor | None = None  # [B] position of the next token
     step: Tensor | None = None  # [1] long, ``length`` on the device (decode indexes slots with it)
@@ -91,11 +96,9 @@ class HybridCache:
         c = config
         cache = cls(c)
         M = c.n_meta_tokens
-        producers = set(c.kv_producer()) if c.n_heads else set()
-        swa = set(c.swa_layers())
-        for i in range(c.n_layers):
-            if i in producers:
-                window = c.window if i in swa else None
+        for plan in layer_plans(c):
+            i, window = plan.index, plan.window
+            if plan.has_kv:
                 S = M + (window if window is not None else max_len)
                 kw = dict(device=device, dtype=dtype)
                 cache.kv[i] = LayerKV(
@@ -105,10 +108,14 @@ class HybridCache:
                     torch.zeros(batch, S, dtype=torch.bool, device=device),
                     M, window,
                 )
-            if c.ssm:
-                cache.conv[i] = torch.zeros(batch, c.d_inner, c.d_conv - 1, device=device, dtype=dtype)
-                cache.ssm[i] = torch.zeros(batch, c.d_inner, c.d_state, device=device, dtype=ssm_dtype)
+            if plan.ssm_state is not None:
+                cache.conv[i] = torch.zeros(batch, *plan.ssm_state.conv, device=device, dtype=dtype)
+                cache.ssm[i] = torch.zeros(batch, *plan.ssm_state.ssm, device=device, dtype=ssm_dtype)
         return cache
+
+    def ssm_state(self, i: int) -> SSMState[Tensor]:
+        """Layer ``i``'s SSM state buffers (the head's ``step`` updates them in place)."""
+        return SSMState(self.conv[i], self.ssm[i])
 
     def narrow(self, start: int, n: int) -> "HybridCache":
         """Rows ``start .. start+n-1`` as a cache of views: prefilling it fills those rows of this cache."""

@@ -1,8 +1,10 @@
 """Hymba: attention heads and Mamba SSM heads side by side in every layer.
 
 Dong et al., "Hymba: A Hybrid-head Architecture for Small Language Models", arXiv 2411.13676 (ICLR 2025).
-One input projection per layer yields Q, K, V, the SSM input x and gate z (layers that reuse another
-layer's K/V project only Q, x, z). The branch outputs are fused by paper Eq. 3,
+One input projection per layer yields Q, K, V and the SSM head's inputs (Mamba-1: the stream x and gate z;
+layers that reuse another layer's K/V project no K, V). The SSM head is its own module
+(:mod:`hymba.model.ssm`); what each layer is (window, K/V producer, SSM state) comes from its
+:class:`~hymba.model.plan.LayerPlan`. The branch outputs are fused by paper Eq. 3,
     Y = W_out((beta1 * norm(attn) + beta2 * norm(ssm)) / 2),
 or by one projection of their concatenation. Learned meta tokens are prepended to every sequence.
 
@@ -24,9 +26,9 @@ from torch import Tensor, nn
 
 from hymba.config import ModelConfig
 from hymba.kernels.attention import MaskSpec, attention
-from hymba.kernels.scan import selective_scan, selective_state_update
 from hymba.model.cache import HybridCache
 from hymba.model.layers import RMSNorm, Rotary, SwiGLU
+from hymba.model.plan import LayerPlan, layer_plans
 
 
 @dataclass
@@ -49,98 +51,27 @@ class _Context:
     pad: Tensor | None = None  # [B] left padding per row (prefill)
 
 
-class SSMBranch(nn.Module):
-    """Mamba-1 selective scan on the x stream (Gu & Dao 2023), with RMSNorm on dt, B and C as released."""
-
-    def __init__(self, c: ModelConfig):
-        super().__init__()
-        self.c = c
-        d_in, r, n = c.d_inner, c.ssm_dt_rank, c.d_state
-        self.conv1d = nn.Conv1d(d_in, d_in, c.d_conv, groups=d_in, padding=c.d_conv - 1)
-        self.x_proj = nn.Linear(d_in, r + 2 * n, bias=False)
-        self.dt_proj = nn.Linear(r, d_in, bias=False)
-        self.dt_bias = nn.Parameter(torch.empty(d_in))
-        self.A_log = nn.Parameter(torch.empty(d_in, n))
-        self.D = nn.Parameter(torch.empty(d_in))
-        self.dt_norm = RMSNorm(r, c.norm_eps)
-        self.B_norm = RMSNorm(n, c.norm_eps)
-        self.C_norm = RMSNorm(n, c.norm_eps)
-
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """The standard Mamba initialisation: S4D-real A, dt log-uniform in [dt_min, dt_max]."""
-        c = self.c
-        std = c.ssm_dt_rank ** -0.5
-        nn.init.uniform_(self.dt_proj.weight, -std, std)
-        dt = torch.exp(torch.rand(c.d_inner) * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min))
-        dt = dt.clamp(min=c.dt_init_floor)
-        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
-        self.A_log.copy_(torch.log(torch.arange(1, c.d_state + 1, dtype=torch.float32)).repeat(c.d_inner, 1))
-        self.D.fill_(1.0)
-
-    def _dt_B_C(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        r, n = self.c.ssm_dt_rank, self.c.d_state
-        dt, B, C = self.x_proj(u).split([r, n, n], dim=-1)
-        return self.dt_proj(self.dt_norm(dt)), self.B_norm(B), self.C_norm(C)
-
-    def forward(self, x: Tensor, z: Tensor, i: int, ctx: _Context) -> Tensor:
-        """x, z [B, S, d_inner] -> [B, S, d_inner]."""
-        A = -torch.exp(self.A_log.float())
-        if ctx.decoding:
-            return self._step(x[:, 0], z[:, 0], A, ctx.cache, i)[:, None]
-        S = x.shape[1]
-        if ctx.valid is not None:
-            x = x.masked_fill(~ctx.valid[..., None], 0.0)
-        xt = x.transpose(1, 2)  # (B, d_inner, S)
-        u = F.silu(self.conv1d(xt)[..., :S])
-        if ctx.valid is not None:
-            u = u.masked_fill(~ctx.valid[:, None], 0.0)  # padding must not write the state
-        dt, B, C = self._dt_B_C(u.transpose(1, 2))
-        out = selective_scan(u, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
-                             z.transpose(1, 2), self.dt_bias.float(), delta_softplus=True,
-                             return_last_state=ctx.cache is not None, backend=self.c.scan_backend)
-        if ctx.cache is not None:
-            y, state = out
-            k = self.c.d_conv - 1
-            ctx.cache.conv[i].copy_(F.pad(xt, (max(0, k - S), 0))[..., -k:])
-            ctx.cache.ssm[i].copy_(state)
-        else:
-            y = out
-        return y.transpose(1, 2)
-
-    def _step(self, x: Tensor, z: Tensor, A: Tensor, cache: HybridCache, i: int) -> Tensor:
-        """One token: x, z [B, d_inner]."""
-        window = torch.cat([cache.conv[i], x[..., None].to(cache.conv[i].dtype)], dim=-1)  # (B, d_inner, d_conv)
-        cache.conv[i].copy_(window[..., 1:])
-        u = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias).to(x.dtype)
-        dt, B, C = self._dt_B_C(u)
-        return selective_state_update(cache.ssm[i], u, dt, A, B, C, self.D.float(), z, self.dt_bias.float(),
-                                      delta_softplus=True, backend=self.c.scan_backend)
-
-
 class HymbaBlock(nn.Module):
     """Pre-norm hybrid mixer (attention + SSM heads in parallel) and a SwiGLU FFN, each with its own norm."""
 
-    def __init__(self, c: ModelConfig, i: int):
+    def __init__(self, c: ModelConfig, plan: LayerPlan):
         super().__init__()
-        self.c, self.i = c, i
-        self.has_attn = c.n_heads > 0
-        self.producer = c.kv_producer()[i]
-        self.window = c.window if i in set(c.swa_layers()) else None
-        self.has_kv = self.has_attn and self.producer == i
+        self.c, self.plan, self.i = c, plan, plan.index
         H, Hkv, dk, dv = c.n_heads, c.kv_heads, c.qk_head_dim, c.v_head_dim
-        # widths of Q, K, V, x, z in the one input projection (absent parts are 0 wide)
-        self.split = [H * dk, Hkv * dk if self.has_kv else 0, Hkv * dv if self.has_kv else 0,
-                      c.d_inner if c.ssm else 0, c.d_inner if c.ssm else 0]
+        kv = plan.has_kv
+        # widths of Q, K, V (0 wide when absent) and of the SSM head's inputs in the one input projection
+        self.split = [H * dk, Hkv * dk if kv else 0, Hkv * dv if kv else 0,
+                      *(plan.ssm.in_widths(c) if plan.ssm is not None else ())]
         self.mixer_norm = RMSNorm(c.d_model, c.norm_eps)
         self.in_proj = nn.Linear(c.d_model, sum(self.split), bias=False)
-        self.ssm = SSMBranch(c) if c.ssm else None
-        both = self.has_attn and c.ssm
+        self.ssm = plan.ssm(c) if plan.ssm is not None else None
+        a_out = c.attn_out_dim if plan.attention else 0
+        s_out = plan.ssm.out_width(c) if plan.ssm is not None else 0
+        both = plan.attention and plan.ssm is not None
         if both and c.fusion == "mean":
-            self.attn_norm = RMSNorm(c.attn_out_dim, c.norm_eps)  # beta1 of Eq. 3
-            self.ssm_norm = RMSNorm(c.d_inner, c.norm_eps)  # beta2 of Eq. 3
-        out_in = c.attn_out_dim + c.d_inner if both and c.fusion == "concat" else (
-            c.attn_out_dim if self.has_attn else c.d_inner)
+            self.attn_norm = RMSNorm(a_out, c.norm_eps)  # beta1 of Eq. 3
+            self.ssm_norm = RMSNorm(s_out, c.norm_eps)  # beta2 of Eq. 3
+        out_in = a_out + s_out if both and c.fusion == "concat" else (a_out or s_out)
         self.out_proj = nn.Linear(out_in, c.d_model, bias=False)
         self.ffn_norm = RMSNorm(c.d_model, c.norm_eps)
         self.ffn = SwiGLU(c.d_model, c.ffn_dim)
@@ -151,16 +82,16 @@ class HymbaBlock(nn.Module):
         q = q.view(B, S, c.n_heads, c.qk_head_dim).transpose(1, 2)  # (B, H, S, Dk)
         if c.rope:
             q = Rotary.apply(q, ctx.cos, ctx.sin)
-        if self.has_kv:
+        if self.plan.has_kv:
             k = k.view(B, S, c.kv_heads, c.qk_head_dim).transpose(1, 2)  # (B, Hkv, S, Dk)
             v = v.view(B, S, c.kv_heads, c.v_head_dim).transpose(1, 2)  # (B, Hkv, S, Dv)
             if c.rope:
                 k = Rotary.apply(k, ctx.cos, ctx.sin)
-            spec = ctx.spec.with_window(self.window)
+            spec = ctx.spec.with_window(self.plan.window)
             if ctx.cache is not None:
                 k, v, spec = self._cache_kv(k, v, spec, ctx)
             ctx.shared_kv[self.i] = (k, v, spec)
-        k, v, spec = ctx.shared_kv[self.producer]  # post-RoPE K/V, own or the producer's
+        k, v, spec = ctx.shared_kv[self.plan.kv_producer]  # post-RoPE K/V, own or the producer's
         o = attention(q, k, v, spec, backend=c.attn_backend)  # (B, H, S, Dv)
         return o.transpose(1, 2).reshape(B, S, c.attn_out_dim)
 
@@ -180,12 +111,23 @@ class HymbaBlock(nn.Module):
             entry.write(0, k[:, :, M:], v[:, :, M:], pos, valid)
             return k, v, spec
         entry.append(cache.step, k, v, spec.q_pos)
-        return entry.k, entry.v, MaskSpec(spec.q_pos, entry.pos, entry.is_meta(), entry.valid, self.window)
+        return entry.k, entry.v, MaskSpec(spec.q_pos, entry.pos, entry.is_meta(), entry.valid, self.plan.window)
+
+    def _ssm(self, inputs: list[Tensor], ctx: _Context) -> Tensor:
+        """The SSM head on its inputs [B, S, w]; prefill stores its final state, decoding advances it."""
+        if ctx.decoding:
+            return self.ssm.step(*(t[:, 0] for t in inputs), state=ctx.cache.ssm_state(self.i))[:, None]
+        if ctx.cache is None:
+            return self.ssm(*inputs, valid=ctx.valid)
+        y, state = self.ssm(*inputs, valid=ctx.valid, return_state=True)
+        for buf, t in zip(ctx.cache.ssm_state(self.i), state):
+            buf.copy_(t)
+        return y
 
     def forward(self, x: Tensor, ctx: _Context) -> Tensor:
-        q, k, v, xs, z = self.in_proj(self.mixer_norm(x)).split(self.split, dim=-1)
-        a = self._attention(q, k, v, ctx) if self.has_attn else None
-        s = self.ssm(xs, z, self.i, ctx) if self.ssm is not None else None
+        q, k, v, *s_in = self.in_proj(self.mixer_norm(x)).split(self.split, dim=-1)
+        a = self._attention(q, k, v, ctx) if self.plan.attention else None
+        s = self._ssm(s_in, ctx) if self.ssm is not None else None
         if a is not None and s is not None:
             if self.c.fusion == "mean":
                 y = self.out_proj((self.attn_norm(a) + self.ssm_norm(s)) / 2)
@@ -206,7 +148,8 @@ class HymbaLM(nn.Module):
         self.embed = nn.Embedding(c.vocab_size, c.d_model)
         self.meta_tokens = nn.Parameter(torch.empty(c.n_meta_tokens, c.d_model)) if c.n_meta_tokens else None
         self.rotary = Rotary(c.qk_head_dim, c.rope_base) if c.n_heads and c.rope else None
-        self.layers = nn.ModuleList(HymbaBlock(c, i) for i in range(c.n_layers))
+        self.plan = layer_plans(c)
+        self.layers = nn.ModuleList(HymbaBlock(c, p) for p in self.plan)
         self.norm = RMSNorm(c.d_model, c.norm_eps)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_embeddings:
@@ -216,8 +159,9 @@ class HymbaLM(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         c = self.config
+        keep = {f"layers.{l.i}.ssm.{n}" for l in self.layers if l.ssm is not None for n in l.ssm.keeps_init}
         for name, p in self.named_parameters():
-            if p.ndim >= 2 and "conv1d" not in name:
+            if p.ndim >= 2 and name not in keep:
                 # residual output projections scaled down with depth (GPT-2)
                 scale = 1 / math.sqrt(2 * c.n_layers) if name.endswith(("out_proj.weight", "w_down.weight")) else 1
                 nn.init.normal_(p, std=c.init_std * scale)
@@ -402,7 +346,7 @@ class HymbaLM(nn.Module):
     def param_breakdown(self) -> dict[str, int]:
         """Parameter counts by group: attention, ssm, ffn, embedding, norm, meta, total.
 
-        The input projection is split by its Q/K/V vs x/z rows; a shared W_out by its input columns
+        The input projection is split by its Q/K/V vs SSM-input rows; a shared W_out by its input columns
         (mean fusion: half to each branch, both inputs being d_inner wide; concat: by the concatenated widths).
         """
         groups = dict.fromkeys(("attention", "ssm", "ffn", "embedding", "norm", "meta"), 0)
@@ -423,8 +367,9 @@ class HymbaLM(nn.Module):
                 groups["attention"] += qkv * c.d_model
                 groups["ssm"] += n - qkv * c.d_model
             elif name.endswith("out_proj.weight"):
-                a_in = c.attn_out_dim if c.n_heads else 0
-                s_in = c.d_inner if c.ssm else 0
+                plan = self.plan[int(name.split(".")[1])]
+                a_in = c.attn_out_dim if plan.attention else 0
+                s_in = plan.ssm.out_width(c) if plan.ssm is not None else 0
                 if c.fusion == "mean" and a_in and s_in:
                     a_in = s_in  # Eq. 3 feeds W_out the (d_inner wide) average of both branches
                 a = n * a_in // (a_in + s_in)
@@ -443,23 +388,21 @@ class HymbaLM(nn.Module):
         return b["attention"], b["ssm"]
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs (forward + backward) per token: 6 x matmul params plus attention and scan terms."""
+        """Training FLOPs (forward + backward) per token: 6 x matmul params, the attention term of each layer's
+        span, and each SSM head's own count (:meth:`hymba.model.ssm.SSMHead.flops_per_token`)."""
         c = self.config
         b = self.param_breakdown()
-        dense = b["total"] - b["norm"] - b["meta"]
-        dense -= sum(l.ssm.A_log.numel() + l.ssm.D.numel() + l.ssm.dt_bias.numel() for l in self.layers
-                     if l.ssm is not None)
+        heads = [layer.ssm for layer in self.layers if layer.ssm is not None]
+        dense = b["total"] - b["norm"] - b["meta"] - sum(p.numel() for h in heads for p in h.parameters())
         if not c.tie_embeddings:
             dense -= self.embed.weight.numel()  # lookup, not a matmul
         flops = 6 * dense
         S = seq_len + c.n_meta_tokens
-        for layer in self.layers:
-            if layer.has_attn:
-                ctx = (S + 1) / 2 if layer.window is None else min(layer.window, (S + 1) / 2) + c.n_meta_tokens
+        for plan in self.plan:
+            if plan.attention:
+                ctx = (S + 1) / 2 if plan.window is None else min(plan.window, (S + 1) / 2) + c.n_meta_tokens
                 flops += 6 * c.n_heads * (c.qk_head_dim + c.v_head_dim) * ctx
-            if layer.ssm is not None:
-                flops += 3 * 9 * c.d_inner * c.d_state
-        return float(flops)
+        return float(flops + sum(h.flops_per_token(S) for h in heads))
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:

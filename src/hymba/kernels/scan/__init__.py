@@ -1,7 +1,7 @@
 """Selective scan dispatch: ``ref`` (plain PyTorch, any device), ``triton`` (our Triton kernels, CUDA, no
-build), or ``cuda`` (the official mamba_ssm kernels, when that package is installed).
+build), or ``mamba_ssm`` (the CUDA kernels of state-spaces' mamba_ssm package, when it is installed).
 
-``auto`` takes, for CUDA tensors, ``cuda`` when mamba_ssm is importable, else ``triton`` when Triton is,
+``auto`` takes, for CUDA tensors, ``mamba_ssm`` when that package is importable, else ``triton`` when Triton is,
 else ``ref``; on CPU ``ref``. It logs its choice once. The one-token decoding update
 (:func:`selective_state_update`) has no Triton kernel yet: under ``triton`` it runs the reference.
 """
@@ -14,7 +14,7 @@ import os
 from hymba.kernels import BackendUnavailable, log_choice
 from hymba.kernels.scan.ref import selective_scan_quadratic, selective_scan_ref, selective_state_update_ref
 
-BACKENDS = ("auto", "ref", "triton", "cuda")
+BACKENDS = ("auto", "ref", "triton", "mamba_ssm")
 
 
 # looked up once at import: resolve() runs inside torch.compile'd forwards, where find_spec cannot be traced
@@ -39,8 +39,8 @@ def resolve(backend: str, device_type: str) -> str:
         raise ValueError(f"scan backend {backend!r} unknown; expected one of {BACKENDS}")
     if backend == "auto":
         if device_type == "cuda" and _has_mamba_ssm():
-            log_choice("selective_scan", "cuda", "mamba_ssm found")
-            return "cuda"
+            log_choice("selective_scan", "mamba_ssm", "mamba_ssm found")
+            return "mamba_ssm"
         if device_type == "cuda" and _has_triton():
             log_choice("selective_scan", "triton", "CUDA, mamba_ssm not installed")
             return "triton"
@@ -53,11 +53,11 @@ def resolve(backend: str, device_type: str) -> str:
         if device_type != "cuda" and not _interpreted():
             raise BackendUnavailable("scan backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 to "
                                      "interpret the kernels on CPU)")
-    if backend == "cuda":
+    if backend == "mamba_ssm":
         if device_type != "cuda":
-            raise BackendUnavailable("scan backend 'cuda' needs CUDA tensors")
+            raise BackendUnavailable("scan backend 'mamba_ssm' needs CUDA tensors")
         if not _has_mamba_ssm():
-            raise BackendUnavailable("scan backend 'cuda' needs the mamba_ssm package (not installed)")
+            raise BackendUnavailable("scan backend 'mamba_ssm' needs the mamba_ssm package (not installed)")
     return backend
 
 
@@ -69,7 +69,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         from hymba.kernels.scan.triton import selective_scan_triton
 
         return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if chosen == "cuda":
+    if chosen == "mamba_ssm":
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
         # the CUDA kernel wants delta, B, C and z in u's dtype (state and A stay fp32 inside)
@@ -82,7 +82,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 def selective_state_update(state, x, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                            backend: str = "auto"):
     """One decoding step, updating ``state`` [B, D, N] in place; see ``selective_state_update_ref``."""
-    if resolve(backend, x.device.type) == "cuda":
+    if resolve(backend, x.device.type) == "mamba_ssm":
         from mamba_ssm.ops.triton.selective_state_update import selective_state_update as fused
 
         return fused(state, x, delta, A, B, C, D, z, delta_bias, delta_softplus)

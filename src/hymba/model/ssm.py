@@ -1,0 +1,182 @@
+"""The SSM heads of a Hymba layer, each kind one class behind the small interface of :class:`SSMHead`.
+
+A head owns its parameters and says what the rest of the model needs to know about it: the widths it reads
+from the block's fused input projection, the width of its output, the shapes of its decoding state (the
+cache allocates them), and its FLOPs. It runs a full sequence (``forward``, which can also return the final
+state to prefill a cache) or one decoding token (``step``, updating that state in place). The scan itself is
+a kernel chosen by backend name (:mod:`hymba.kernels.scan`).
+
+:data:`SSM_KINDS` maps a kind's name to its class; :func:`ssm_head_class` picks the class of a config. Today
+the only kind is Mamba-1 (Gu & Dao 2023), the SSM of the released Hymba; a second kind is one class here, its
+entry in :data:`SSM_KINDS` and the config value that names it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Generic, NamedTuple, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hymba.config import ModelConfig
+from hymba.kernels.scan import selective_scan, selective_state_update
+from hymba.model.layers import RMSNorm
+
+T = TypeVar("T")
+
+
+class SSMState(NamedTuple, Generic[T]):
+    """One layer's SSM decoding state: tensors in a cache, or (from ``state_shapes``) one row's shapes."""
+
+    conv: T  # [B, channels, d_conv - 1]: the last conv inputs, in the cache dtype
+    ssm: T  # [B, ...]: the recurrent state, fp32 unless the cache is allocated otherwise
+
+
+class SSMHead(nn.Module):
+    """The interface every SSM head kind implements (construction: ``Head(config)``).
+
+    The block splits its fused input projection into ``in_widths(config)`` parts after Q, K and V and passes
+    them to ``forward`` / ``step`` in that order; the head's output [B, S, out_width(config)] goes to the
+    block's fusion with the attention branch.
+    """
+
+    # parameters (names inside the head) that HymbaLM's normal init leaves as constructed
+    keeps_init: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def in_widths(cls, c: ModelConfig) -> tuple[int, ...]:
+        """Widths of the parts of the block's input projection this head reads."""
+        raise NotImplementedError
+
+    @classmethod
+    def out_width(cls, c: ModelConfig) -> int:
+        raise NotImplementedError
+
+    @classmethod
+    def state_shapes(cls, c: ModelConfig) -> SSMState[tuple[int, ...]]:
+        """Shapes of one row's decoding state (the cache prepends the batch)."""
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
+        """The head's own initialisation, run after HymbaLM's normal init of every matrix."""
+        raise NotImplementedError
+
+    def forward(self, *inputs: Tensor, valid: Tensor | None = None,
+                return_state: bool = False) -> Tensor | tuple[Tensor, SSMState[Tensor]]:
+        """A full sequence: inputs [B, S, w] for w in ``in_widths``; valid [B, S] False at left padding.
+        Returns y [B, S, out_width], and with ``return_state`` the state after the last position."""
+        raise NotImplementedError
+
+    def step(self, *inputs: Tensor, state: SSMState[Tensor]) -> Tensor:
+        """One decoding token: inputs [B, w]; updates ``state`` in place. Returns y [B, out_width]."""
+        raise NotImplementedError
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs (forward + backward) per token of this head: its own weights and its scan (the
+        projection rows it reads from the block are counted with the block's matmuls)."""
+        raise NotImplementedError
+
+
+class Mamba1(SSMHead):
+    """Mamba-1 selective scan on the x stream, gated by z (Gu & Dao 2023), with RMSNorm on dt, B and C as
+    released. Reads x and z [B, S, d_inner] from the block's projection; state: the last ``d_conv - 1`` conv
+    inputs [d_inner, d_conv - 1] and the recurrent state [d_inner, d_state]."""
+
+    keeps_init = ("conv1d.weight",)  # PyTorch's default conv init, as in mamba_ssm
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.c = c
+        d_in, r, n = c.d_inner, c.ssm_dt_rank, c.d_state
+        self.conv1d = nn.Conv1d(d_in, d_in, c.d_conv, groups=d_in, padding=c.d_conv - 1)
+        self.x_proj = nn.Linear(d_in, r + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(r, d_in, bias=False)
+        self.dt_bias = nn.Parameter(torch.empty(d_in))
+        self.A_log = nn.Parameter(torch.empty(d_in, n))
+        self.D = nn.Parameter(torch.empty(d_in))
+        self.dt_norm = RMSNorm(r, c.norm_eps)
+        self.B_norm = RMSNorm(n, c.norm_eps)
+        self.C_norm = RMSNorm(n, c.norm_eps)
+
+    @classmethod
+    def in_widths(cls, c: ModelConfig) -> tuple[int, int]:
+        return c.d_inner, c.d_inner  # x, z
+
+    @classmethod
+    def out_width(cls, c: ModelConfig) -> int:
+        return c.d_inner
+
+    @classmethod
+    def state_shapes(cls, c: ModelConfig) -> SSMState[tuple[int, ...]]:
+        return SSMState((c.d_inner, c.d_conv - 1), (c.d_inner, c.d_state))
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The standard Mamba initialisation: S4D-real A, dt log-uniform in [dt_min, dt_max]."""
+        c = self.c
+        std = c.ssm_dt_rank ** -0.5
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        dt = torch.exp(torch.rand(c.d_inner) * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min))
+        dt = dt.clamp(min=c.dt_init_floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.A_log.copy_(torch.log(torch.arange(1, c.d_state + 1, dtype=torch.float32)).repeat(c.d_inner, 1))
+        self.D.fill_(1.0)
+
+    def _dt_B_C(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        r, n = self.c.ssm_dt_rank, self.c.d_state
+        dt, B, C = self.x_proj(u).split([r, n, n], dim=-1)
+        return self.dt_proj(self.dt_norm(dt)), self.B_norm(B), self.C_norm(C)
+
+    def forward(self, x: Tensor, z: Tensor, valid: Tensor | None = None,
+                return_state: bool = False) -> Tensor | tuple[Tensor, SSMState[Tensor]]:
+        """x, z [B, S, d_inner] -> y [B, S, d_inner] (and the final state)."""
+        A = -torch.exp(self.A_log.float())
+        S = x.shape[1]
+        if valid is not None:
+            x = x.masked_fill(~valid[..., None], 0.0)
+        xt = x.transpose(1, 2)  # (B, d_inner, S)
+        u = F.silu(self.conv1d(xt)[..., :S])
+        if valid is not None:
+            u = u.masked_fill(~valid[:, None], 0.0)  # padding must not write the state
+        dt, B, C = self._dt_B_C(u.transpose(1, 2))
+        out = selective_scan(u, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
+                             z.transpose(1, 2), self.dt_bias.float(), delta_softplus=True,
+                             return_last_state=return_state, backend=self.c.scan_backend)
+        if not return_state:
+            return out.transpose(1, 2)
+        y, state = out
+        k = self.c.d_conv - 1
+        conv = F.pad(xt, (max(0, k - S), 0))[..., -k:]  # (B, d_inner, d_conv - 1), zeros before a short prompt
+        return y.transpose(1, 2), SSMState(conv, state)
+
+    def step(self, x: Tensor, z: Tensor, state: SSMState[Tensor]) -> Tensor:
+        """x, z [B, d_inner] -> y [B, d_inner]; shifts the conv inputs and advances the recurrent state."""
+        A = -torch.exp(self.A_log.float())
+        inputs = torch.cat([state.conv, x[..., None].to(state.conv.dtype)], dim=-1)  # (B, d_inner, d_conv)
+        state.conv.copy_(inputs[..., 1:])
+        u = F.silu((inputs * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias).to(x.dtype)
+        dt, B, C = self._dt_B_C(u)
+        return selective_state_update(state.ssm, u, dt, A, B, C, self.D.float(), z, self.dt_bias.float(),
+                                      delta_softplus=True, backend=self.c.scan_backend)
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """6 x the weights (A, D and dt bias act elementwise; the few RMSNorm weights count, as they always
+        have) plus the scan: 9 FLOPs per channel and state forward (mamba_ssm's count), x3 with backward."""
+        c = self.c
+        weights = sum(p.numel() for p in self.parameters())
+        weights -= self.A_log.numel() + self.D.numel() + self.dt_bias.numel()
+        return float(6 * weights + 3 * 9 * c.d_inner * c.d_state)
+
+
+SSM_KINDS: dict[str, type[SSMHead]] = {"mamba1": Mamba1}
+
+
+def ssm_head_class(c: ModelConfig) -> type[SSMHead] | None:
+    """The SSM head class of config ``c``, None without an SSM branch (``ssm=False``). Every SSM is Mamba-1
+    today; a second kind reads its name from a config field here."""
+    return SSM_KINDS["mamba1"] if c.ssm else None
+
+
+__all__ = ["SSMHead", "SSMState", "Mamba1", "SSM_KINDS", "ssm_head_class"]
