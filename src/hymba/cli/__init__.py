@@ -1,10 +1,10 @@
-"""The `hymba` command line. Each subcommand is one module of this package, named after the command.
+"""The `hymba` command line: train, run the paper's ablation, evaluate, generate, benchmark.
 
-A subcommand module (``hymba.cli.<command>``, ``-`` spelled ``_``) holds only argument parsing and printing:
-``add_arguments(parser)`` and ``run(args) -> int``, calling the library for the work. Bad input
-(``ValueError``, ``FileNotFoundError``, ``hymba.errors.UsageError``) and a download that cannot reach the
-network (``ConnectionError``) become one line on stderr and exit code 2, never a traceback. No library module
-imports this package.
+Each subcommand is one module of this package, named after the command (``hymba.cli.<command>``, ``-``
+spelled ``_``), holding only argument parsing and printing: ``add_arguments(parser)`` and
+``run(args) -> int``, calling the library for the work. Bad input (``ValueError``, ``FileNotFoundError``,
+``hymba.errors.UsageError``) and a download that cannot reach the network (``ConnectionError``) become one
+line on stderr and exit code 2, never a traceback. No library module imports this package.
 """
 
 from __future__ import annotations
