@@ -228,7 +228,7 @@ def test_hymba_eval_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_mean_accuracy_counts_subtasks_not_their_group_aggregate():
-    from hymba.eval.cli import request_record, summarize
+    from hymba.eval.harness import request_record, summarize
 
     results = {"results": {"grp": {"acc,none": 0.9}, "a": {"acc,none": 0.2}, "b": {"acc,none": 0.4},
                            "c": {"acc,none": 0.6, "acc_norm,none": 0.5}},

@@ -74,7 +74,7 @@ def test_loss_decreases_on_builtin_corpus(small_run, tmp_path):
 
 
 def test_run_directory_is_loadable_by_hymba_eval(small_run, tmp_path):
-    from hymba.eval.checkpoint import load_run
+    from hymba.train.checkpoint import load_run
 
     out = tmp_path / "run"
     result = train(small_run(max_steps=2), out)
@@ -113,7 +113,7 @@ def test_tensorboard_without_the_package_is_a_clear_error(small_run, tmp_path):
 
 def test_generate_cli_samples_each_prompt_as_if_alone(small_run, tmp_path, capsys):
     from hymba.cli import main
-    from hymba.eval.checkpoint import load_run
+    from hymba.train.checkpoint import load_run
 
     out = tmp_path / "run"
     cfg = small_run(max_steps=2)  # strong weights: at 0.02 after 2 steps wrong meta K/V still picks the same tokens

@@ -19,8 +19,10 @@ import pandas as pd
 
 from hymba.ablation.paper import PAPER_COLUMNS, paper_table
 from hymba.ablation.store import read_results
+from hymba.eval.harness import read_summary
 from hymba.io import atomic_write
 from hymba.presets import ROW_NAMES
+from hymba.rundir import RunDir
 
 COLUMNS = ["ID", "Configuration", "Params (M)", "Attn:Mamba", "Val PPL", "Token acc", "Recall acc", "Train tok/s",
            "Gen tok/s", "KV cache MB", "SSM state MB", "Steps", "Status"]
@@ -32,8 +34,6 @@ CORRELATED = [("Gen tok/s", "Paper Throughput", "throughput"),
 DECIMALS = {"Params (M)": 3, "Val PPL": 2, "Token acc": 1, "Recall acc": 1, "Commonsense": 1, "Train tok/s": 0, "Gen tok/s": 0,
             "KV cache MB": 3, "SSM state MB": 3, "Paper Commonsense": 2, "Paper Recall": 2, "Paper Throughput": 1,
             "Paper Cache MB": 2}
-TABLE_FILES = {"csv": "table.csv", "md": "table.md", "json": "table.json"}
-PLOT_FILES = {"efficiency": "efficiency.png", "quality": "quality.png"}
 
 
 def _get(rec: dict[str, Any], key: str, scale: float = 1.0) -> float:
@@ -41,18 +41,11 @@ def _get(rec: dict[str, Any], key: str, scale: float = 1.0) -> float:
     return float(v) * scale if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
 
-def row_run_dir(out_dir: str | Path, row: int) -> Path:
-    """The training run directory (weights, config, tokenizer) of ``row`` in an ablation output directory."""
-    return Path(out_dir) / "rows" / str(row) / "train"
-
-
 def commonsense_results(out_dir: str | Path, results: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """The ``lm_eval.json`` summaries (``hymba eval``) of the finished rows that have one, by row."""
-    from hymba.eval.cli import RESULTS_FILE, read_summary
-
     found = {}
     for key, rec in results["rows"].items():
-        path = row_run_dir(out_dir, int(key)) / RESULTS_FILE
+        path = RunDir(out_dir).row_run(int(key)).lm_eval
         if rec.get("status") == "done" and path.is_file():
             summary = read_summary(path)
             if summary.get("mean_acc") is not None:
@@ -284,13 +277,13 @@ def write_report(out_dir: str | Path, plots: bool = True) -> tuple[pd.DataFrame,
     commonsense = commonsense_results(out, results)
     df = build_table(results, commonsense)
     corr = correlations(df)
-    files = {k: out / v for k, v in TABLE_FILES.items()}
+    files = {k: out / v for k, v in RunDir.TABLES.items()}
     atomic_write(files["csv"], df.to_csv(index=False))
     atomic_write(files["md"], markdown_report(df, corr, results, commonsense))
     atomic_write(files["json"], table_json(df, corr, results))
     if plots:
         for key, fn in (("efficiency", plot_efficiency), ("quality", plot_quality)):
-            files[key] = out / PLOT_FILES[key]
+            files[key] = out / RunDir.PLOTS[key]
             fn(df, files[key])
     return df, files
 
@@ -307,5 +300,5 @@ def print_report(df: pd.DataFrame, files: dict[str, Path], echo=print) -> None:
     echo("wrote: " + ", ".join(str(p) for p in files.values()))
 
 
-__all__ = ["COLUMNS", "build_table", "commonsense_results", "correlations", "formatted", "print_report", "row_run_dir",
+__all__ = ["COLUMNS", "build_table", "commonsense_results", "correlations", "formatted", "print_report",
            "spearman", "to_markdown", "write_report"]

@@ -7,7 +7,7 @@ in FP16 (``hymba.bench.cache_size``), the parameter count and Attn:Mamba ratio, 
 (``hymba.eval.mqar``). A row's record is saved the moment it finishes (``hymba.ablation.store``); rerunning
 the same command skips finished rows, so a crash, Ctrl-C or kill loses at most the row in flight.
 
-Layout of the output directory::
+Layout of the output directory (the names: ``hymba.rundir.RunDir``)::
 
     DIR/results.json, results.csv      one record per row (the source of truth)
     DIR/table.{csv,md,json}, *.png     the report (``hymba.ablation.report``)
@@ -34,6 +34,7 @@ from hymba.ablation.settings import CACHE_DTYPE, CACHE_SEQ_LEN, AblationSettings
 from hymba.ablation.store import ResultsStore
 from hymba.config import RunConfig
 from hymba.presets import ROW_NAMES
+from hymba.rundir import RunDir
 
 Echo = Callable[[str], None]
 
@@ -72,14 +73,13 @@ def recall_wanted(flag: bool | None, device: torch.device) -> bool:
 def train_row(settings: AblationSettings, row: int, run_dir: Path) -> tuple[Any, dict[str, Any]]:
     """Train and evaluate one row into ``run_dir``; returns (trained model, metrics)."""
     from hymba.train import train
-    from hymba.train.checkpoint import checkpoint_dir
 
     if run_dir.exists():  # a row killed in flight: start it over rather than resume a half-timed run
         shutil.rmtree(run_dir)
     run_cfg = RunConfig(model=settings.row_model(row), data=settings.data, train=settings.train)
     result = train(run_cfg, run_dir)
     # a finished row is never resumed: keep its weights (model.safetensors), drop the optimizer checkpoints
-    shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)
+    shutil.rmtree(RunDir(run_dir).checkpoints, ignore_errors=True)
     metrics = {"val_loss": result.val_loss, "val_ppl": result.val_ppl, "val_acc": result.val_acc,
                "val_tokens": result.val_tokens, "train_tokens_per_s": result.train_tokens_per_s,
                "mfu": result.mfu, "steps": result.steps}
@@ -157,7 +157,7 @@ def _recall_star(args: tuple) -> tuple:
 def _init_worker() -> None:
     import signal
 
-    from hymba.malloc import keep_freed_memory
+    from hymba.runtime import keep_freed_memory
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which terminates the workers
     keep_freed_memory()
@@ -189,23 +189,23 @@ def _free(device: torch.device) -> None:
 def run_row(settings: AblationSettings, row: int, out_dir: Path, device: torch.device) -> dict[str, Any]:
     """Train, evaluate and time one row (recall is measured after it is saved); a failure becomes a ``failed``
     record (traceback in ``rows/<id>/error.txt``)."""
-    row_dir = out_dir / "rows" / str(row)
-    row_dir.mkdir(parents=True, exist_ok=True)
-    (row_dir / "error.txt").unlink(missing_ok=True)
+    rd = RunDir(out_dir)
+    rd.row_dir(row).mkdir(parents=True, exist_ok=True)
+    rd.row_error(row).unlink(missing_ok=True)
     record: dict[str, Any] = {"id": row, "name": ROW_NAMES[row], "status": "done", "error": None,
-                              "device": str(device), "run_dir": f"rows/{row}/train", "recall_acc": None,
+                              "device": str(device), "run_dir": RunDir.row_run_name(row), "recall_acc": None,
                               "model": settings.row_model(row).to_dict()}
     t0 = time.perf_counter()
     model = None
     try:
-        model, metrics = train_row(settings, row, row_dir / "train")
+        model, metrics = train_row(settings, row, rd.row_run(row).path)
         record["model"] = model.config.to_dict()  # with the tokenizer's vocabulary
         record.update(metrics)
         record.update(measure_row(settings, model, device))
     except Exception as e:  # noqa: BLE001 - one broken row must not stop the others
         record["status"] = "failed"
         record["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:500]
-        (row_dir / "error.txt").write_text(traceback.format_exc())
+        rd.row_error(row).write_text(traceback.format_exc())
     finally:
         del model
         _free(device)
@@ -237,7 +237,7 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
     timed, that many rows at a time in parallel processes (timings are never taken while they run). Bad
     presets, rows or overrides raise ``ValueError`` before any work.
     """
-    from hymba.train.trainer import resolve_device
+    from hymba.runtime import resolve_device
 
     settings = AblationSettings.load(preset, overrides)
     row_ids = parse_rows(rows) if rows is None or isinstance(rows, str) else parse_rows(",".join(map(str, rows)))
@@ -246,7 +246,7 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
         raise ValueError(f"--out {out} exists and is not a directory")
     if not isinstance(recall_workers, int) or isinstance(recall_workers, bool) or recall_workers < 1:
         raise ValueError(f"--recall-workers {recall_workers!r} is invalid: must be a positive integer")
-    device = resolve_device(settings.train.device)
+    device = resolve_device(settings.train.device, key="train.device")
     want_recall = recall_wanted(recall, device)
     pooled = want_recall and recall_workers > 1  # recall after the loop, in parallel
     run = AblationRun(out, settings)
@@ -285,7 +285,7 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
                 if rec["status"] == "failed":
                     run.failed.append(row)
                     echo(f"{head}: FAILED after {rec['seconds']:.0f}s: {rec['error']} "
-                         f"(traceback in {out / 'rows' / str(row) / 'error.txt'})")
+                         f"(traceback in {RunDir(out).row_error(row)})")
                 else:
                     echo(f"{head}: {rec['seconds']:.0f}s, val ppl {rec['val_ppl']:.2f}, "
                          f"train {rec['train_tokens_per_s']:,.0f} tok/s, gen {rec['gen_tokens_per_s']:,.0f} tok/s, "

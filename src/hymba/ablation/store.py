@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from hymba.io import atomic_write, finite, lock_directory
+from hymba.rundir import RunDir
 
 FORMAT = 1
-RESULTS_JSON = "results.json"
-RESULTS_CSV = "results.csv"
 
 # results.csv columns (record keys); nested values (model config, breakdowns) stay in results.json
 CSV_FIELDS = ("id", "name", "status", "error", "params", "attn_params", "ssm_params", "attn_mamba", "val_loss",
@@ -38,9 +37,9 @@ class CorruptResults(ResultsError):
 
 def read_results(out_dir: str | Path) -> dict[str, Any]:
     """Parse and check ``out_dir/results.json``; raises ``FileNotFoundError`` or :class:`ResultsError`."""
-    path = Path(out_dir) / RESULTS_JSON
+    path = RunDir(out_dir).results
     if not path.is_file():
-        raise FileNotFoundError(f"no ablation results in {out_dir} ({RESULTS_JSON} missing)")
+        raise FileNotFoundError(f"no ablation results in {out_dir} ({RunDir.RESULTS} missing)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -86,7 +85,7 @@ class ResultsStore:
             self._lock_file = lock_directory(self.dir, "`hymba ablate`")
         except ValueError as e:
             raise ResultsError(str(e)) from None
-        path = self.dir / RESULTS_JSON
+        path = RunDir(self.dir).results
         if not path.exists():
             return []
         from hymba.ablation.settings import settings_diff
@@ -104,7 +103,7 @@ class ResultsStore:
                     raise CorruptResults(f"{e}; delete or move it, or pass --force to set it aside and start over") \
                         from None
                 raise
-            backup = path.with_name(f"{RESULTS_JSON}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+            backup = path.with_name(f"{RunDir.RESULTS}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
             os.replace(path, backup)
             return [f"--force: {e}; set aside as {backup}"]
         self.rows = {int(k): v for k, v in data["rows"].items()}
@@ -134,8 +133,9 @@ class ResultsStore:
         data = {"format": FORMAT, "settings": self.settings, "meta": self.meta,
                 "rows": {str(k): self.rows[k] for k in sorted(self.rows)}}
         # CSV first: if we die between the two, results.json (the record) is still the older, consistent one
-        atomic_write(self.dir / RESULTS_CSV, records_csv([self.rows[k] for k in sorted(self.rows)]))
-        atomic_write(self.dir / RESULTS_JSON, json.dumps(data, indent=2) + "\n")
+        rd = RunDir(self.dir)
+        atomic_write(rd.results_csv, records_csv([self.rows[k] for k in sorted(self.rows)]))
+        atomic_write(rd.results, json.dumps(data, indent=2) + "\n")
 
 
 def records_csv(records: list[dict[str, Any]]) -> str:
@@ -147,5 +147,4 @@ def records_csv(records: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-__all__ = ["CSV_FIELDS", "CorruptResults", "RESULTS_CSV", "RESULTS_JSON", "ResultsError", "ResultsStore",
-           "read_results", "records_csv"]
+__all__ = ["CSV_FIELDS", "CorruptResults", "ResultsError", "ResultsStore", "read_results", "records_csv"]

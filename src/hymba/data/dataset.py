@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # the target of a position with no next token (padding): F.cross_entropy's default
 
 
 def split_text(text: str, val_fraction: float) -> tuple[str, str]:

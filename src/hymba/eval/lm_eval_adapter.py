@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from hymba.model import HymbaLM
 from hymba.model.hymba import left_pad, sample_next
+from hymba.runtime import resolve_device, resolve_dtype
 
 DEFAULT_MAX_LENGTH = 2048
 
@@ -45,25 +46,6 @@ class TextTokenizer(Protocol):
     def eos_id(self) -> int: ...
 
 
-def _device(name: str | None) -> str:
-    name = name or "auto"
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} is invalid: CUDA is not available here; use device=cpu or auto")
-    return name
-
-
-def _dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if name not in table:
-        raise ValueError(f"dtype={name!r} is invalid: expected one of {', '.join(table)}")
-    return table[name]
-
-
 @register_model("hymba")
 class HymbaLMEval(TemplateLM):
     """A :class:`~hymba.model.HymbaLM` and its tokenizer behind lm-eval's ``LM`` interface.
@@ -72,7 +54,7 @@ class HymbaLMEval(TemplateLM):
     model and tokenizer (``model=..., tokenizer=...``).
 
     Args:
-        checkpoint: run directory written by training (``hymba.eval.checkpoint.load_run``).
+        checkpoint: run directory written by training (``hymba.train.checkpoint.load_run``).
         model, tokenizer: an in-memory model and tokenizer instead of ``checkpoint``.
         batch_size: requests per forward pass.
         max_length: longest token sequence fed to the model (contexts are left-truncated to it);
@@ -92,12 +74,12 @@ class HymbaLMEval(TemplateLM):
         if unknown:
             raise ValueError(f"unknown model_args for hymba: {', '.join(unknown)}; valid: checkpoint, batch_size, "
                              "max_length, max_gen_toks, device, dtype")
-        device = _device(device)
+        device = resolve_device(device or "auto")
         stored_len = None
         if checkpoint is not None:
             if model is not None or tokenizer is not None:
                 raise ValueError("pass either checkpoint=DIR or model= and tokenizer=, not both")
-            from hymba.eval.checkpoint import load_run
+            from hymba.train.checkpoint import load_run
 
             model, tokenizer, run_cfg = load_run(Path(checkpoint), device=device)
             stored_len = run_cfg.train.seq_len
@@ -106,8 +88,8 @@ class HymbaLMEval(TemplateLM):
         bs = int(batch_size) if str(batch_size) != "auto" else 8
         if bs < 1:
             raise ValueError(f"batch_size={batch_size!r} is invalid: must be a positive integer")
-        self._device = torch.device(device)
-        self.model = model.to(device=self._device, dtype=_dtype(dtype)).eval()
+        self._device = device
+        self.model = model.to(device=self._device, dtype=resolve_dtype(dtype)).eval()
         self.tokenizer = tokenizer
         self.batch_size = bs
         self.max_length = int(max_length or stored_len or DEFAULT_MAX_LENGTH)

@@ -43,10 +43,11 @@ import numpy as np
 import torch
 
 from hymba.config import ModelConfig, TrainConfig, section_from_dict
+from hymba.data.dataset import IGNORE_INDEX
+from hymba.runtime import autocast_context, autocast_dtype
 from hymba.train import build_optimizer, lr_at
-from hymba.train.trainer import TrainingDiverged, autocast_context, autocast_dtype
+from hymba.train.trainer import TrainingDiverged
 
-IGNORE_INDEX = -100
 FILLER = 0
 
 # SeedSequence streams: training batches and held-out evaluation batches never share a seed.

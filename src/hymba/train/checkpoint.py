@@ -1,10 +1,16 @@
-"""Training checkpoints and the final weights, written atomically.
+"""Training checkpoints and the final weights, written atomically; loading a run directory back.
 
 A checkpoint is a directory ``<out>/checkpoints/step_NNNNNNN/`` with ``model.safetensors`` (weights),
 ``state.pt`` (optimizer, step, data-loader and RNG state) and ``manifest.json`` (the SHA-256 of both files).
 It is assembled in a temporary directory and renamed into place, and ``<out>/checkpoints/latest`` names the
 newest one (replaced atomically too), so an interrupted save never leaves a half-written checkpoint behind;
 the manifest turns later corruption into a clear error instead of garbage weights.
+
+:func:`load_run` gives back what a training run directory (``hymba train``, ``hymba.train.train``) holds, for
+evaluation and generation: ``config.json`` (the resolved :class:`~hymba.config.RunConfig`), ``tokenizer.json``,
+and the final ``model.safetensors`` when present, otherwise the latest verified checkpoint (an interrupted
+run). The evaluation length defaults to the training sequence length ``train.seq_len``. File names:
+:class:`hymba.rundir.RunDir`.
 """
 
 from __future__ import annotations
@@ -21,15 +27,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from hymba.config import RunConfig
+from hymba.data.tokenizer import TextTokenizer
 from hymba.io import atomic_path, atomic_write, fsync_path, json_dumps, umask_mode
+from hymba.model import HymbaLM
+from hymba.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-CKPT_DIR = "checkpoints"
-WEIGHTS_FILE = "model.safetensors"
+# inside a checkpoint directory, beside its weights (RunDir.WEIGHTS)
 STATE_FILE = "state.pt"
 MANIFEST_FILE = "manifest.json"
-LATEST_FILE = "latest"
 
 
 def _sha256(path: Path) -> str:
@@ -74,19 +82,15 @@ def load_weights(model: nn.Module, path: Path) -> None:
         raise ValueError(f"weights {path} do not fit the model: {str(e).splitlines()[0]}") from e
 
 
-def checkpoint_dir(out_dir: Path) -> Path:
-    return Path(out_dir) / CKPT_DIR
-
-
 def list_checkpoints(out_dir: Path) -> list[Path]:
-    root = checkpoint_dir(out_dir)
-    return sorted(p for p in root.glob("step_*") if p.is_dir()) if root.is_dir() else []
+    root = RunDir(out_dir).checkpoints
+    return sorted(p for p in root.glob(RunDir.CHECKPOINT_GLOB) if p.is_dir()) if root.is_dir() else []
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
     """The checkpoint ``latest`` names, else the highest step present, else ``None``."""
-    root = checkpoint_dir(out_dir)
-    latest = root / LATEST_FILE
+    rd = RunDir(out_dir)
+    root, latest = rd.checkpoints, rd.latest
     if latest.is_file():
         path = root / latest.read_text().strip()
         if path.is_dir():
@@ -98,16 +102,16 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 def save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                     state: dict[str, Any], keep: int = 2) -> Path:
     """Write checkpoint ``step`` atomically, point ``latest`` at it and keep only the newest ``keep``."""
-    root = checkpoint_dir(out_dir)
+    rd = RunDir(out_dir)
+    root, final = rd.checkpoints, rd.checkpoint(step)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
     try:
         umask_mode(tmp, directory=True)
-        save_weights(model, tmp / WEIGHTS_FILE, metadata={"step": str(step)})
+        save_weights(model, tmp / RunDir.WEIGHTS, metadata={"step": str(step)})
         torch.save({"step": step, "optimizer": optimizer.state_dict(), **state}, tmp / STATE_FILE)
         fsync_path(tmp / STATE_FILE)
-        manifest = {"step": step, "sha256": {n: _sha256(tmp / n) for n in (WEIGHTS_FILE, STATE_FILE)}}
+        manifest = {"step": step, "sha256": {n: _sha256(tmp / n) for n in (RunDir.WEIGHTS, STATE_FILE)}}
         (tmp / MANIFEST_FILE).write_text(json_dumps(manifest, indent=2) + "\n")
         if final.exists():
             shutil.rmtree(final)
@@ -115,7 +119,7 @@ def save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic_write(root / LATEST_FILE, (final.name + "\n").encode())
+    atomic_write(rd.latest, (final.name + "\n").encode())
     for old in list_checkpoints(out_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -139,7 +143,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             raise ValueError(f"checkpoint {path} is incomplete or corrupted: {name} is missing")
         if _sha256(f) != digest:
             raise ValueError(f"checkpoint {path} is corrupted: {name} does not match its SHA-256 in {MANIFEST_FILE}")
-    load_weights(model, path / WEIGHTS_FILE)
+    load_weights(model, path / RunDir.WEIGHTS)
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -153,7 +157,7 @@ def load_newest_checkpoint(out_dir: Path, model: nn.Module,
     with a warning naming both; if none verifies, the newest one's error is raised."""
     latest = latest_checkpoint(out_dir)
     if latest is None:
-        raise FileNotFoundError(f"cannot resume: no checkpoint under {checkpoint_dir(out_dir)} (the run stopped "
+        raise FileNotFoundError(f"cannot resume: no checkpoint under {RunDir(out_dir).checkpoints} (the run stopped "
                                 "before its first one); delete the directory or choose another --out to start over")
     error = None
     for path in [latest] + [p for p in reversed(list_checkpoints(out_dir)) if p != latest]:
@@ -166,3 +170,36 @@ def load_newest_checkpoint(out_dir: Path, model: nn.Module,
             log.warning("%s; resuming from the newest intact checkpoint, %s, instead", error, path)
         return path, state
     raise error
+
+
+def load_run(run_dir: Path | str, device: str | torch.device = "cpu") -> tuple[HymbaLM, TextTokenizer, RunConfig]:
+    """``(model in eval mode, tokenizer, resolved run config)`` of a run directory."""
+    run_dir = Path(run_dir)
+    rd = RunDir(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    for path in (rd.config_json, rd.tokenizer):
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir} is not a training run directory: {path.name} is missing")
+    try:
+        raw = json.loads(rd.config_json.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{rd.config_json} is corrupt (not valid JSON: {e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{rd.config_json} is corrupt (not a JSON object)")
+    cfg = RunConfig.from_dict(raw, where=str(rd.config_json))
+    d = cfg.data
+    tokenizer = TextTokenizer.from_file(rd.tokenizer, d.pad_token, d.bos_token, d.eos_token)
+    if tokenizer.vocab_size > cfg.model.vocab_size:
+        raise ValueError(f"{run_dir}: tokenizer has {tokenizer.vocab_size} tokens, model.vocab_size is only "
+                         f"{cfg.model.vocab_size}")
+    model = HymbaLM(cfg.model)
+    if rd.weights.is_file():
+        load_weights(model, rd.weights)
+    else:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise FileNotFoundError(f"{run_dir} has neither {RunDir.WEIGHTS} nor a checkpoint under "
+                                    f"{RunDir.CHECKPOINTS}/")
+        load_checkpoint(ckpt, model)
+    return model.to(device).eval(), tokenizer, cfg

@@ -4,7 +4,8 @@ AdamW with decoupled weight decay on matrices only, linear warm-up then cosine d
 (fp32 on CPU), gradient clipping and accumulation, optional ``torch.compile``. The run directory holds the
 resolved config (``config.json``/``config.toml``), the git revision (``run.json``), ``train.log``,
 ``metrics.jsonl``, checkpoints, and at the end ``model.safetensors`` + ``tokenizer.json`` (what ``hymba eval``
-loads) and ``results.json``.
+loads) and ``results.json`` (the names: ``hymba.rundir.RunDir``). Device, autocast and peak FLOP/s come from
+``hymba.runtime``.
 """
 
 from __future__ import annotations
@@ -31,13 +32,12 @@ from torch import nn
 from hymba.config import ModelConfig, RunConfig, TrainConfig, apply_overrides
 from hymba.data import IGNORE_INDEX, TrainBatches, prepare, val_batches
 from hymba.model import HymbaLM
-from hymba.io import LOCK_FILE, atomic_write, json_dumps, lock_directory
+from hymba.io import atomic_write, json_dumps, lock_directory
+from hymba.rundir import RunDir
+from hymba.runtime import autocast_context, autocast_dtype, peak_flops, resolve_device
 from hymba.train.checkpoint import latest_checkpoint, load_newest_checkpoint, save_checkpoint, save_weights
 
 log = logging.getLogger(__name__)
-
-# dense bf16 tensor-core peak FLOP/s by GPU name, for MFU (train.peak_flops overrides)
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
 
 
 class TrainingDiverged(RuntimeError):
@@ -96,39 +96,6 @@ def lr_at(step: int, train_cfg: TrainConfig) -> float:
     return floor + 0.5 * (c.lr - floor) * (1.0 + math.cos(math.pi * progress))
 
 
-# ---- device and precision ---------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} is invalid: CUDA is not available (use auto or cpu)")
-    return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA, none (fp32) on CPU, unless ``precision`` says otherwise."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    return torch.bfloat16
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-def peak_flops(device: torch.device, train_cfg: TrainConfig) -> float | None:
-    if device.type != "cuda":
-        return None
-    if train_cfg.peak_flops:
-        return train_cfg.peak_flops
-    name = torch.cuda.get_device_name(device)
-    for key, flops in PEAK_BF16_FLOPS.items():
-        if key in name:
-            return flops
-    log.warning("MFU not reported: peak FLOP/s of %r unknown (set train.peak_flops)", name)
-    return None
-
-
 # ---- evaluation -------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: nn.Module, val_tokens, seq_len: int, batch_size: int, device: str | torch.device,
@@ -175,10 +142,6 @@ def git_revision() -> dict[str, Any]:
     return {"commit": rev.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
-CONFIG_JSON = "config.json"
-RUN_JSON = "run.json"
-METRICS_FILE = "metrics.jsonl"
-RESULTS_FILE = "results.json"
 IGNORED_FIELDS = {("model", "vocab_size"), ("data", "cache_dir")}  # the tokenizer's size; where, not what
 
 
@@ -190,7 +153,7 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def _refuse_other_runs(out: Path) -> None:
-    if (out / "rows").is_dir():
+    if RunDir(out).is_ablation():
         raise ValueError(f"--out {out} holds a `hymba ablate` run (rows/, results.json), not a training run; "
                          "choose another --out")
 
@@ -200,7 +163,7 @@ def saved_config(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = (
     what ``hymba train --resume`` continues with."""
     out = Path(out_dir)
     _refuse_other_runs(out)
-    path = out / CONFIG_JSON
+    path = RunDir(out).config_json
     if not path.is_file():
         raise FileNotFoundError(f"cannot resume: {path} is missing (--out is not a `hymba train` run directory)")
     saved = _read_json(path, "cannot resume")
@@ -227,13 +190,14 @@ def _open_run_dir(out: Path, resume: bool) -> tuple[IO[str], list[Path]]:
     _refuse_other_runs(out)
     if resume and not out.is_dir():
         raise FileNotFoundError(f"cannot resume: {out} does not exist")
-    made = [p for p in (out, out / LOCK_FILE) if not p.exists()]
+    rd = RunDir(out)
+    made = [p for p in (out, rd.lock) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
     lock = lock_directory(out, "`hymba train`")
     try:
         if resume:
             saved_config(out)  # a run directory with a readable config
-        left = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+        left = rd.leftovers()
         if not resume and left:
             raise ValueError(f"--out {out} is not empty ({', '.join(left[:4])}{', ...' if len(left) > 4 else ''}); "
                              "pass --resume to continue the run in it, or choose another --out")
@@ -254,15 +218,16 @@ def _remove(paths: list[Path]) -> None:
 
 def _write_run_files(out: Path, resolved: RunConfig, tokenizer) -> None:
     _write_config(out, resolved)
-    tokenizer.save(out / "tokenizer.json")
+    tokenizer.save(RunDir(out).tokenizer)
     run = {"git": git_revision(), "argv": sys.argv, "torch": torch.__version__, "python": sys.version.split()[0],
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write(out / RUN_JSON, json_dumps(run, indent=2) + "\n")
+    atomic_write(RunDir(out).run_json, json_dumps(run, indent=2) + "\n")
 
 
 def _write_config(out: Path, resolved: RunConfig) -> None:
-    atomic_write(out / CONFIG_JSON, json_dumps(resolved.to_dict(), indent=2) + "\n")
-    atomic_write(out / "config.toml", resolved.to_toml())
+    rd = RunDir(out)
+    atomic_write(rd.config_json, json_dumps(resolved.to_dict(), indent=2) + "\n")
+    atomic_write(rd.config_toml, resolved.to_toml())
 
 
 def _check_resumable(out: Path, resolved: RunConfig) -> dict[str, tuple[Any, Any]]:
@@ -277,7 +242,7 @@ def _check_resumable(out: Path, resolved: RunConfig) -> dict[str, tuple[Any, Any
 
 def _refuse_finished(out: Path, max_steps: int) -> None:
     """Raise if ``results.json`` says the run already trained ``max_steps``: there is nothing to resume."""
-    path = out / RESULTS_FILE
+    path = RunDir(out).results
     results = _read_json(path, "cannot resume") if path.is_file() else {}
     done = results.get("steps") if isinstance(results, dict) else None
     if isinstance(done, int) and done >= max_steps:
@@ -288,7 +253,7 @@ def _refuse_finished(out: Path, max_steps: int) -> None:
 def _record_resume(out: Path, resolved: RunConfig, changed: dict[str, tuple[Any, Any]], ckpt: Path) -> None:
     """Append this resume (checkpoint, command, changed train settings) to ``run.json``; the changed settings
     also go into ``config.json``/``config.toml``, so the next resume continues with them."""
-    path = out / RUN_JSON
+    path = RunDir(out).run_json
     run = _read_json(path, "cannot resume") if path.is_file() else {}
     if not isinstance(run, dict):
         raise ValueError(f"cannot resume: {path} is corrupt (expected an object)")
@@ -329,8 +294,8 @@ class _MetricsLog:
             except ImportError as e:
                 raise ValueError("train.tensorboard=true needs the tensorboard package "
                                  "(pip install 'hymba[tensorboard]')") from e
-            self.tb = SummaryWriter(str(out / "tensorboard"))
-        self.file = open(out / METRICS_FILE, "a")
+            self.tb = SummaryWriter(str(RunDir(out).tensorboard))
+        self.file = open(RunDir(out).metrics, "a")
 
     def write(self, step: int, **values: Any) -> None:
         self.file.write(json_dumps({"step": step, **values}) + "\n")
@@ -396,8 +361,9 @@ def train(run_cfg: RunConfig, out_dir: str | Path, *, resume: bool = False,
     ``TrainingDiverged`` when the loss or gradient norm stops being finite.
     """
     out = Path(out_dir)
+    rd = RunDir(out)
     lock, made = _open_run_dir(out, resume)
-    handler = logging.FileHandler(out / "train.log")
+    handler = logging.FileHandler(rd.train_log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     pkg_log = logging.getLogger("hymba")
     pkg_log.addHandler(handler)
@@ -408,24 +374,25 @@ def train(run_cfg: RunConfig, out_dir: str | Path, *, resume: bool = False,
     try:
         return _train(run_cfg, out, resume, model_config_override)
     except BaseException:
-        failed_in_setup = not resume and not (out / METRICS_FILE).exists()  # opened just before the first step
+        failed_in_setup = not resume and not rd.metrics.exists()  # opened just before the first step
         raise
     finally:
         pkg_log.removeHandler(handler)
         pkg_log.setLevel(old_level)
         handler.close()
         if failed_in_setup:  # bad input: leave no half-made run directory behind
-            _remove([out] if out in made else [p for p in out.iterdir() if p.name != LOCK_FILE or p in made])
+            _remove([out] if out in made else [p for p in out.iterdir() if p.name != RunDir.LOCK or p in made])
         lock.close()
 
 
 def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | None) -> TrainResult:
     tc = run_cfg.train
+    rd = RunDir(out)
     changed = {}
     if resume:  # refused before any work: a changed model or data config, a finished run
         changed = _check_resumable(out, RunConfig(model=override or run_cfg.model, data=run_cfg.data, train=tc))
         _refuse_finished(out, tc.max_steps)
-    device = resolve_device(tc.device)
+    device = resolve_device(tc.device, key="train.device")
     amp = autocast_dtype(tc.precision, device)
     data = prepare(run_cfg.data)
     log.info("corpus %s: %d train / %d val tokens, vocabulary %d (%s)", run_cfg.data.source, len(data.train),
@@ -449,14 +416,14 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         _record_resume(out, resolved, changed, ckpt)
-        _truncate_metrics(out / METRICS_FILE, step)
+        _truncate_metrics(rd.metrics, step)
         log.info("resumed from %s at step %d", ckpt, step)
     else:
         _write_run_files(out, resolved, data.tokenizer)
     log.info("model: %d parameters, %s; device %s, %s", n_params, model.param_breakdown(), device,
              "bf16 autocast" if amp else "fp32")
     forward = torch.compile(model) if tc.compile else model
-    peak = peak_flops(device, tc)
+    peak = peak_flops(device, tc.peak_flops)
     flops_per_token = model.flops_per_token(tc.seq_len)
     tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum
     eval_bs = tc.eval_batch_size or tc.batch_size
@@ -521,15 +488,15 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
     mfu = flops_per_token * tokens_per_s / peak if peak and steady else None
 
     ev = evaluate(model, data.val, tc.seq_len, eval_bs, device, precision=tc.precision)
-    save_weights(model, out / "model.safetensors", metadata={"step": str(step)})
+    save_weights(model, rd.weights, metadata={"step": str(step)})
     model.eval()
     result = TrainResult(val_loss=ev["loss"], val_ppl=ev["ppl"], val_acc=ev["acc"], val_tokens=ev["tokens"],
                          train_tokens_per_s=tokens_per_s, mfu=mfu, steps=step, n_params=n_params,
                          vocab_size=data.vocab_size, out_dir=out, model=model)
-    with open(out / METRICS_FILE, "a") as f:
+    with open(rd.metrics, "a") as f:
         f.write(json_dumps({"step": step, "final": True, **{k: v for k, v in result.metrics().items()
                                                             if k != "out_dir"}}) + "\n")
-    atomic_write(out / RESULTS_FILE, json_dumps(result.metrics(), indent=2) + "\n")
+    atomic_write(rd.results, json_dumps(result.metrics(), indent=2) + "\n")
     log.info("done: %d steps, val loss %.4f, ppl %.2f, acc %.4f, %s%s", step, ev["loss"], ev["ppl"], ev["acc"],
              f"{tokens_per_s:.0f} tokens/s" if tokens_per_s is not None else "no step timed",
              f", MFU {mfu:.1%}" if mfu is not None else "")

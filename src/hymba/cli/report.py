@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hymba.cli import UsageError
+from hymba.errors import UsageError
+from hymba.rundir import RunDir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.dir.is_dir():
         raise FileNotFoundError(f"no such directory: {args.dir}")
-    if not (args.dir / "rows").is_dir() and (args.dir / "config.json").is_file():  # as `hymba eval` tells them apart
+    if RunDir(args.dir).is_train_run():
         raise UsageError(f"{args.dir} is a training run (`hymba train`), not an ablation directory; "
                          f"`hymba report` reads the output of `hymba ablate --out DIR`")
     table, files = write_report(args.dir, plots=args.plots)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import hymba.data.cache as prep
+import hymba.data.tokens as prep
 from hymba.config import DataConfig
 from hymba.data import builtin_text, prepare, split_text
 

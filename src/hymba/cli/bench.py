@@ -8,9 +8,9 @@ import json
 import torch
 
 from hymba.bench import generation_throughput
-from hymba.bench.common import DTYPES, add_model_args, model_config_from_args
-from hymba.cli import parse_device
+from hymba.cli.args import add_device_arg, add_model_args, model_config_from_args, parse_device
 from hymba.model import HymbaLM
+from hymba.runtime import DTYPES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,8 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start batch, halved on out-of-memory (default: 128 on CUDA, 4 on CPU)")
     p.add_argument("--new-tokens", type=int, default=None,
                    help="generated tokens per prompt (default: 64 on CUDA, 16 on CPU)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N "
-                                                    "(default: %(default)s)")
+    add_device_arg(p)
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="weights' dtype (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--eager", action="store_true", help="decode step by step in Python, not from a CUDA graph")

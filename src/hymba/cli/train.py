@@ -11,8 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
-from hymba.cli import UsageError
 from hymba.config import RunConfig
+from hymba.errors import UsageError
+from hymba.rundir import RunDir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             if diff:
                 raise UsageError(f"--config {args.config} differs from the run's own config "
                                  f"({format_diff(diff)}); "
-                                 f"--resume continues with {args.out / 'config.json'}: drop --config and change "
+                                 f"--resume continues with {RunDir(args.out).config_json}: drop --config and change "
                                  "train settings with --set")
     else:
         cfg = RunConfig.load(args.config, args.overrides)

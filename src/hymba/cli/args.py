@@ -1,4 +1,5 @@
-"""Arguments shared by the benchmark subcommands: which model config, which dtype."""
+"""Arguments several subcommands share: ``--device``, and which model config (``--config`` or ``--row`` at
+``--preset``) for the benchmark subcommands."""
 
 from __future__ import annotations
 
@@ -7,11 +8,25 @@ import argparse
 import torch
 
 from hymba.config import ModelConfig
-
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
+from hymba.errors import UsageError
+from hymba.runtime import DeviceError, resolve_device
 
 DEFAULT_ROW = 13
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when available), cpu, cuda or cuda:N (default: %(default)s)")
+
+
+def parse_device(name: str, flag: str = "--device") -> torch.device:
+    """:func:`hymba.runtime.resolve_device` of a flag's value; a name it refuses is a :class:`UsageError`
+    naming ``flag`` (``--device tpu: unknown device; ...``)."""
+    try:
+        return resolve_device(name, key=flag)
+    except DeviceError as e:
+        hint = f"; use {flag} cpu or auto" if e.fallback else ""
+        raise UsageError(f"{flag} {name}: {e.problem}{hint}") from None
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -28,7 +43,6 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def model_config_from_args(args: argparse.Namespace) -> tuple[ModelConfig, str]:
     from hymba.bench import load_model_config
-    from hymba.cli import UsageError
     from hymba.presets import ROW_NAMES, SCALES, row_config
 
     if args.config:

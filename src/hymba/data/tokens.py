@@ -1,4 +1,4 @@
-"""Corpus -> tokenizer -> token arrays, cached on disk.
+"""The token cache: corpus -> tokenizer -> token arrays, cached on disk.
 
 The cache entry of a corpus lives in ``<cache_dir>/data/<key>/`` with ``tokenizer.json``, ``train.bin``,
 ``val.bin`` (raw uint16/uint32 tokens, read back as ``np.memmap``) and ``meta.json``, written last and

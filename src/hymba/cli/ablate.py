@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from hymba.ablation.settings import PRESETS
+from hymba.rundir import RunDir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
     print_report(result.table, result.files)
     if result.failed:
         print(f"hymba ablate: {len(result.failed)} row(s) failed: {', '.join(map(str, result.failed))} "
-              f"(see {out}/rows/<id>/error.txt); rerun to retry them", file=sys.stderr)
+              f"(see {RunDir(out).row_error('<id>')}); rerun to retry them", file=sys.stderr)
         return 1
     return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from hymba.bench import cache_size
-from hymba.bench.common import DTYPES, add_model_args, model_config_from_args
+from hymba.cli.args import add_model_args, model_config_from_args
+from hymba.runtime import DTYPES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
