@@ -75,13 +75,12 @@ class Section:
             if not _is_number(v) or v < low or (strict and v == low):
                 self.invalid(name, f"must be {'>' if strict else '>='} {low:g}{note}")
 
-    def check_interval(self, name: str, low: float, high: float, closed: str = "[]") -> None:
-        """The field lies in the interval from ``low`` to ``high``; ``closed`` is its brackets, e.g. ``"[)"``."""
+    def check_interval(self, name: str, low: float, high: float, closed: str = "[]", note: str = "") -> None:
+        """The field lies between ``low`` and ``high``; ``closed`` is the interval's brackets, e.g. ``"[)"``."""
         v = getattr(self, name)
-        ok = _is_number(v) and (low <= v if closed[0] == "[" else low < v) and (v <= high if closed[1] == "]"
-                                                                                 else v < high)
-        if not ok:
-            self.invalid(name, f"must lie in {closed[0]}{low:g}, {high:g}{closed[1]}")
+        above = _is_number(v) and (low <= v if closed[0] == "[" else low < v)
+        if not (above and (v <= high if closed[1] == "]" else v < high)):
+            self.invalid(name, f"must lie in {closed[0]}{low:g}, {high:g}{closed[1]}{note}")
 
     def check_choice(self, name: str, choices: typing.Iterable[str], note: str = "") -> None:
         """The field is one of ``choices``."""
