@@ -31,9 +31,11 @@ def row_overrides(row: int) -> dict[str, Any]:
     return out
 
 
-def row_config(row: int, base: str = "tiny", **model_overrides: Any) -> ModelConfig:
-    """Model configuration of one roadmap row at one scale; ``model_overrides`` apply last."""
-    model = dict(scale_settings(base)["model"])
+def row_config(row: int, base: str | dict[str, Any] = "tiny", **model_overrides: Any) -> ModelConfig:
+    """Model configuration of one roadmap row: the row's deltas over a base model table (``base``: a scale's
+    name, or the table itself, e.g. a scale's with ``--set`` overrides applied), then ``model_overrides``.
+    The base's ``n_meta_tokens`` is the count of the rows that use meta tokens; the other rows have none."""
+    model = dict(scale_settings(base)["model"] if isinstance(base, str) else base)
     n_meta = model.pop("n_meta_tokens", 0)
     fields = row_overrides(row)
     use_meta = fields.pop("use_meta", False)
