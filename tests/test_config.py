@@ -6,7 +6,8 @@ import typing
 
 import pytest
 
-from hymba.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from hymba.config import DataConfig, ModelConfig, RunConfig, TrainConfig, tiny_model
+from hymba.eval.mqar import MQARSettings
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 FLOAT_FIELDS = [(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)
@@ -42,3 +43,129 @@ def test_dt_max_below_dt_min():
 def test_model_errors_use_the_model_key():
     with pytest.raises(ValueError, match=r"^model.n_heads=5 is invalid"):
         ModelConfig(n_heads=5, d_model=64)
+
+
+# ---- one loader and one set of checks for every TOML section (issue 13) -------------------------------------
+def _ablation_sections():
+    from hymba.ablation.settings import SECTIONS as ABLATION_SECTIONS
+
+    return ABLATION_SECTIONS
+
+
+def test_every_toml_section_is_a_config_section_named_as_in_toml():
+    from hymba.config import Section
+
+    sections = {**SECTIONS, **_ablation_sections()}
+    assert set(sections) == {"model", "data", "train", "bench", "recall"}
+    for name, cls in sections.items():
+        assert issubclass(cls, Section) and cls.SECTION == name, name
+
+
+RECALL_FLOATS = [f.name for f in dataclasses.fields(MQARSettings)
+                 if typing.get_type_hints(MQARSettings)[f.name] is float]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf], ids=["nan", "inf"])
+@pytest.mark.parametrize("name", RECALL_FLOATS)
+def test_non_finite_recall_floats_are_rejected_by_name(name, value):
+    from hymba.ablation.settings import AblationSettings
+
+    assert len(RECALL_FLOATS) >= 4
+    with pytest.raises(ValueError, match=rf"^recall\.{name}={value!r} is invalid: must be a finite number"):
+        AblationSettings.load("micro", [f"recall.{name}={value}"])
+
+
+@pytest.mark.parametrize("item, valid", [
+    ("recall.lr=0", "must be > 0"), ("recall.power_a=0", "must be > 0"),
+    ("recall.weight_decay=-1", "must be >= 0"), ("recall.grad_clip=-1", "must be >= 0"),
+    ("recall.train_steps=0", "must be a positive integer"), ("recall.warmup_steps=-1", "must be an integer >= 0"),
+    ("recall.lr_schedule=linear", "expected one of cosine, constant"), ("recall.stop_accuracy=2", "must lie in (0, 1]"),
+    ("recall.vocab=2", "must be an integer >= 4"),
+    ("recall.train=[[8, 4]]", "the setting [8, 4] has seq_len=8: 4 pairs need seq_len >= 16"),
+    ("recall.eval=[[32, 2], [64, 40]]", "the setting [64, 40] has pairs=40: vocab=32 offers 15 keys"),
+    ("bench.batch=0", "must be a positive integer"), ("bench.warmup=-1", "must be an integer >= 0"),
+    ("bench.dtype=fp8", "expected one of auto, fp16, bf16, fp32"),
+])
+def test_ablation_section_errors_name_the_key_as_set_spells_it(item, valid):
+    from hymba.ablation.settings import AblationSettings
+
+    key = item.partition("=")[0]
+    with pytest.raises(ValueError) as e:
+        AblationSettings.load("micro", [item])
+    message = str(e.value)
+    assert message.startswith(f"{key}=") and " is invalid: " in message and valid in message, message
+
+
+def test_backend_names_come_from_the_kernels_registries(monkeypatch):
+    import hymba.kernels.attention as attention
+    import hymba.kernels.scan as scan
+    from hymba.config.model import backends
+
+    for field, registry in (("attn_backend", attention.BACKENDS), ("scan_backend", scan.BACKENDS)):
+        assert all(getattr(ModelConfig(**{field: b}), field) == b for b in registry)
+        with pytest.raises(ValueError, match=rf"^model\.{field}='fast' is invalid: expected one of "
+                                             + ", ".join(registry) + "$"):
+            ModelConfig(**{field: "fast"})
+    monkeypatch.setattr(scan, "BACKENDS", (*scan.BACKENDS, "new_kernel"))
+    backends.cache_clear()
+    try:
+        assert ModelConfig(scan_backend="new_kernel").scan_backend == "new_kernel"
+    finally:
+        backends.cache_clear()
+
+
+def test_config_imports_neither_presets_nor_triton():
+    """The config package sits below presets (presets reads config, never the other way) and stays cheap."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import hymba.config
+
+    for path in Path(hymba.config.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith("hymba.presets") for n in names), path
+    code = ("import sys; from hymba.config import ModelConfig, RunConfig, tiny_model; RunConfig.load(None); "
+            "ModelConfig(scan_backend='triton', attn_backend='flex'); tiny_model(); "
+            "print(sorted(m for m in sys.modules if m == 'triton' or m.startswith(('triton.', 'hymba.presets'))))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-2000:])
+
+
+# ---- a run TOML may start from a roadmap scale ---------------------------------------------------------------
+def test_a_run_toml_starts_from_the_scale_it_names(tmp_path):
+    from hymba.config import scale_settings
+
+    path = tmp_path / "run.toml"
+    path.write_text('scale = "seed"\n\n[train]\nmax_steps = 5\n')
+    cfg = RunConfig.load(path, ["data.char_budget=1000"])
+    seed = scale_settings("seed")
+    assert cfg.model == ModelConfig.from_dict(seed["model"])
+    assert cfg.data == DataConfig.from_dict({**seed["data"], "char_budget": 1000})
+    assert cfg.train == TrainConfig.from_dict({**seed["train"], "max_steps": 5})
+    assert cfg.train != TrainConfig.from_dict(seed["train"]) and cfg.model != ModelConfig()
+
+
+@pytest.mark.parametrize("line", ['scale = "huge"', "scale = 3"])
+def test_an_unknown_scale_names_the_file_and_lists_the_scales(tmp_path, line):
+    path = tmp_path / "run.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(ValueError, match=rf"^{path}: scale = .* is not a scale of roadmap.toml; expected one of "
+                                         "tiny, seed, paper"):
+        RunConfig.load(path)
+
+
+def test_tiny_toml_is_derived_from_the_tiny_scale_not_copied():
+    import tomllib
+
+    from hymba.config import scale_settings
+
+    text = tomllib.loads(open("configs/train/tiny.toml", encoding="utf-8").read())
+    assert text["scale"] == "tiny" and "model" not in text  # the model is the scale's, not a copy
+    tiny = scale_settings("tiny")
+    for section in ("data", "train"):  # the file keeps only what differs from the scale
+        assert all(tiny[section].get(k) != v for k, v in text[section].items()), section
+    assert RunConfig.load("configs/train/tiny.toml").model == tiny_model()

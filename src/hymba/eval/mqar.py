@@ -42,7 +42,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from hymba.config import ModelConfig, TrainConfig, section_from_dict
+from hymba.config import ModelConfig, Section, TrainConfig, scale_settings
 from hymba.data.dataset import IGNORE_INDEX
 from hymba.runtime import autocast_context, autocast_dtype
 from hymba.train import build_optimizer, lr_at
@@ -62,18 +62,20 @@ LR_SCHEDULES = ("cosine", "constant")
 log = logging.getLogger(__name__)
 
 
-def _check_instance(vocab: int, seq_len: int, pairs: int, where: str = "mqar") -> None:
+def _instance_problem(vocab: Any, seq_len: Any, pairs: Any) -> tuple[str, Any, str] | None:
+    """What makes an MQAR instance impossible, as (argument, value, what would be valid); None if nothing."""
     if not isinstance(vocab, int) or vocab < 4:
-        raise ValueError(f"{where}: vocab={vocab!r} is invalid: must be an integer >= 4")
+        return "vocab", vocab, "must be an integer >= 4"
     if not isinstance(pairs, int) or pairs < 1:
-        raise ValueError(f"{where}: pairs={pairs!r} is invalid: must be an integer >= 1")
+        return "pairs", pairs, "must be an integer >= 1"
     n_keys, n_values = vocab // 2 - 1, vocab - vocab // 2
     if pairs > n_keys or pairs > n_values:
-        raise ValueError(f"{where}: pairs={pairs} is invalid: vocab={vocab} offers {n_keys} keys in [1, {vocab // 2}) "
-                         f"and {n_values} values in [{vocab // 2}, {vocab}); use pairs <= {min(n_keys, n_values)}")
+        return "pairs", pairs, (f"vocab={vocab} offers {n_keys} keys in [1, {vocab // 2}) and {n_values} values in "
+                                f"[{vocab // 2}, {vocab}); use pairs <= {min(n_keys, n_values)}")
     if not isinstance(seq_len, int) or seq_len < 4 * pairs:
-        raise ValueError(f"{where}: seq_len={seq_len!r} is invalid: {pairs} pairs need seq_len >= {4 * pairs} "
-                         "(2N context tokens and N query slots of two tokens)")
+        return "seq_len", seq_len, (f"{pairs} pairs need seq_len >= {4 * pairs} (2N context tokens and N query "
+                                    "slots of two tokens)")
+    return None
 
 
 def _gumbel_topk(rng: np.random.Generator, logp: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -99,7 +101,9 @@ def mqar_batch(n: int, *, vocab: int, seq_len: int, pairs: int, power_a: float =
     Returns:
         ``(input_ids, labels)``, both int64 of shape [n, T]; labels are -100 except at query-key positions.
     """
-    _check_instance(vocab, seq_len, pairs)
+    if problem := _instance_problem(vocab, seq_len, pairs):
+        name, value, valid = problem
+        raise ValueError(f"mqar: {name}={value!r} is invalid: {valid}")
     if not power_a > 0:
         raise ValueError(f"mqar: power_a={power_a!r} is invalid: must be > 0")
     rng = np.random.default_rng(seed)
@@ -126,20 +130,8 @@ def mqar_batch(n: int, *, vocab: int, seq_len: int, pairs: int, power_a: float =
 Setting = tuple[int, int]  # (seq_len, pairs)
 
 
-def _settings_list(name: str, value: Any) -> tuple[Setting, ...]:
-    try:
-        out = tuple((int(s[0]), int(s[1])) for s in value)
-        ok = len(out) > 0 and all(len(s) == 2 for s in value)
-    except (TypeError, ValueError, IndexError):
-        ok = False
-    if not ok:
-        raise ValueError(f"MQARSettings.{name}={value!r} is invalid: expected a non-empty list of "
-                         "[seq_len, pairs] pairs, e.g. [[64, 4], [256, 16]]")
-    return out
-
-
 @dataclass
-class MQARSettings:
+class MQARSettings(Section):
     """How one architecture is trained and scored on MQAR.
 
     ``train`` and ``eval`` are lists of ``(seq_len, pairs)``; training cycles through the ``train`` settings
@@ -168,31 +160,34 @@ class MQARSettings:
     check_every: int = 100
     check_sequences: int = 64
 
-    def __post_init__(self) -> None:
-        self.train = _settings_list("train", self.train)
-        self.eval = _settings_list("eval", self.eval)
-        for name in ("train_steps", "batch_size", "eval_sequences", "eval_batch_size", "check_every",
-                     "check_sequences"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"MQARSettings.{name}={v!r} is invalid: must be a positive integer")
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"MQARSettings.warmup_steps={self.warmup_steps!r} is invalid: must be an integer >= 0")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"MQARSettings.lr_schedule={self.lr_schedule!r} is invalid: expected one of {LR_SCHEDULES}")
-        for name in ("lr", "power_a"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"MQARSettings.{name}={v!r} is invalid: must be a number > 0")
-        for name in ("weight_decay", "grad_clip"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"MQARSettings.{name}={v!r} is invalid: must be a number >= 0 (0 = off)")
-        if self.stop_accuracy is not None and (isinstance(self.stop_accuracy, bool) or not isinstance(
-                self.stop_accuracy, (int, float)) or not 0 < self.stop_accuracy <= 1):
-            raise ValueError(f"MQARSettings.stop_accuracy={self.stop_accuracy!r} is invalid: must be in (0, 1] or None")
-        for seq_len, pairs in self.train + self.eval:
-            _check_instance(self.vocab, seq_len, pairs, where="MQARSettings")
+    SECTION = "recall"
+
+    def validate(self) -> None:
+        for name in ("train", "eval"):
+            value = getattr(self, name)
+            try:
+                settings = tuple((int(s[0]), int(s[1])) for s in value)
+                ok = len(settings) > 0 and all(len(s) == 2 for s in value)
+            except (TypeError, ValueError, IndexError):
+                ok = False
+            if not ok:
+                self.invalid(name, "expected a non-empty list of [seq_len, pairs] pairs, e.g. [[64, 4], [256, 16]]")
+            setattr(self, name, settings)
+        self.check_ints("vocab", low=4)
+        self.check_ints("train_steps", "batch_size", "eval_sequences", "eval_batch_size", "check_every",
+                        "check_sequences")
+        self.check_ints("warmup_steps", low=0)
+        self.check_choice("lr_schedule", LR_SCHEDULES)
+        self.check_numbers("lr", "power_a", strict=True)
+        self.check_numbers("weight_decay", "grad_clip", note=" (0 = off)")
+        if self.stop_accuracy is not None:
+            self.check_interval("stop_accuracy", 0, 1, "(]", note=" (or unset: the fixed budget)")
+        for name in ("train", "eval"):
+            for seq_len, pairs in getattr(self, name):
+                if problem := _instance_problem(self.vocab, seq_len, pairs):
+                    arg, value, valid = problem
+                    self.invalid(name, f"the setting [{seq_len}, {pairs}] has {arg}={value!r}: {valid}",
+                                 [list(s) for s in getattr(self, name)])
 
     @property
     def max_seq_len(self) -> int:
@@ -205,14 +200,8 @@ class MQARSettings:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "recall") -> "MQARSettings":
-        return section_from_dict(cls, d, where)
-
-    @classmethod
     def for_scale(cls, base: str) -> "MQARSettings":
         """The ``[scales.<base>.recall]`` section of the roadmap presets (defaults where it is absent)."""
-        from hymba.presets import scale_settings
-
         return cls.from_dict(dict(scale_settings(base).get("recall", {})), where=f"scales.{base}.recall")
 
 

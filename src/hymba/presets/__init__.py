@@ -7,20 +7,10 @@ meta tokens, ...), over a base scale: ``tiny`` (CPU seconds), ``seed`` (the seed
 
 from __future__ import annotations
 
-import tomllib
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from hymba.config import ModelConfig
-
-SCALES = ("tiny", "seed", "paper")
-
-
-@cache
-def roadmap() -> dict[str, Any]:
-    """The parsed ``roadmap.toml`` shipped with the package."""
-    return tomllib.loads(resources.files(__package__).joinpath("roadmap.toml").read_text())
+from hymba.config.scales import SCALES, roadmap, scale_settings
 
 
 def _rows() -> dict[int, dict[str, Any]]:
@@ -28,14 +18,6 @@ def _rows() -> dict[int, dict[str, Any]]:
 
 
 ROW_NAMES: dict[int, str] = {i: r["name"] for i, r in _rows().items()}
-
-
-def scale_settings(base: str) -> dict[str, Any]:
-    """All sections of one scale (``model`` and whatever run settings it carries)."""
-    scales = roadmap()["scales"]
-    if base not in scales:
-        raise ValueError(f"unknown preset {base!r}; expected one of {', '.join(scales)}")
-    return scales[base]
 
 
 def row_overrides(row: int) -> dict[str, Any]:
@@ -49,9 +31,11 @@ def row_overrides(row: int) -> dict[str, Any]:
     return out
 
 
-def row_config(row: int, base: str = "tiny", **model_overrides: Any) -> ModelConfig:
-    """Model configuration of one roadmap row at one scale; ``model_overrides`` apply last."""
-    model = dict(scale_settings(base)["model"])
+def row_config(row: int, base: str | dict[str, Any] = "tiny", **model_overrides: Any) -> ModelConfig:
+    """Model configuration of one roadmap row: the row's deltas over a base model table (``base``: a scale's
+    name, or the table itself, e.g. a scale's with ``--set`` overrides applied), then ``model_overrides``.
+    The base's ``n_meta_tokens`` is the count of the rows that use meta tokens; the other rows have none."""
+    model = dict(scale_settings(base)["model"] if isinstance(base, str) else base)
     n_meta = model.pop("n_meta_tokens", 0)
     fields = row_overrides(row)
     use_meta = fields.pop("use_meta", False)
@@ -64,3 +48,6 @@ def row_config(row: int, base: str = "tiny", **model_overrides: Any) -> ModelCon
 def ablation_rows(base: str = "tiny", **model_overrides: Any) -> dict[int, ModelConfig]:
     """``{1: ModelConfig, ..., 13: ModelConfig}`` for one base scale."""
     return {i: row_config(i, base, **model_overrides) for i in sorted(_rows())}
+
+
+__all__ = ["ROW_NAMES", "SCALES", "ablation_rows", "roadmap", "row_config", "row_overrides", "scale_settings"]

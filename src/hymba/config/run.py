@@ -1,0 +1,149 @@
+"""Typed, validated configuration of one training run: ``[model]`` + ``[data]`` + ``[train]`` read from TOML.
+
+A run TOML may start from a scale of the design roadmap (``scale = "tiny"`` at the top: that scale's
+``[model]``, ``[data]`` and ``[train]`` tables of ``hymba/presets/roadmap.toml``) and keep only what differs;
+``--set section.field=value`` overrides apply last (:func:`hymba.config.section.load_sections`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hymba.config.model import ModelConfig
+from hymba.config.scales import scale_settings
+from hymba.config.section import Section, dump_sections, load_sections, section_from_dict
+
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class DataConfig(Section):
+    """Where the text comes from and how it becomes tokens (``hymba.data.prepare``)."""
+
+    # "builtin" (Shakespeare), a text file, a directory of .txt files, or a Hugging Face dataset name/builder
+    source: str = "builtin"
+    dataset_config: str = ""  # datasets.load_dataset(name, dataset_config)
+    split: str = "train"
+    data_files: str = ""  # for builders such as "text" or "json"
+    text_column: str = ""  # "" = detect
+    streaming: bool = False
+    char_budget: int = 0  # 0 = the whole corpus
+    val_fraction: float = 0.1  # the last part of the text (cut at a line break) is validation
+    # tokenizer: trained on the training split unless `tokenizer` names an existing tokenizer.json
+    tokenizer: str = ""
+    vocab_size: int = 2048  # requested; the trained vocabulary can be smaller
+    pad_token: str = "<|pad|>"
+    bos_token: str = "<|bos|>"
+    eos_token: str = "<|eos|>"
+    cache_dir: str = ""  # "" = $HYMBA_CACHE or ~/.cache/hymba
+
+    SECTION = "data"
+
+    def validate(self) -> None:
+        if not self.source:
+            self.invalid("source", 'give "builtin", a path, a directory or a dataset name')
+        self.check_ints("char_budget", low=0, note=" (0 = whole corpus)")
+        self.check_interval("val_fraction", 0, 1, "()")
+        self.check_ints("vocab_size", low=8)
+        specials = (self.pad_token, self.bos_token, self.eos_token)
+        if len(set(specials)) != 3 or not all(specials):
+            self.invalid("pad_token/bos_token/eos_token", "must be three distinct non-empty strings", specials)
+
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        return Path(os.environ.get("HYMBA_CACHE") or Path.home() / ".cache" / "hymba")
+
+
+@dataclass
+class TrainConfig(Section):
+    """Optimisation, evaluation and bookkeeping of one training run (``hymba.train.train``)."""
+
+    seed: int = 0
+    device: str = "auto"  # "auto" = cuda when available
+    precision: str = "auto"  # "auto" = bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the model
+    seq_len: int = 128
+    batch_size: int = 16  # sequences per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 300  # optimizer steps
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
+    warmup_steps: int = 30
+    weight_decay: float = 0.1  # not applied to norms, biases, embeddings, meta tokens
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 = off
+    eval_every: int = 0  # steps between validation passes; 0 = only at the end
+    eval_batch_size: int = 0  # 0 = batch_size
+    eval_max_tokens: int = 0  # cap for the periodic passes (0 = whole split); the final pass is always whole
+    log_every: int = 10
+    ckpt_every: int = 100  # steps between checkpoints (one is also saved at the end and on SIGINT/SIGTERM)
+    keep_checkpoints: int = 2
+    throughput_skip_steps: int = 5  # warm-up/compile steps left out of tokens/s
+    peak_flops: float = 0.0  # accelerator peak FLOP/s for MFU; 0 = look up the GPU's bf16 dense peak
+    progress: bool = True  # tqdm progress bar
+    tensorboard: bool = False  # needs the `tensorboard` extra
+
+    SECTION = "train"
+
+    def validate(self) -> None:
+        self.check_numbers("lr", "eps", strict=True)
+        self.check_numbers("weight_decay", "grad_clip", "peak_flops")
+        self.check_ints("seq_len", "batch_size", "grad_accum", "max_steps", "log_every", "keep_checkpoints")
+        self.check_ints("warmup_steps", "eval_every", "eval_batch_size", "eval_max_tokens", "ckpt_every",
+                        "throughput_skip_steps", low=0)
+        if not (isinstance(self.device, str) and self.device.startswith("cuda:")):
+            self.check_choice("device", DEVICES, " or cuda:N")
+        self.check_choice("precision", PRECISIONS)
+        self.check_interval("min_lr_ratio", 0, 1, "[]")
+        self.check_interval("beta1", 0, 1, "[)")
+        self.check_interval("beta2", 0, 1, "[)")
+
+
+def tiny_model() -> ModelConfig:
+    """The ``tiny`` base scale of the design roadmap (``hymba.config.scales``): CPU seconds per run."""
+    return ModelConfig.from_dict(dict(scale_settings("tiny")["model"]), where="scales.tiny.model")
+
+
+@dataclass
+class RunConfig:
+    """One training run: ``[model]``, ``[data]``, ``[train]``."""
+
+    model: ModelConfig = dataclasses.field(default_factory=tiny_model)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    SECTIONS: ClassVar[dict[str, type]] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> "RunConfig":
+        """From a TOML file (``None`` = the tiny model on the built-in corpus) and ``--set`` overrides.
+        The file's ``[model]`` table starts from ``ModelConfig`` defaults, not from the tiny preset, unless
+        the file names a scale (``scale = "tiny"``)."""
+        defaults = {"model": tiny_model().to_dict()} if path is None else {}
+        return cls(**load_sections(path, cls.SECTIONS, overrides, defaults=defaults))
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: getattr(self, name).to_dict() for name in self.SECTIONS}
+
+    def to_toml(self) -> str:
+        return dump_sections({name: getattr(self, name) for name in self.SECTIONS})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> "RunConfig":
+        unknown = sorted(set(d) - set(cls.SECTIONS))
+        if unknown:
+            raise ValueError(f"{where}: unknown section(s) {', '.join(unknown)}; valid sections: "
+                             f"{', '.join(cls.SECTIONS)}")
+        return cls(**{name: section_from_dict(sc, d.get(name, {}), where=f"{where} {name}")
+                      for name, sc in cls.SECTIONS.items()})
+
+
+__all__ = ["DEVICES", "PRECISIONS", "DataConfig", "RunConfig", "TrainConfig", "tiny_model"]

@@ -1,0 +1,39 @@
+"""The scales of the design roadmap: ``[scales.<name>]`` of ``hymba/presets/roadmap.toml``.
+
+A scale holds a base model size (``[model]``) and the run settings that go with it (``[data]``, ``[train]``,
+``[bench]``, ``[recall]``). ``hymba ablate --preset <name>`` runs the roadmap's rows at one; a run TOML starts
+from one with ``scale = "<name>"``. The rows themselves are :mod:`hymba.presets`'s: that package reads this
+module, never the other way round.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from importlib import resources
+from typing import Any
+
+SCALES = ("tiny", "seed", "paper")  # the scales offered to users (the test suite's `micro` is hidden)
+
+
+@cache
+def roadmap() -> dict[str, Any]:
+    """The parsed ``roadmap.toml`` shipped with the package (scales and rows)."""
+    text = resources.files("hymba").joinpath("presets").joinpath("roadmap.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def scale_names() -> list[str]:
+    """Every scale of ``roadmap.toml``, hidden ones included."""
+    return list(roadmap()["scales"])
+
+
+def scale_settings(name: str) -> dict[str, Any]:
+    """All tables of one scale (``model`` and whatever run settings it carries)."""
+    scales = roadmap()["scales"]
+    if name not in scales:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(scales)}")
+    return scales[name]
+
+
+__all__ = ["SCALES", "roadmap", "scale_names", "scale_settings"]
