@@ -1,5 +1,7 @@
-"""The selective scan alone, forward + backward, on one GPU: our Triton kernel against mamba_ssm (when
-installed) and the plain-PyTorch reference, at the shapes of issue 14, in one process.
+"""The selective scan alone, forward + backward, on one GPU, per scan backend, in one process.
+
+Every backend of the scan registry that can run here: our Triton kernel, mamba_ssm when installed, and the
+plain-PyTorch reference with --ref; at the shapes of issue 14.
 
     python benchmarks/scan_kernel.py                 # ms per forward+backward and peak memory, JSON lines
     python benchmarks/scan_kernel.py --sweep         # also the Triton kernel's block / warp alternatives
@@ -8,12 +10,12 @@ installed) and the plain-PyTorch reference, at the shapes of issue 14, in one pr
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 
 import torch
 
-from hymba.kernels.scan import selective_scan
+from hymba.kernels import BackendUnavailable
+from hymba.kernels.scan import BACKENDS, resolve, selective_scan
 from hymba.kernels.scan import triton as scan_triton
 
 SHAPES = [(16, 1024, 512, 16), (8, 2048, 2048, 16)]  # (batch, channels, length, state)
@@ -48,13 +50,19 @@ def time_ms(backend: str, x: dict, reps: int = 10) -> tuple[float, float]:
     return start.elapsed_time(end) / reps, (torch.cuda.max_memory_allocated() - base) / 1e9
 
 
+def runs_here(backend: str) -> bool:
+    try:
+        return resolve(backend, "cuda") == backend
+    except BackendUnavailable:
+        return False
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sweep", action="store_true", help="also time BLOCK_D x NUM_WARPS x UNROLL alternatives of triton")
     p.add_argument("--ref", action="store_true", help="also time the plain-PyTorch reference (slow, GBs)")
     args = p.parse_args()
-    backends = (["triton"] + (["mamba_ssm"] if importlib.util.find_spec("mamba_ssm") else [])
-                + (["ref"] if args.ref else []))
+    backends = [b for b in BACKENDS if b != "auto" and (b != "ref" or args.ref) and runs_here(b)]
     for shape in SHAPES:
         x = inputs(*shape)
         for be in backends:
@@ -73,6 +81,7 @@ def main() -> None:
                         print(json.dumps({"shape": shape, "backend": "triton", "ms_fwd_bwd": round(ms, 3),
                                           "block_d": block, "num_warps": warps, "unroll": unroll}), flush=True)
             scan_triton.BLOCK_D, scan_triton.NUM_WARPS, scan_triton.UNROLL = default
+
 
 if __name__ == "__main__":
     main()
