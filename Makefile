@@ -21,6 +21,8 @@ demo: $(STAMP)
 	$(VENV)/bin/hymba ablate --preset auto
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 clean:

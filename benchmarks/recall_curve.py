@@ -48,9 +48,20 @@ def main() -> None:
             if (step + 1) % args.every == 0 or step + 1 == args.steps:
                 acc = evaluate_mqar(model, st.recall, device=dev)
                 model.train()
-                print(json.dumps({"preset": args.preset, "row": job, "set": args.overrides, "step": step + 1, "loss": float(np.mean(window)),
-                                  "accuracy": {f"{t}x{n}": a for (t, n), a in acc.items()},
-                                  "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "preset": args.preset,
+                            "row": job,
+                            "set": args.overrides,
+                            "step": step + 1,
+                            "loss": float(np.mean(window)),
+                            "accuracy": {f"{t}x{n}": a for (t, n), a in acc.items()},
+                            "seconds": round(time.perf_counter() - t0, 1),
+                        }
+                    ),
+                    flush=True,
+                )
                 window.clear()
 
         train_mqar(model, st.recall, device=dev, seed=0, callback=report)

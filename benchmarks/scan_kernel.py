@@ -24,11 +24,16 @@ SHAPES = [(16, 1024, 512, 16), (8, 2048, 2048, 16)]  # (batch, channels, length,
 def inputs(b, d, L, n, dtype=torch.bfloat16):
     g = dict(device="cuda")
     # the model's layout: [B, L, D] activations seen as [B, D, L]
-    x = dict(u=torch.randn(b, L, d, **g).to(dtype).transpose(1, 2),
-             delta=(torch.randn(b, L, d, **g) * 0.5 - 2).to(dtype).transpose(1, 2),
-             A=-torch.exp(torch.randn(d, n, **g)), B=torch.randn(b, L, n, **g).to(dtype).transpose(1, 2),
-             C=torch.randn(b, L, n, **g).to(dtype).transpose(1, 2), D=torch.randn(d, **g),
-             z=torch.randn(b, L, d, **g).to(dtype).transpose(1, 2), delta_bias=torch.randn(d, **g) * 0.1)
+    x = dict(
+        u=torch.randn(b, L, d, **g).to(dtype).transpose(1, 2),
+        delta=(torch.randn(b, L, d, **g) * 0.5 - 2).to(dtype).transpose(1, 2),
+        A=-torch.exp(torch.randn(d, n, **g)),
+        B=torch.randn(b, L, n, **g).to(dtype).transpose(1, 2),
+        C=torch.randn(b, L, n, **g).to(dtype).transpose(1, 2),
+        D=torch.randn(d, **g),
+        z=torch.randn(b, L, d, **g).to(dtype).transpose(1, 2),
+        delta_bias=torch.randn(d, **g) * 0.1,
+    )
     return {k: v.requires_grad_(True) for k, v in x.items()}
 
 
@@ -67,10 +72,20 @@ def main() -> None:
         x = inputs(*shape)
         for be in backends:
             ms, gb = time_ms(be, x)
-            print(json.dumps({"shape": shape, "backend": be, "ms_fwd_bwd": round(ms, 3), "peak_gb": round(gb, 3),
-                              "block_d": scan_triton.BLOCK_D if be == "triton" else None,
-                              "num_warps": scan_triton.NUM_WARPS if be == "triton" else None,
-                              "unroll": scan_triton.UNROLL if be == "triton" else None}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "shape": shape,
+                        "backend": be,
+                        "ms_fwd_bwd": round(ms, 3),
+                        "peak_gb": round(gb, 3),
+                        "block_d": scan_triton.BLOCK_D if be == "triton" else None,
+                        "num_warps": scan_triton.NUM_WARPS if be == "triton" else None,
+                        "unroll": scan_triton.UNROLL if be == "triton" else None,
+                    }
+                ),
+                flush=True,
+            )
         if args.sweep:
             default = scan_triton.BLOCK_D, scan_triton.NUM_WARPS, scan_triton.UNROLL
             for block in (16, 32, 64):
@@ -78,8 +93,19 @@ def main() -> None:
                     for unroll in (1, 4, 8):
                         scan_triton.BLOCK_D, scan_triton.NUM_WARPS, scan_triton.UNROLL = block, warps, unroll
                         ms, gb = time_ms("triton", x, reps=5)
-                        print(json.dumps({"shape": shape, "backend": "triton", "ms_fwd_bwd": round(ms, 3),
-                                          "block_d": block, "num_warps": warps, "unroll": unroll}), flush=True)
+                        print(
+                            json.dumps(
+                                {
+                                    "shape": shape,
+                                    "backend": "triton",
+                                    "ms_fwd_bwd": round(ms, 3),
+                                    "block_d": block,
+                                    "num_warps": warps,
+                                    "unroll": unroll,
+                                }
+                            ),
+                            flush=True,
+                        )
             scan_triton.BLOCK_D, scan_triton.NUM_WARPS, scan_triton.UNROLL = default
 
 

@@ -31,10 +31,22 @@ def measure(settings: AblationSettings, row: int, scan: str, attn: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="hymba-train-throughput-") as tmp:
         result = train(RunConfig(model=model_cfg, data=settings.data, train=settings.train), Path(tmp) / "run")
     tc = settings.train
-    out = {"row": row, "preset": settings.preset, "scan": scan, "attn": attn, "batch": tc.batch_size,
-           "seq": tc.seq_len, "grad_accum": tc.grad_accum, "timed_steps": tc.max_steps - tc.throughput_skip_steps,
-           "tokens_per_s": result.train_tokens_per_s, "mfu": result.mfu, "peak_flops": peak_flops(device, tc.peak_flops),
-           "val_loss": result.val_loss, "params_m": result.n_params / 1e6, "device": str(device)}
+    out = {
+        "row": row,
+        "preset": settings.preset,
+        "scan": scan,
+        "attn": attn,
+        "batch": tc.batch_size,
+        "seq": tc.seq_len,
+        "grad_accum": tc.grad_accum,
+        "timed_steps": tc.max_steps - tc.throughput_skip_steps,
+        "tokens_per_s": result.train_tokens_per_s,
+        "mfu": result.mfu,
+        "peak_flops": peak_flops(device, tc.peak_flops),
+        "val_loss": result.val_loss,
+        "params_m": result.n_params / 1e6,
+        "device": str(device),
+    }
     if device.type == "cuda":
         out.update(gpu=torch.cuda.get_device_name(device), peak_mem_gb=torch.cuda.max_memory_allocated(device) / 1e9)
     return out
@@ -44,16 +56,33 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="seed", help="scale of roadmap.toml (default: %(default)s)")
     p.add_argument("--rows", default=",".join(map(str, range(1, 14))), help="comma list (default: all 13)")
-    p.add_argument("--backends", default="auto/auto",
-                   help="comma list of scan/attn backend pairs, e.g. ref/sdpa,triton/flex (default: %(default)s)")
+    p.add_argument(
+        "--backends",
+        default="auto/auto",
+        help="comma list of scan/attn backend pairs, e.g. ref/sdpa,triton/flex (default: %(default)s)",
+    )
     p.add_argument("--steps", type=int, default=20, help="timed optimizer steps (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: %(default)s)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override a setting of the scale (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override a setting of the scale (repeatable)",
+    )
     args = p.parse_args()
-    settings = AblationSettings.load(args.preset, [
-        *args.overrides, f"train.max_steps={args.warmup + args.steps}", f"train.throughput_skip_steps={args.warmup}",
-        "train.eval_every=0", "train.ckpt_every=0", "train.progress=false"])
+    settings = AblationSettings.load(
+        args.preset,
+        [
+            *args.overrides,
+            f"train.max_steps={args.warmup + args.steps}",
+            f"train.throughput_skip_steps={args.warmup}",
+            "train.eval_every=0",
+            "train.ckpt_every=0",
+            "train.progress=false",
+        ],
+    )
     for row in map(int, args.rows.split(",")):
         for pair in args.backends.split(","):
             scan, attn = pair.split("/")

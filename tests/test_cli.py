@@ -11,9 +11,13 @@ def test_cache_size_of_the_released_model(capsys):
 
 
 def test_bad_input_is_one_line_and_exit_code_2():
-    for args in (["cache-size", "--config", "missing.toml"], ["cache-size", "--row", "14"],
-                 ["cache-size", "--row", "3", "--preset", "huge"], ["bench", "--row", "1", "--batch", "0"],
-                 ["generate", "runs/x", "--prompt", "a", "--max-new-tokens", "0"]):  # a UsageError subcommand
+    for args in (
+        ["cache-size", "--config", "missing.toml"],
+        ["cache-size", "--row", "14"],
+        ["cache-size", "--row", "3", "--preset", "huge"],
+        ["bench", "--row", "1", "--batch", "0"],
+        ["generate", "runs/x", "--prompt", "a", "--max-new-tokens", "0"],
+    ):  # a UsageError subcommand
         r = subprocess.run([sys.executable, "-m", "hymba.cli", *args], capture_output=True, text=True)
         assert r.returncode == 2, args
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -22,8 +26,9 @@ def test_bad_input_is_one_line_and_exit_code_2():
 def test_invalid_model_config_file_names_the_field(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[model]\nn_heads = 5\nd_model = 64\n")
-    r = subprocess.run([sys.executable, "-m", "hymba.cli", "cache-size", "--config", str(bad)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "hymba.cli", "cache-size", "--config", str(bad)], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "model.n_heads=5" in r.stderr
 
 

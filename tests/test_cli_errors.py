@@ -3,7 +3,6 @@ naming the flag, config key or file, no traceback, and nothing on disk changed."
 
 import hashlib
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -18,8 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def hymba(*args, env=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "hymba.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=cwd or REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "hymba.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd or REPO,
+        timeout=300,
+    )
 
 
 def fails(*args, names, env=None):
@@ -29,15 +34,18 @@ def fails(*args, names, env=None):
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr[-3000:]
-    for name in ([names] if isinstance(names, str) else names):
+    for name in [names] if isinstance(names, str) else names:
         assert name in lines[0], lines[0]
     return lines[0]
 
 
 def snapshot(root: Path) -> dict[str, str]:
     """Every file under ``root`` and its contents' hash."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +54,13 @@ def run_dir(tmp_path_factory):
     from hymba.train.trainer import train
 
     root = tmp_path_factory.mktemp("cli-errors")
-    cfg = RunConfig(model=ModelConfig(d_model=32, n_layers=2, n_heads=2, n_meta_tokens=2, d_state=8, window=16,
-                                      swa_plan=[1]),
-                    data=DataConfig(char_budget=60_000, vocab_size=300, cache_dir=str(root / "cache")),
-                    train=TrainConfig(seq_len=32, batch_size=4, max_steps=2, warmup_steps=1, log_every=1,
-                                      progress=False, throughput_skip_steps=1))
+    cfg = RunConfig(
+        model=ModelConfig(d_model=32, n_layers=2, n_heads=2, n_meta_tokens=2, d_state=8, window=16, swa_plan=[1]),
+        data=DataConfig(char_budget=60_000, vocab_size=300, cache_dir=str(root / "cache")),
+        train=TrainConfig(
+            seq_len=32, batch_size=4, max_steps=2, warmup_steps=1, log_every=1, progress=False, throughput_skip_steps=1
+        ),
+    )
     train(cfg, root / "run")
     return root / "run"
 
@@ -64,8 +74,11 @@ def run_copy(run_dir, tmp_path):
 # ---- item 11 -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["bench", "generate"])
 def test_unknown_device_names_the_flag(command, run_dir):
-    args = (["bench", "--row", "1", "--prompt-len", "8", "--batch", "1", "--new-tokens", "1"] if command == "bench"
-            else ["generate", run_dir, "--prompt", "hi"])
+    args = (
+        ["bench", "--row", "1", "--prompt-len", "8", "--batch", "1", "--new-tokens", "1"]
+        if command == "bench"
+        else ["generate", run_dir, "--prompt", "hi"]
+    )
     fails(*args, "--device", "tpu", names=["--device tpu", "cpu", "cuda"])
 
 
@@ -84,11 +97,16 @@ def test_long_prompt_is_refused_before_allocating(run_dir):
     fails("generate", run_dir, "--prompt", "a" * 100_000, names=["--prompt 1", "tokens", "--max-length"])
 
 
-@pytest.mark.parametrize("item, key", [("model.init_std=-1", "model.init_std=-1"),
-                                       ("model.dt_min=-1", "model.dt_min=-1"),
-                                       ("model.norm_eps=-1", "model.norm_eps=-1"),
-                                       ("train.lr=inf", "train.lr=inf"),
-                                       ("train.grad_clip=nan", "train.grad_clip=nan")])
+@pytest.mark.parametrize(
+    "item, key",
+    [
+        ("model.init_std=-1", "model.init_std=-1"),
+        ("model.dt_min=-1", "model.dt_min=-1"),
+        ("model.norm_eps=-1", "model.norm_eps=-1"),
+        ("train.lr=inf", "train.lr=inf"),
+        ("train.grad_clip=nan", "train.grad_clip=nan"),
+    ],
+)
 def test_bad_config_value_names_the_key(item, key, tmp_path):
     fails("train", "--out", tmp_path / "out", "--set", item, names=key)
     assert not (tmp_path / "out").exists()
@@ -99,16 +117,34 @@ def _offline(tmp_path):
 
 
 def test_hub_corpus_without_network(tmp_path):
-    fails("train", "--out", tmp_path / "out", "--set", "data.source=nobody-here/no-such-dataset",
-          "--set", f"data.cache_dir={tmp_path / 'cache'}", env=_offline(tmp_path),
-          names=["data.source='nobody-here/no-such-dataset'", "network"])
+    fails(
+        "train",
+        "--out",
+        tmp_path / "out",
+        "--set",
+        "data.source=nobody-here/no-such-dataset",
+        "--set",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        env=_offline(tmp_path),
+        names=["data.source='nobody-here/no-such-dataset'", "network"],
+    )
 
 
 @pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="needs the eval extra")
 def test_eval_task_without_network(run_copy, tmp_path):
     before = snapshot(run_copy)
-    fails("eval", run_copy, "--tasks", "piqa", "--limit", "2", "--device", "cpu", env=_offline(tmp_path),
-          names=["--tasks piqa", "network"])
+    fails(
+        "eval",
+        run_copy,
+        "--tasks",
+        "piqa",
+        "--limit",
+        "2",
+        "--device",
+        "cpu",
+        env=_offline(tmp_path),
+        names=["--tasks piqa", "network"],
+    )
     assert snapshot(run_copy) == before  # no lm_eval.json written
 
 
@@ -121,10 +157,26 @@ def test_hub_loader_warnings_are_printed_once(tmp_path):
         "    raise ConnectionError(\"Couldn't reach 'x/y' on the Hub (LocalEntryNotFoundError)\")\n"
         "datasets.load_dataset = offline\n"
         "from hymba.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n")
-    r = subprocess.run([sys.executable, "-c", script, "train", "--out", str(tmp_path / "out"), "--set",
-                        "data.source=x/y", "--set", f"data.cache_dir={tmp_path / 'cache'}"],
-                       capture_output=True, text=True, cwd=REPO, timeout=300)
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "train",
+            "--out",
+            str(tmp_path / "out"),
+            "--set",
+            "data.source=x/y",
+            "--set",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.count("Retrying in 1s") == 1, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("hymba train: error: data.source='x/y'"), r.stderr
@@ -134,8 +186,16 @@ def test_hub_loader_warnings_are_printed_once(tmp_path):
 def test_non_utf8_corpus_names_the_file(tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9 au lait\n".encode("latin-1") * 100)
-    fails("train", "--out", tmp_path / "out", "--set", f"data.source={bad}",
-          "--set", f"data.cache_dir={tmp_path / 'cache'}", names=[str(bad), "UTF-8"])
+    fails(
+        "train",
+        "--out",
+        tmp_path / "out",
+        "--set",
+        f"data.source={bad}",
+        "--set",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        names=[str(bad), "UTF-8"],
+    )
 
 
 def test_non_utf8_config_names_the_file(tmp_path):
@@ -173,7 +233,7 @@ def test_preset_error_lists_what_help_offers(command):
     line = fails(command, "--row", "3", "--preset", "huge", names="--preset huge")
     offered = line.rsplit("expected one of ", 1)[1].split(", ")
     help_text = hymba(command, "--help").stdout
-    preset_help = help_text[help_text.index("--preset"):]
+    preset_help = help_text[help_text.index("--preset") :]
     assert "{" + ",".join(offered) + "}" in preset_help.split()[1]
     assert "micro" not in line
 

@@ -10,8 +10,12 @@ from hymba.config import DataConfig, ModelConfig, RunConfig, TrainConfig, tiny_m
 from hymba.eval.mqar import MQARSettings
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-FLOAT_FIELDS = [(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)
-                if typing.get_type_hints(cls)[f.name] is float]
+FLOAT_FIELDS = [
+    (section, f.name)
+    for section, cls in SECTIONS.items()
+    for f in dataclasses.fields(cls)
+    if typing.get_type_hints(cls)[f.name] is float
+]
 
 
 def test_every_section_has_float_fields_to_check():
@@ -25,10 +29,26 @@ def test_non_finite_floats_are_rejected_by_name(section, name, value):
         RunConfig.load(None, [f"{section}.{name}={value}"])
 
 
-@pytest.mark.parametrize("item", ["model.init_std=-1", "model.init_std=0", "model.dt_min=-1", "model.dt_min=0",
-                                  "model.dt_max=-1", "model.norm_eps=-1", "model.norm_eps=0", "model.rope_base=0",
-                                  "model.dt_init_floor=-1", "train.lr=0", "train.eps=0", "train.eps=-1",
-                                  "train.weight_decay=-0.1", "train.grad_clip=-1", "train.peak_flops=-1"])
+@pytest.mark.parametrize(
+    "item",
+    [
+        "model.init_std=-1",
+        "model.init_std=0",
+        "model.dt_min=-1",
+        "model.dt_min=0",
+        "model.dt_max=-1",
+        "model.norm_eps=-1",
+        "model.norm_eps=0",
+        "model.rope_base=0",
+        "model.dt_init_floor=-1",
+        "train.lr=0",
+        "train.eps=0",
+        "train.eps=-1",
+        "train.weight_decay=-0.1",
+        "train.grad_clip=-1",
+        "train.peak_flops=-1",
+    ],
+)
 def test_out_of_range_floats_name_the_key(item):
     key = item.partition("=")[0]
     with pytest.raises(ValueError, match=rf"^{key}=-?[0-9.]+ is invalid: must be (>|>=) 0"):
@@ -61,8 +81,9 @@ def test_every_toml_section_is_a_config_section_named_as_in_toml():
         assert issubclass(cls, Section) and cls.SECTION == name, name
 
 
-RECALL_FLOATS = [f.name for f in dataclasses.fields(MQARSettings)
-                 if typing.get_type_hints(MQARSettings)[f.name] is float]
+RECALL_FLOATS = [
+    f.name for f in dataclasses.fields(MQARSettings) if typing.get_type_hints(MQARSettings)[f.name] is float
+]
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf], ids=["nan", "inf"])
@@ -75,17 +96,25 @@ def test_non_finite_recall_floats_are_rejected_by_name(name, value):
         AblationSettings.load("micro", [f"recall.{name}={value}"])
 
 
-@pytest.mark.parametrize("item, valid", [
-    ("recall.lr=0", "must be > 0"), ("recall.power_a=0", "must be > 0"),
-    ("recall.weight_decay=-1", "must be >= 0"), ("recall.grad_clip=-1", "must be >= 0"),
-    ("recall.train_steps=0", "must be a positive integer"), ("recall.warmup_steps=-1", "must be an integer >= 0"),
-    ("recall.lr_schedule=linear", "expected one of cosine, constant"), ("recall.stop_accuracy=2", "must lie in (0, 1]"),
-    ("recall.vocab=2", "must be an integer >= 4"),
-    ("recall.train=[[8, 4]]", "the setting [8, 4] has seq_len=8: 4 pairs need seq_len >= 16"),
-    ("recall.eval=[[32, 2], [64, 40]]", "the setting [64, 40] has pairs=40: vocab=32 offers 15 keys"),
-    ("bench.batch=0", "must be a positive integer"), ("bench.warmup=-1", "must be an integer >= 0"),
-    ("bench.dtype=fp8", "expected one of auto, fp16, bf16, fp32"),
-])
+@pytest.mark.parametrize(
+    "item, valid",
+    [
+        ("recall.lr=0", "must be > 0"),
+        ("recall.power_a=0", "must be > 0"),
+        ("recall.weight_decay=-1", "must be >= 0"),
+        ("recall.grad_clip=-1", "must be >= 0"),
+        ("recall.train_steps=0", "must be a positive integer"),
+        ("recall.warmup_steps=-1", "must be an integer >= 0"),
+        ("recall.lr_schedule=linear", "expected one of cosine, constant"),
+        ("recall.stop_accuracy=2", "must lie in (0, 1]"),
+        ("recall.vocab=2", "must be an integer >= 4"),
+        ("recall.train=[[8, 4]]", "the setting [8, 4] has seq_len=8: 4 pairs need seq_len >= 16"),
+        ("recall.eval=[[32, 2], [64, 40]]", "the setting [64, 40] has pairs=40: vocab=32 offers 15 keys"),
+        ("bench.batch=0", "must be a positive integer"),
+        ("bench.warmup=-1", "must be an integer >= 0"),
+        ("bench.dtype=fp8", "expected one of auto, fp16, bf16, fp32"),
+    ],
+)
 def test_ablation_section_errors_name_the_key_as_set_spells_it(item, valid):
     from hymba.ablation.settings import AblationSettings
 
@@ -103,8 +132,9 @@ def test_backend_names_come_from_the_kernels_registries(monkeypatch):
 
     for field, registry in (("attn_backend", attention.BACKENDS), ("scan_backend", scan.BACKENDS)):
         assert all(getattr(ModelConfig(**{field: b}), field) == b for b in registry)
-        with pytest.raises(ValueError, match=rf"^model\.{field}='fast' is invalid: expected one of "
-                                             + ", ".join(registry) + "$"):
+        with pytest.raises(
+            ValueError, match=rf"^model\.{field}='fast' is invalid: expected one of " + ", ".join(registry) + "$"
+        ):
             ModelConfig(**{field: "fast"})
     monkeypatch.setattr(scan, "BACKENDS", (*scan.BACKENDS, "new_kernel"))
     backends.cache_clear()
@@ -125,12 +155,19 @@ def test_config_imports_neither_presets_nor_triton():
 
     for path in Path(hymba.config.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(n.startswith("hymba.presets") for n in names), path
-    code = ("import sys; from hymba.config import ModelConfig, RunConfig, tiny_model; RunConfig.load(None); "
-            "ModelConfig(scan_backend='triton', attn_backend='flex'); tiny_model(); "
-            "print(sorted(m for m in sys.modules if m == 'triton' or m.startswith(('triton.', 'hymba.presets'))))")
+    code = (
+        "import sys; from hymba.config import ModelConfig, RunConfig, tiny_model; RunConfig.load(None); "
+        "ModelConfig(scan_backend='triton', attn_backend='flex'); tiny_model(); "
+        "print(sorted(m for m in sys.modules if m == 'triton' or m.startswith(('triton.', 'hymba.presets'))))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-2000:])
 
@@ -153,8 +190,11 @@ def test_a_run_toml_starts_from_the_scale_it_names(tmp_path):
 def test_an_unknown_scale_names_the_file_and_lists_the_scales(tmp_path, line):
     path = tmp_path / "run.toml"
     path.write_text(line + "\n")
-    with pytest.raises(ValueError, match=rf"^{path}: scale = .* is not a scale of roadmap.toml; expected one of "
-                                         "tiny, seed, paper"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^{path}: scale = .* is not a scale of roadmap.toml; expected one of "
+        "tiny, seed, paper",
+    ):
         RunConfig.load(path)
 
 

@@ -20,14 +20,17 @@ def test_zero_new_tokens_is_an_empty_result(model):
     assert out.shape == (3, 0) and out.dtype == ids.dtype
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    (dict(max_new_tokens=-1), "max_new_tokens=-1"),
-    (dict(max_new_tokens=2.0), "max_new_tokens=2.0"),
-    (dict(max_new_tokens=2, temperature=-0.5), "temperature=-0.5"),
-    (dict(max_new_tokens=2, temperature=math.nan), "temperature=nan"),
-    (dict(max_new_tokens=2, temperature=math.inf), "temperature=inf"),
-    (dict(max_new_tokens=2, temperature=1.0, top_k=0), "top_k=0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(max_new_tokens=-1), "max_new_tokens=-1"),
+        (dict(max_new_tokens=2.0), "max_new_tokens=2.0"),
+        (dict(max_new_tokens=2, temperature=-0.5), "temperature=-0.5"),
+        (dict(max_new_tokens=2, temperature=math.nan), "temperature=nan"),
+        (dict(max_new_tokens=2, temperature=math.inf), "temperature=inf"),
+        (dict(max_new_tokens=2, temperature=1.0, top_k=0), "top_k=0"),
+    ],
+)
 def test_bad_arguments_name_themselves(model, kwargs, name):
     with pytest.raises(ValueError, match=rf"generate\({name}\)"):
         model.generate(torch.randint(0, 64, (2, 4)), **kwargs)

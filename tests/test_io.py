@@ -20,8 +20,10 @@ def test_atomic_write_respects_the_umask_like_open(tmp_path, umask, mode):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "atomic.json").stat().st_mode) == mode
     assert stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == mode
-    assert (tmp_path / "atomic.json").read_text() == "{}\n" and sorted(os.listdir(tmp_path)) == ["atomic.json",
-                                                                                                 "plain.json"]
+    assert (tmp_path / "atomic.json").read_text() == "{}\n" and sorted(os.listdir(tmp_path)) == [
+        "atomic.json",
+        "plain.json",
+    ]
 
 
 def test_json_dumps_writes_null_for_nan_and_inf():

@@ -9,8 +9,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 LOCK_FILE = ".lock"
 
@@ -93,8 +94,9 @@ def lock_directory(path: str | Path, owner: str) -> IO[str]:
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
-        raise ValueError(f"{holder} is already writing to {path}; wait for it to finish or choose another --out") \
-            from None
+        raise ValueError(
+            f"{holder} is already writing to {path}; wait for it to finish or choose another --out"
+        ) from None
     f.truncate(0)
     f.write(f"{owner} (pid {os.getpid()})\n")
     f.flush()

@@ -127,7 +127,7 @@ class RunDir:
     def row_dir(self, row: int) -> Path:
         return self.path / self.ROWS / str(row)
 
-    def row_run(self, row: int) -> "RunDir":
+    def row_run(self, row: int) -> RunDir:
         """The training run directory (weights, config, tokenizer) of ``row``."""
         return RunDir(self.row_dir(row) / self.ROW_RUN)
 

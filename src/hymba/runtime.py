@@ -119,13 +119,25 @@ def keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        ok = libc.mallopt(M_MMAP_THRESHOLD, MALLOC_THRESHOLD) == 1 and \
-            libc.mallopt(M_TRIM_THRESHOLD, 2 * MALLOC_THRESHOLD - 1) == 1
+        ok = (
+            libc.mallopt(M_MMAP_THRESHOLD, MALLOC_THRESHOLD) == 1
+            and libc.mallopt(M_TRIM_THRESHOLD, 2 * MALLOC_THRESHOLD - 1) == 1
+        )
     except (OSError, AttributeError):  # musl or another libc without mallopt
         ok = False
     log.debug("glibc mmap/trim thresholds %s", "raised" if ok else "unchanged (no glibc mallopt)")
     return ok
 
 
-__all__ = ["DTYPES", "DeviceError", "PEAK_BF16_FLOPS", "TORCH_DTYPE_NAMES", "autocast_context", "autocast_dtype",
-           "keep_freed_memory", "peak_flops", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "DTYPES",
+    "DeviceError",
+    "PEAK_BF16_FLOPS",
+    "TORCH_DTYPE_NAMES",
+    "autocast_context",
+    "autocast_dtype",
+    "keep_freed_memory",
+    "peak_flops",
+    "resolve_device",
+    "resolve_dtype",
+]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 
 import pytest
@@ -30,8 +29,6 @@ def cli_env(hymba_cache) -> dict[str, str]:
     env = dict(os.environ, HYMBA_CACHE=str(hymba_cache), OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
     return env
-
-
 
 
 @pytest.fixture(autouse=True)

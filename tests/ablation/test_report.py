@@ -25,8 +25,9 @@ def test_paper_table_matches_roadmap_rows():
     assert len(PAPER_ROWS) == 13
 
 
-@pytest.mark.parametrize("attn,ssm,expected", [(0, 10, "0:1"), (10, 0, "1:0"), (100, 523, "1:5.23"),
-                                               (200, 100, "1:0.50")])
+@pytest.mark.parametrize(
+    "attn,ssm,expected", [(0, 10, "0:1"), (10, 0, "1:0"), (100, 523, "1:5.23"), (200, 100, "1:0.50")]
+)
 def test_format_ratio(attn, ssm, expected):
     assert format_ratio(attn, ssm) == expected
 
@@ -58,19 +59,37 @@ def test_spearman_ties_missing_and_degenerate():
 
 
 def _record(row, **kw):
-    rec = {"id": row, "name": ROW_NAMES[row], "status": "done", "error": None, "params": 1_500_000,
-           "attn_mamba": "1:2.00", "val_ppl": 20.0 + row, "val_acc": 0.25, "recall_acc": None,
-           "train_tokens_per_s": 1000.0, "gen_tokens_per_s": 100.0 * row, "kv_mb": 1.0 * row, "ssm_mb": 0.5,
-           "steps": 3}
+    rec = {
+        "id": row,
+        "name": ROW_NAMES[row],
+        "status": "done",
+        "error": None,
+        "params": 1_500_000,
+        "attn_mamba": "1:2.00",
+        "val_ppl": 20.0 + row,
+        "val_acc": 0.25,
+        "recall_acc": None,
+        "train_tokens_per_s": 1000.0,
+        "gen_tokens_per_s": 100.0 * row,
+        "kv_mb": 1.0 * row,
+        "ssm_mb": 0.5,
+        "steps": 3,
+    }
     rec.update(kw)
     return rec
 
 
 def _results_dir(tmp_path, records):
-    store = ResultsStore(tmp_path, {"preset": "micro", "model": {}, "data": {"source": "builtin", "char_budget": 0,
-                                                                             "vocab_size": 300},
-                                    "train": {"max_steps": 3, "batch_size": 4, "seq_len": 64, "seed": 0},
-                                    "bench": {}})
+    store = ResultsStore(
+        tmp_path,
+        {
+            "preset": "micro",
+            "model": {},
+            "data": {"source": "builtin", "char_budget": 0, "vocab_size": 300},
+            "train": {"max_steps": 3, "batch_size": 4, "seq_len": 64, "seed": 0},
+            "bench": {},
+        },
+    )
     store.open()
     for r in records:
         store.put(r)
@@ -79,10 +98,16 @@ def _results_dir(tmp_path, records):
 
 
 def test_table_columns_units_and_failed_rows(tmp_path):
-    d = _results_dir(tmp_path, [_record(1, recall_acc=0.5), _record(4),
-                                {"id": 7, "name": ROW_NAMES[7], "status": "failed", "error": "RuntimeError: boom"}])
+    d = _results_dir(
+        tmp_path,
+        [
+            _record(1, recall_acc=0.5),
+            _record(4),
+            {"id": 7, "name": ROW_NAMES[7], "status": "failed", "error": "RuntimeError: boom"},
+        ],
+    )
     df = build_table(json.loads((d / "results.json").read_text()))
-    assert list(df.columns[:len(COLUMNS)]) == COLUMNS
+    assert list(df.columns[: len(COLUMNS)]) == COLUMNS
     assert {"Paper Commonsense", "Paper Recall", "Paper Throughput", "Paper Cache MB"} <= set(df.columns)
     assert list(df["ID"]) == [1, 4, 7]
     assert df.loc[0, "Params (M)"] == pytest.approx(1.5)
@@ -97,8 +122,16 @@ def test_table_columns_units_and_failed_rows(tmp_path):
 def test_correlations_against_paper_columns(tmp_path):
     # throughput proportional to the paper's -> rho = +1; cache reversed -> rho = -1
     paper = paper_table()
-    recs = [_record(i, gen_tokens_per_s=paper.loc[i, "throughput"] / 10, kv_mb=1000 - paper.loc[i, "cache_mb"],
-                    ssm_mb=0.0, recall_acc=paper.loc[i, "recall"] / 100) for i in range(1, 14)]
+    recs = [
+        _record(
+            i,
+            gen_tokens_per_s=paper.loc[i, "throughput"] / 10,
+            kv_mb=1000 - paper.loc[i, "cache_mb"],
+            ssm_mb=0.0,
+            recall_acc=paper.loc[i, "recall"] / 100,
+        )
+        for i in range(1, 14)
+    ]
     df = build_table(json.loads((_results_dir(tmp_path, recs) / "results.json").read_text()))
     corr = correlations(df).set_index("metric")
     assert corr.loc["throughput", "spearman"] == pytest.approx(1.0)
@@ -115,14 +148,15 @@ def test_write_report_files_and_plots(tmp_path):
         assert p.is_file() and p.stat().st_size > 0
     assert files["efficiency"].read_bytes()[:4] == b"\x89PNG"
     table = json.loads(files["json"].read_text())
-    assert table["columns"][:len(COLUMNS)] == COLUMNS and len(table["rows"]) == 3
+    assert table["columns"][: len(COLUMNS)] == COLUMNS and len(table["rows"]) == 3
     assert {c["metric"] for c in table["spearman"]} == {"throughput", "cache", "recall"}
     assert pd.read_csv(files["csv"])["ID"].tolist() == [1, 2, 13]
     assert FORMAT == 1
 
 
-def test_hymba_eval_on_an_ablation_scores_every_row_and_adds_a_commonsense_column(tmp_path, hymba_cache, monkeypatch,
-                                                                                 capsys):
+def test_hymba_eval_on_an_ablation_scores_every_row_and_adds_a_commonsense_column(
+    tmp_path, hymba_cache, monkeypatch, capsys
+):
     # the real harness on the local toy task, through each trained row's checkpoint, then the report
     pytest.importorskip("lm_eval")
     from hymba.ablation.runner import run_ablation
@@ -165,4 +199,5 @@ def test_commonsense_column_only_when_rows_were_evaluated():
     df = build_table(results, {1: {"mean_acc": 0.25, "tasks": {"piqa": {}}}})
     assert df.set_index("ID").loc[1, "Commonsense"] == 25.0 and math.isnan(df.set_index("ID").loc[6, "Commonsense"])
     assert "commonsense" in set(correlations(df)["metric"]) and "commonsense" not in set(
-        correlations(build_table(results))["metric"])
+        correlations(build_table(results))["metric"]
+    )

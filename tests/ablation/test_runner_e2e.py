@@ -32,8 +32,9 @@ def _ablate(out, rows, env, *extra):
 
 def test_kill_after_first_row_then_resume(tmp_path, cli_env, capsys):
     out = tmp_path / "abl"
-    proc = subprocess.Popen(_ablate(out, "1,2,13", cli_env), env=cli_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _ablate(out, "1,2,13", cli_env), env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -59,7 +60,7 @@ def test_kill_after_first_row_then_resume(tmp_path, cli_env, capsys):
     assert rows["1"]["seconds"] == first["1"]["seconds"]
     assert [r["status"] for r in rows.values()] == ["done"] * 3
     table = run.table
-    assert list(table["ID"]) == [1, 2, 13] and list(table.columns[:len(COLUMNS)]) == COLUMNS
+    assert list(table["ID"]) == [1, 2, 13] and list(table.columns[: len(COLUMNS)]) == COLUMNS
     assert table[COLUMNS[2:-1]].drop(columns=["Attn:Mamba", "Recall acc"]).notna().all().all()
     assert list(table["Attn:Mamba"])[0] == "0:1" and table.loc[0, "KV cache MB"] == 0.0
     assert table.loc[1, "KV cache MB"] > table.loc[2, "KV cache MB"] > 0  # KV compression of row 13
@@ -268,8 +269,9 @@ def test_corrupt_results_with_force_are_set_aside(tmp_path, hymba_cache):
 def test_ctrl_c_keeps_finished_rows(tmp_path, cli_env):
     out = tmp_path / "abl"
     # five rows after the first: the interrupt always lands while one of them runs (never a skipped test)
-    proc = subprocess.Popen(_ablate(out, "1,2,3,4,5,13", cli_env), env=cli_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _ablate(out, "1,2,3,4,5,13", cli_env), env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if (out / "results.json").is_file() and len(_rows(out)) >= 1:

@@ -36,30 +36,43 @@ def test_scales_load_and_share_run_settings():
 
 
 def test_overrides():
-    s = AblationSettings.load("micro", ["train.max_steps=7", "model.n_meta_tokens=2", "bench.batch=1",
-                                        "recall.train_steps=5", "data.char_budget=1000"])
+    s = AblationSettings.load(
+        "micro",
+        [
+            "train.max_steps=7",
+            "model.n_meta_tokens=2",
+            "bench.batch=1",
+            "recall.train_steps=5",
+            "data.char_budget=1000",
+        ],
+    )
     assert s.train.max_steps == 7 and s.bench.batch == 1 and s.recall.train_steps == 5
     assert s.row_model(13).n_meta_tokens == 2 and s.row_model(9).n_meta_tokens == 0
     assert s.fingerprint() != AblationSettings.load("micro").fingerprint()
     # cosmetic settings do not change what a result means
-    assert AblationSettings.load("micro", ["train.progress=true"]).fingerprint() == \
-        AblationSettings.load("micro").fingerprint()
+    assert (
+        AblationSettings.load("micro", ["train.progress=true"]).fingerprint()
+        == AblationSettings.load("micro").fingerprint()
+    )
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--preset", "huge"], "unknown preset 'huge'"),
-    (["--rows", "1,99"], "no row 99"),
-    (["--rows", "one"], "'one' is not a row id"),
-    (["--set", "train.max_step=3"], "unknown key 'max_step' in [train]"),
-    (["--set", "nope.x=1"], "unknown section [nope]"),
-    (["--set", "train.max_steps=abc"], "max_steps = 'abc' has the wrong type"),
-    (["--set", "train.max_steps=0"], "train.max_steps=0 is invalid"),
-    (["--set", "model.n_heads=2"], "model.n_heads cannot be overridden"),
-    (["--set", "model.vocab_size=99"], "set data.vocab_size instead"),
-    (["--set", "model.d_model=30"], "row 3 (Mamba + 8 attn heads) at preset micro"),
-    (["--set", "bench.dtype=fp8"], "bench.dtype='fp8' is invalid"),
-    (["--set", "trainmax_steps"], "expected section.field=value"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--rows", "1,99"], "no row 99"),
+        (["--rows", "one"], "'one' is not a row id"),
+        (["--set", "train.max_step=3"], "unknown key 'max_step' in [train]"),
+        (["--set", "nope.x=1"], "unknown section [nope]"),
+        (["--set", "train.max_steps=abc"], "max_steps = 'abc' has the wrong type"),
+        (["--set", "train.max_steps=0"], "train.max_steps=0 is invalid"),
+        (["--set", "model.n_heads=2"], "model.n_heads cannot be overridden"),
+        (["--set", "model.vocab_size=99"], "set data.vocab_size instead"),
+        (["--set", "model.d_model=30"], "row 3 (Mamba + 8 attn heads) at preset micro"),
+        (["--set", "bench.dtype=fp8"], "bench.dtype='fp8' is invalid"),
+        (["--set", "trainmax_steps"], "expected section.field=value"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
     code = main(["ablate", "--preset", "micro", "--out", str(tmp_path / "out"), *argv])
     err = capsys.readouterr().err

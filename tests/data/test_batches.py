@@ -45,8 +45,7 @@ def test_batches_depend_only_on_seed_and_index():
         b.load_state_dict({**a.state_dict(), "seq_len": 16})
 
 
-@pytest.mark.parametrize("n,seq_len,batch", [(2, 8, 4), (65, 64, 2), (1000, 64, 3), (1001, 7, 5)],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize("n,seq_len,batch", [(2, 8, 4), (65, 64, 2), (1000, 64, 3), (1001, 7, 5)], ids=lambda v: str(v))
 def test_validation_covers_every_target_once(n, seq_len, batch):
     tokens = np.arange(n, dtype=np.uint32)
     targets = []

@@ -32,8 +32,10 @@ Twice being _[by the people chosen]_
 
 
 def test_plays_to_text_matches_tiny_shakespeare_layout():
-    expected = ("ANNE:\nGood morrow, Bob.\nHow now?\nAlone at last.\n\n"
-                "FIRST LORD:\nNo, no; he'll\nTwice being by the people chosen\n")
+    expected = (
+        "ANNE:\nGood morrow, Bob.\nHow now?\nAlone at last.\n\n"
+        "FIRST LORD:\nNo, no; he'll\nTwice being by the people chosen\n"
+    )
     assert plays_to_text(PLAY) == expected
 
 
@@ -87,7 +89,9 @@ def test_hub_path_text_builder(tmp_path):
 
 def test_hub_path_unknown_text_column_lists_columns(tmp_path):
     files = _jsonl(tmp_path, [{"title": "a", "body": "b", "n": 1}])
-    with pytest.raises(ValueError, match=r"cannot tell the text column.*title \(string\), body \(string\), n \(int64\)"):
+    with pytest.raises(
+        ValueError, match=r"cannot tell the text column.*title \(string\), body \(string\), n \(int64\)"
+    ):
         load_corpus("json", data_files=files)
     with pytest.raises(ValueError, match=r"no column 'text'; its columns are: title"):
         load_corpus("json", data_files=files, text_column="text")
@@ -109,8 +113,11 @@ def test_json_lines_corpus_takes_the_text_field(tmp_path):
 
 def test_json_lines_corpus_without_a_text_field_names_the_fields(tmp_path):
     path = _jsonl(tmp_path, [{"title": "a", "body": "b", "n": 1}])
-    with pytest.raises(ValueError, match=r"cannot tell the text column of JSON-lines corpus .*rows.jsonl; its "
-                                         r"columns are: title \(string\), body \(string\), n \(int\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot tell the text column of JSON-lines corpus .*rows.jsonl; its "
+        r"columns are: title \(string\), body \(string\), n \(int\)",
+    ):
         load_corpus(path)
 
 

@@ -24,8 +24,11 @@ def test_cache_miss_then_hit(tmp_path, monkeypatch):
     assert isinstance(again.train, np.memmap) and again.train.dtype == np.uint16
 
 
-@pytest.mark.parametrize("change", [{"vocab_size": 280}, {"val_fraction": 0.2}, {"char_budget": BUDGET - 1}],
-                         ids=["vocab", "split", "corpus"])
+@pytest.mark.parametrize(
+    "change",
+    [{"vocab_size": 280}, {"val_fraction": 0.2}, {"char_budget": BUDGET - 1}],
+    ids=["vocab", "split", "corpus"],
+)
 def test_changed_settings_miss_the_cache(tmp_path, change):
     base = prepare(cfg(), tmp_path)
     other = prepare(DataConfig(**{**cfg().__dict__, **change}), tmp_path)

@@ -35,8 +35,18 @@ class ByteTokenizer:
 
 def tiny_model(**overrides) -> HymbaLM:
     # hybrid heads, SWA + one global layer, meta tokens: every kind of cache state is exercised
-    cfg = dict(vocab_size=ByteTokenizer.vocab_size, d_model=32, n_layers=2, n_heads=2, head_dim=16, d_state=4,
-               swa_plan=[1], window=8, n_meta_tokens=3, init_std=0.2)  # strong enough that every path counts
+    cfg = dict(
+        vocab_size=ByteTokenizer.vocab_size,
+        d_model=32,
+        n_layers=2,
+        n_heads=2,
+        head_dim=16,
+        d_state=4,
+        swa_plan=[1],
+        window=8,
+        n_meta_tokens=3,
+        init_std=0.2,
+    )  # strong enough that every path counts
     cfg.update(overrides)
     torch.manual_seed(0)
     return HymbaLM(ModelConfig(**cfg)).eval()
@@ -54,13 +64,18 @@ def _req(kind: str, args: tuple, i: int = 0) -> Instance:
 def _reference_logprob(model: HymbaLM, ctx: list[int], cont: list[int]) -> tuple[float, bool]:
     ids = torch.tensor([ctx + cont])[:, :-1]
     with torch.no_grad():
-        lp = F.log_softmax(model(ids).logits[0].float(), -1)[len(ctx) - 1:]
+        lp = F.log_softmax(model(ids).logits[0].float(), -1)[len(ctx) - 1 :]
     target = torch.tensor(cont)
     return float(lp.gather(1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all())
 
 
-PAIRS = [("The sky is", " blue"), ("Fire feels", " hot and bright"), ("A", " b"), ("", "empty context"),
-         ("Snow is usually white, and ice is made of frozen", " water")]
+PAIRS = [
+    ("The sky is", " blue"),
+    ("Fire feels", " hot and bright"),
+    ("A", " b"),
+    ("", "empty context"),
+    ("Snow is usually white, and ice is made of frozen", " water"),
+]
 
 
 def test_loglikelihood_matches_unpadded_forward(lm):
@@ -77,9 +92,9 @@ def test_loglikelihood_truncates_to_max_length():
     model = tiny_model()
     lm = HymbaLMEval(model=model, tokenizer=ByteTokenizer(), batch_size=2, max_length=16)
     ctx, cont = "x" * 40 + " and then", " more"
-    (ll, _), = lm.loglikelihood([_req("loglikelihood", (ctx, cont))])
+    ((ll, _),) = lm.loglikelihood([_req("loglikelihood", (ctx, cont))])
     full = ByteTokenizer().encode(ctx + cont)[-17:]
-    ref, _ = _reference_logprob(model, full[:-len(cont)], full[-len(cont):])
+    ref, _ = _reference_logprob(model, full[: -len(cont)], full[-len(cont) :])
     assert ll == pytest.approx(ref, abs=1e-4)
 
 
@@ -109,7 +124,7 @@ def test_loglikelihood_rolling_long_document_scores_every_token_once():
     while start < len(toks):
         n = 16 if start == 0 else min(16, len(toks) - start)
         end = start + n
-        inp = prev[max(0, end - 16):end]
+        inp = prev[max(0, end - 16) : end]
         with torch.no_grad():
             lp = F.log_softmax(model(torch.tensor([inp])).logits[0].float(), -1)[-n:]
         ref += float(lp.gather(1, torch.tensor(toks[start:end])[:, None]).sum())
@@ -122,19 +137,21 @@ def _greedy_reference(model: HymbaLM, prompt: list[int], n: int) -> list[int]:
     with torch.no_grad():
         for _ in range(n):
             ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
-    return ids[len(prompt):]
+    return ids[len(prompt) :]
 
 
 def test_generate_until_matches_full_forward_greedy(lm):
     prompts = ["The sky is", "Fire", "One plus one is two and"]
-    reqs = [_req("generate_until", (p, {"until": ["\n\n"], "max_gen_toks": 12, "do_sample": False}), i)
-            for i, p in enumerate(prompts)]
+    reqs = [
+        _req("generate_until", (p, {"until": ["\n\n"], "max_gen_toks": 12, "do_sample": False}), i)
+        for i, p in enumerate(prompts)
+    ]
     got = lm.generate_until(reqs)
     tok = ByteTokenizer()
     for p, text in zip(prompts, got):
         ref = _greedy_reference(lm.model, tok.encode(p), 12)
         if tok.eos_id in ref:
-            ref = ref[:ref.index(tok.eos_id)]
+            ref = ref[: ref.index(tok.eos_id)]
         assert text == tok.decode(ref).split("\n\n")[0]
 
 
@@ -160,8 +177,12 @@ def test_real_harness_on_local_task(lm, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     monkeypatch.chdir(DATA)  # data_files in the YAML are relative to it
-    out = lm_eval.simple_evaluate(model=lm, tasks=["hymba_toy_mc", "hymba_toy_cloze"], log_samples=False,
-                                  task_manager=TaskManager(include_path=str(DATA)))
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=["hymba_toy_mc", "hymba_toy_cloze"],
+        log_samples=False,
+        task_manager=TaskManager(include_path=str(DATA)),
+    )
     docs = [json.loads(line) for line in (DATA / "toy_mc.jsonl").read_text().splitlines()]
     # independent reference for the cloze task: argmax of the summed continuation log-likelihood
     tok = ByteTokenizer()
@@ -176,6 +197,7 @@ def test_real_harness_on_local_task(lm, monkeypatch, tmp_path):
 
 # ---- `hymba eval` on a trained checkpoint ------------------------------------------------------------
 
+
 def _train_toy_checkpoint(run_dir: Path) -> None:
     """A real training run (``hymba.train.train``) of a tiny hybrid model on the toy task's correct answers."""
     from hymba.config import DataConfig, RunConfig, TrainConfig
@@ -184,10 +206,20 @@ def _train_toy_checkpoint(run_dir: Path) -> None:
     docs = [json.loads(line) for line in (DATA / "toy_mc.jsonl").read_text().splitlines()]
     corpus = run_dir.parent / "toy.txt"
     corpus.write_text("\n".join(d["question"] + d["choices"][d["label"]] + "." for d in docs) * 40 + "\n")
-    cfg = RunConfig(model=tiny_model().config.replace(n_meta_tokens=0),
-                    data=DataConfig(source=str(corpus), vocab_size=320, cache_dir=str(run_dir.parent / "cache")),
-                    train=TrainConfig(device="cpu", seq_len=32, batch_size=16, max_steps=60, lr=1e-2, warmup_steps=5,
-                                      progress=False, log_every=100))
+    cfg = RunConfig(
+        model=tiny_model().config.replace(n_meta_tokens=0),
+        data=DataConfig(source=str(corpus), vocab_size=320, cache_dir=str(run_dir.parent / "cache")),
+        train=TrainConfig(
+            device="cpu",
+            seq_len=32,
+            batch_size=16,
+            max_steps=60,
+            lr=1e-2,
+            warmup_steps=5,
+            progress=False,
+            log_every=100,
+        ),
+    )
     train(cfg, run_dir)
 
 
@@ -199,8 +231,18 @@ def test_hymba_eval_cli_writes_results(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     monkeypatch.chdir(DATA)
-    rc = main(["eval", str(run_dir), "--tasks", "hymba_toy_mc,hymba_toy_cloze", "--include-path", str(DATA),
-               "--batch-size", "4"])
+    rc = main(
+        [
+            "eval",
+            str(run_dir),
+            "--tasks",
+            "hymba_toy_mc,hymba_toy_cloze",
+            "--include-path",
+            str(DATA),
+            "--batch-size",
+            "4",
+        ]
+    )
     assert rc == 0
     res = json.loads((run_dir / "lm_eval.json").read_text())
     assert set(res["tasks"]) == {"hymba_toy_mc", "hymba_toy_cloze"}
@@ -214,8 +256,20 @@ def test_hymba_eval_cli_writes_results(tmp_path, monkeypatch, capsys):
     # the harness's own command line, with the model registered by the adapter's entry point
     from hymba.eval.lm_eval_adapter import main as harness_main
 
-    harness_main(["--model", "hymba", "--model_args", f"checkpoint={run_dir}", "--tasks", "hymba_toy_cloze",
-                  "--include_path", str(DATA), "--device", "cpu"])
+    harness_main(
+        [
+            "--model",
+            "hymba",
+            "--model_args",
+            f"checkpoint={run_dir}",
+            "--tasks",
+            "hymba_toy_cloze",
+            "--include_path",
+            str(DATA),
+            "--device",
+            "cpu",
+        ]
+    )
     assert "hymba_toy_cloze" in capsys.readouterr().out
 
 
@@ -230,8 +284,14 @@ def test_hymba_eval_cli_errors_are_one_line(tmp_path, capsys):
 def test_mean_accuracy_counts_subtasks_not_their_group_aggregate():
     from hymba.eval.harness import request_record, summarize
 
-    results = {"results": {"grp": {"acc,none": 0.9}, "a": {"acc,none": 0.2}, "b": {"acc,none": 0.4},
-                           "c": {"acc,none": 0.6, "acc_norm,none": 0.5}},
-               "group_subtasks": {"grp": ["a", "b"], "c": []}}
+    results = {
+        "results": {
+            "grp": {"acc,none": 0.9},
+            "a": {"acc,none": 0.2},
+            "b": {"acc,none": 0.4},
+            "c": {"acc,none": 0.6, "acc_norm,none": 0.5},
+        },
+        "group_subtasks": {"grp": ["a", "b"], "c": []},
+    }
     s = summarize(results, checkpoint="x", request=request_record(["grp", "c"], max_length=64), seconds=1.0)
     assert set(s["tasks"]) == {"a", "b", "c"} and s["mean_acc"] == pytest.approx(0.4) and s["max_length"] == 64

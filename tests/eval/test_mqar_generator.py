@@ -22,13 +22,13 @@ def test_layout(vocab, seq_len, pairs):
     assert ids.shape == labels.shape == (50, seq_len) and ids.dtype == labels.dtype == torch.int64
     half = vocab // 2
     for x, y in zip(ids.tolist(), labels.tolist()):
-        keys, values = x[0:2 * pairs:2], x[1:2 * pairs:2]
+        keys, values = x[0 : 2 * pairs : 2], x[1 : 2 * pairs : 2]
         # keys from [1, V/2), values from [V/2, V), each without replacement
         assert all(1 <= k < half for k in keys) and len(set(keys)) == pairs
         assert all(half <= v < vocab for v in values) and len(set(values)) == pairs
         kv = dict(zip(keys, values))
         # context carries no labels
-        assert all(t == IGNORE_INDEX for t in y[:2 * pairs])
+        assert all(t == IGNORE_INDEX for t in y[: 2 * pairs])
         query_positions = [t for t in range(2 * pairs, seq_len) if y[t] != IGNORE_INDEX]
         # every key queried exactly once, at the start of a two-token slot, label = its value
         assert sorted(x[t] for t in query_positions) == sorted(keys)
@@ -61,11 +61,14 @@ def test_gaps_follow_power_law():
     assert abs(flat[:50].sum() - 0.5) < 0.03
 
 
-@pytest.mark.parametrize("kwargs,field", [
-    (dict(vocab=16, seq_len=64, pairs=8), "pairs"),  # only 7 keys in [1, 8)
-    (dict(vocab=64, seq_len=15, pairs=4), "seq_len"),
-    (dict(vocab=64, seq_len=64, pairs=0), "pairs"),
-])
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(vocab=16, seq_len=64, pairs=8), "pairs"),  # only 7 keys in [1, 8)
+        (dict(vocab=64, seq_len=15, pairs=4), "seq_len"),
+        (dict(vocab=64, seq_len=64, pairs=0), "pairs"),
+    ],
+)
 def test_rejects_impossible_instances(kwargs, field):
     with pytest.raises(ValueError, match=field):
         mqar_batch(2, **kwargs)
@@ -87,8 +90,11 @@ def test_settings_errors_name_the_recall_key():
     """MQARSettings is the ablation's [recall] section: errors read as `--set recall.<key>=...` spells them."""
     with pytest.raises(ValueError, match=r"^recall\.lr=0 is invalid: must be > 0"):
         MQARSettings(lr=0)
-    with pytest.raises(ValueError, match=r"^recall\.eval=\[\[64, 40\]\] is invalid: the setting \[64, 40\] has "
-                                         r"pairs=40"):
+    with pytest.raises(
+        ValueError,
+        match=r"^recall\.eval=\[\[64, 40\]\] is invalid: the setting \[64, 40\] has "
+        r"pairs=40",
+    ):
         MQARSettings(vocab=64, eval=[[64, 40]])
     with pytest.raises(ValueError, match=r"^recall\.grad_clip=inf is invalid: must be a finite number"):
         MQARSettings(grad_clip=float("inf"))

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from hymba import ModelConfig
-from hymba.train.trainer import TrainingDiverged
 from hymba.eval.mqar import IGNORE_INDEX, MQARSettings, mqar_batch, recall_accuracy, run_recall, train_mqar
+from hymba.train.trainer import TrainingDiverged
 
 # attention only, full causal attention: a two-layer induction circuit (previous-token head, then lookup)
 ATTN = ModelConfig(vocab_size=64, d_model=64, n_layers=2, n_heads=4, ssm=False)
@@ -20,8 +20,18 @@ BLIND = ATTN.replace(swa_plan="all", window=2)
 # The lookup appears as a phase transition (accuracy jumps from 1/N to ~1); at this size it came between
 # steps 300 and 500 for three of three seeds with batch 128 and lr 1e-3, and not within 600 steps with
 # lr 2e-3 / 3e-3 or with batch 32 / 64, so those are the settings.
-LEARN = MQARSettings(vocab=64, train=[(64, 4)], eval=[(64, 4)], train_steps=600, batch_size=128, lr=1e-3,
-                     lr_schedule="constant", weight_decay=0.0, warmup_steps=20, eval_sequences=256)
+LEARN = MQARSettings(
+    vocab=64,
+    train=[(64, 4)],
+    eval=[(64, 4)],
+    train_steps=600,
+    batch_size=128,
+    lr=1e-3,
+    lr_schedule="constant",
+    weight_decay=0.0,
+    warmup_steps=20,
+    eval_sequences=256,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -48,8 +58,16 @@ def test_early_stop_settings_are_validated():
 
 
 def test_attention_that_cannot_see_the_keys_stays_at_chance():
-    s = MQARSettings(vocab=64, train=[(64, 8)], eval=[(64, 8)], train_steps=60, batch_size=32, lr=3e-3,
-                     warmup_steps=10, eval_sequences=256)
+    s = MQARSettings(
+        vocab=64,
+        train=[(64, 8)],
+        eval=[(64, 8)],
+        train_steps=60,
+        batch_size=32,
+        lr=3e-3,
+        warmup_steps=10,
+        eval_sequences=256,
+    )
     r = run_recall(BLIND, s, seed=0)
     # chance is 1/32 (a guess among the values); a query right after the context can still be answered,
     # so score the queries whose key lies beyond the 3-token receptive field separately
@@ -62,7 +80,7 @@ def _far_query_fraction(s: MQARSettings) -> float:
     seq_len, pairs = s.eval[0]
     ids, labels = mqar_batch(256, vocab=s.vocab, seq_len=seq_len, pairs=pairs, seed=5)
     b, t = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
-    key_pos = (ids[b, :2 * pairs:2] == ids[b, t][:, None]).float().argmax(1) * 2
+    key_pos = (ids[b, : 2 * pairs : 2] == ids[b, t][:, None]).float().argmax(1) * 2
     return float(((t - key_pos) > 3).float().mean())
 
 
@@ -97,8 +115,9 @@ def test_divergence_found_when_losses_are_read_back_in_batches(device, poisoned_
     from hymba import HymbaLM
     from hymba.eval import mqar
 
-    s = MQARSettings(vocab=16, train=[(16, 2)], eval=[(16, 2)], train_steps=mqar._SYNC_EVERY + 5, batch_size=4,
-                     eval_sequences=8)
+    s = MQARSettings(
+        vocab=16, train=[(16, 2)], eval=[(16, 2)], train_steps=mqar._SYNC_EVERY + 5, batch_size=4, eval_sequences=8
+    )
     model = HymbaLM(ATTN.replace(vocab_size=16)).to(device)
     calls = []
 
@@ -127,8 +146,9 @@ def test_out_of_memory_accumulates_micro_batches_instead_of_failing(caplog):
     from hymba import HymbaLM
     from hymba.eval.mqar import evaluate_mqar
 
-    s = MQARSettings(vocab=64, train=[(32, 4)], eval=[(32, 4)], train_steps=4, batch_size=12, eval_sequences=24,
-                     eval_batch_size=24)
+    s = MQARSettings(
+        vocab=64, train=[(32, 4)], eval=[(32, 4)], train_steps=4, batch_size=12, eval_sequences=24, eval_batch_size=24
+    )
     cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, d_state=4, init_std=0.2)
     torch.manual_seed(0)
     whole, split = HymbaLM(cfg), HymbaLM(cfg)

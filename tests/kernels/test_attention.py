@@ -68,8 +68,9 @@ def test_flex_matches_sdpa(T, M, window):
     q, k, v = torch.randn(B, H, T, Dk, **g), torch.randn(B, Hkv, T, Dk, **g), torch.randn(B, Hkv, T, Dv, **g)
     pos = torch.arange(T, device="cuda").expand(B, T)
     spec = MaskSpec(pos, pos, pos < M, None, window, M)
-    torch.testing.assert_close(attention(q, k, v, spec, backend="flex").float(),
-                               attention_naive(q, k, v, spec).float(), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(
+        attention(q, k, v, spec, backend="flex").float(), attention_naive(q, k, v, spec).float(), rtol=2e-2, atol=2e-2
+    )
 
 
 def _grads(backend, q, k, v, spec):
@@ -122,7 +123,7 @@ def test_sdpa_backward_stays_finite_when_every_logit_is_very_negative(T, Hkv):
     B, H, D = 2, 4, 64
     g = dict(device="cuda", dtype=torch.bfloat16)
     q, k, v = torch.randn(B, H, T, D, **g) * 0.1, torch.randn(B, Hkv, T, D, **g) * 0.1, torch.randn(B, Hkv, T, D, **g)
-    q[..., 0], k[..., 0] = 1.0, -120 * D ** 0.5  # every logit about -120
+    q[..., 0], k[..., 0] = 1.0, -120 * D**0.5  # every logit about -120
     pos = torch.arange(T, device="cuda").expand(B, T)
     spec = MaskSpec(pos, pos, pos < 0, None, None, 0)
 
@@ -137,4 +138,6 @@ def test_sdpa_backward_stays_finite_when_every_logit_is_very_negative(T, Hkv):
     # dQ = dS K with k[..., 0] = -960 amplifies any bf16 kernel's rounding of dS past the fp32 oracle (the
     # memory-efficient kernel: 2.0 against values of 0.17, itself exact to 0.003 in fp32), so dQ is checked finite only
     for i in (0, 2, 3):  # output, dK, dV
-        torch.testing.assert_close(got[i].float(), want[i].float(), rtol=3e-2, atol=3e-2 * (1 + want[i].abs().max().item()))
+        torch.testing.assert_close(
+            got[i].float(), want[i].float(), rtol=3e-2, atol=3e-2 * (1 + want[i].abs().max().item())
+        )

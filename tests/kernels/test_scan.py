@@ -8,9 +8,14 @@ from hymba.kernels.scan.ref import selective_scan_quadratic, selective_scan_ref,
 def _inputs(b, d, L, n, dtype=torch.float64, device="cpu"):
     g = dict(dtype=dtype, device=device)
     return dict(
-        u=torch.randn(b, d, L, **g), delta=torch.randn(b, d, L, **g) * 0.5,
-        A=-torch.exp(torch.randn(d, n, **g)), B=torch.randn(b, n, L, **g), C=torch.randn(b, n, L, **g),
-        D=torch.randn(d, **g), z=torch.randn(b, d, L, **g), delta_bias=torch.randn(d, **g) * 0.1,
+        u=torch.randn(b, d, L, **g),
+        delta=torch.randn(b, d, L, **g) * 0.5,
+        A=-torch.exp(torch.randn(d, n, **g)),
+        B=torch.randn(b, n, L, **g),
+        C=torch.randn(b, n, L, **g),
+        D=torch.randn(d, **g),
+        z=torch.randn(b, d, L, **g),
+        delta_bias=torch.randn(d, **g) * 0.1,
     )
 
 
@@ -48,8 +53,20 @@ def test_state_update_steps_equal_the_scan():
     state = torch.zeros(b, d, n, dtype=torch.float64)
     ys = []
     for t in range(L):
-        ys.append(selective_state_update_ref(state, x["u"][..., t], x["delta"][..., t], x["A"], x["B"][..., t],
-                                             x["C"][..., t], x["D"], x["z"][..., t], x["delta_bias"], True))
+        ys.append(
+            selective_state_update_ref(
+                state,
+                x["u"][..., t],
+                x["delta"][..., t],
+                x["A"],
+                x["B"][..., t],
+                x["C"][..., t],
+                x["D"],
+                x["z"][..., t],
+                x["delta_bias"],
+                True,
+            )
+        )
     torch.testing.assert_close(torch.stack(ys, -1), y_scan)
     torch.testing.assert_close(state, h_scan)
 
@@ -60,11 +77,12 @@ def test_fp32_state_for_low_precision_inputs():
     x16 = {k: v.bfloat16() for k, v in _inputs(2, 4, 200, 4).items()}
     x16["delta"] = x16["delta"] - 3  # slow decay: the state integrates many steps
     y16, h16 = selective_scan_ref(**x16, delta_softplus=True, return_last_state=True)
-    y64, h64 = selective_scan_ref(**{k: v.double() for k, v in x16.items()}, delta_softplus=True,
-                                  return_last_state=True)
+    y64, h64 = selective_scan_ref(
+        **{k: v.double() for k, v in x16.items()}, delta_softplus=True, return_last_state=True
+    )
     assert y16.dtype == torch.bfloat16 and h16.dtype == torch.float32
     torch.testing.assert_close(h16.double(), h64, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(y16.double(), y64, rtol=2 ** -7, atol=1e-3)  # bf16 has an 8-bit significand
+    torch.testing.assert_close(y16.double(), y64, rtol=2**-7, atol=1e-3)  # bf16 has an 8-bit significand
 
 
 def test_requested_backend_missing_is_an_error_not_a_fallback():
@@ -91,7 +109,20 @@ def test_mamba_ssm_backend_matches_ref():
         torch.testing.assert_close(a, b_, rtol=1e-2, atol=1e-2, msg=f"grad of {name}")
     state = torch.zeros(2, 64, 16, device="cuda")
     state2 = state.clone()
-    args = [x["u"][..., 0].detach(), x["delta"][..., 0].detach(), x["A"].detach(), x["B"][..., 0].detach(),
-            x["C"][..., 0].detach(), x["D"].detach(), x["z"][..., 0].detach(), x["delta_bias"].detach(), True]
-    torch.testing.assert_close(selective_state_update(state, *args, backend="mamba_ssm"),
-                               selective_state_update_ref(state2, *args), rtol=1e-3, atol=1e-3)
+    args = [
+        x["u"][..., 0].detach(),
+        x["delta"][..., 0].detach(),
+        x["A"].detach(),
+        x["B"][..., 0].detach(),
+        x["C"][..., 0].detach(),
+        x["D"].detach(),
+        x["z"][..., 0].detach(),
+        x["delta_bias"].detach(),
+        True,
+    ]
+    torch.testing.assert_close(
+        selective_state_update(state, *args, backend="mamba_ssm"),
+        selective_state_update_ref(state2, *args),
+        rtol=1e-3,
+        atol=1e-3,
+    )

@@ -22,9 +22,16 @@ DEVICE = "cpu" if INTERPRETED else "cuda"
 
 def _inputs(b, d, L, n, dtype=torch.float32, layout="bdl"):
     g = dict(dtype=torch.float32, device=DEVICE)
-    x = dict(u=torch.randn(b, d, L, **g), delta=torch.randn(b, d, L, **g) * 0.5 - 1,
-             A=-torch.exp(torch.randn(d, n, **g)), B=torch.randn(b, n, L, **g), C=torch.randn(b, n, L, **g),
-             D=torch.randn(d, **g), z=torch.randn(b, d, L, **g), delta_bias=torch.randn(d, **g) * 0.1)
+    x = dict(
+        u=torch.randn(b, d, L, **g),
+        delta=torch.randn(b, d, L, **g) * 0.5 - 1,
+        A=-torch.exp(torch.randn(d, n, **g)),
+        B=torch.randn(b, n, L, **g),
+        C=torch.randn(b, n, L, **g),
+        D=torch.randn(d, **g),
+        z=torch.randn(b, d, L, **g),
+        delta_bias=torch.randn(d, **g) * 0.1,
+    )
     if layout == "bld":  # as the model passes them: [B, L, D] tensors transposed, no copies
         for k in ("u", "delta", "z"):
             x[k] = x[k].transpose(1, 2).contiguous().transpose(1, 2)
@@ -46,8 +53,9 @@ def _compare(x, rtol, atol, **kw):
     names = [k for k, v in [*x.items(), *kw.items()] if v is not None and v.requires_grad]
     for name, a, b in zip(names, g1, g2):
         assert b.dtype == a.dtype, name
-        torch.testing.assert_close(b.float(), a.float(), rtol=rtol, atol=atol * max(1.0, float(a.abs().max())),
-                                   msg=f"grad of {name}")
+        torch.testing.assert_close(
+            b.float(), a.float(), rtol=rtol, atol=atol * max(1.0, float(a.abs().max())), msg=f"grad of {name}"
+        )
 
 
 @pytest.fixture
@@ -99,8 +107,12 @@ def test_gradients_are_deterministic(small_chunks):
 
 def test_dispatch_by_name(small_chunks):
     x = {k: v.detach() for k, v in _inputs(1, 3, 5, 2).items()}
-    torch.testing.assert_close(selective_scan(**x, delta_softplus=True, backend="triton"),
-                               selective_scan_ref(**x, delta_softplus=True), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        selective_scan(**x, delta_softplus=True, backend="triton"),
+        selective_scan_ref(**x, delta_softplus=True),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 def _model_pair(row: int, **kw):

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from hymba import HymbaLM
+from hymba.bench import cache_size, generation_throughput, load_model_config
 from hymba.config import ModelConfig
 from hymba.model.hymba import left_pad
-from hymba.bench import cache_size, generation_throughput, load_model_config
 from hymba.presets import ablation_rows
 
 # window 8 so that 40-token sequences run far past it; meta tokens where the row has them
@@ -48,8 +48,11 @@ def test_prefill_in_batch_chunks_fills_the_same_cache(row):
 # Exactness tests use weights large enough (init_std 0.2) that every path moves the logits: at 0.02 a model
 # is near-uniform and a wrong K/V slot or a doubled meta token hides under the tolerance.
 STRONG = ablation_rows("tiny", vocab_size=61, window=8, n_layers=6, init_std=0.2)
-CASES = [("cpu", False), pytest.param("cuda", False, marks=pytest.mark.gpu),
-         pytest.param("cuda", True, marks=pytest.mark.gpu)]
+CASES = [
+    ("cpu", False),
+    pytest.param("cuda", False, marks=pytest.mark.gpu),
+    pytest.param("cuda", True, marks=pytest.mark.gpu),
+]
 
 
 @pytest.fixture
@@ -79,7 +82,7 @@ def test_ragged_cached_decoding_equals_each_prompt_alone(row, device, graph, _fp
         got = torch.stack([logits[:, -1]] + [step(cont[:, t])[:, -1].clone() for t in range(new - 1)], 1)
         for i, p in enumerate(prompts):
             seq = torch.cat([torch.tensor(p, device=device), cont[i, :-1]])[None]
-            want = m(seq).logits[0, len(p) - 1:]
+            want = m(seq).logits[0, len(p) - 1 :]
             assert want.std() > 0.5  # the weights are strong enough for the comparison to mean something
             torch.testing.assert_close(got[i], want, rtol=1e-4, atol=1e-4, msg=f"row {row}, prompt {i}")
 
@@ -87,8 +90,19 @@ def test_ragged_cached_decoding_equals_each_prompt_alone(row, device, graph, _fp
 def test_ragged_greedy_generation_with_meta_tokens_matches_each_prompt_alone():
     """The reported case (issue 12): meta tokens, SWA, KV sharing, GQA; a 7-token prompt beside a 29-token one."""
     torch.manual_seed(0)
-    c = ModelConfig(vocab_size=256, d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=16,
-                    swa_plan="default", window=16, kv_share=True, n_meta_tokens=8, init_std=0.2)
+    c = ModelConfig(
+        vocab_size=256,
+        d_model=64,
+        n_layers=4,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=16,
+        swa_plan="default",
+        window=16,
+        kv_share=True,
+        n_meta_tokens=8,
+        init_std=0.2,
+    )
     m = HymbaLM(c).eval()
     a, b = torch.randint(1, 256, (7,)).tolist(), torch.randint(1, 256, (29,)).tolist()
     ids, mask = left_pad([a, b], pad_id=0)

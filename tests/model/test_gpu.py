@@ -21,8 +21,9 @@ def _exact_fp32():
 def test_fast_backends_match_reference_model(row):
     pytest.importorskip("mamba_ssm")
     # expand 4: V head dim d_inner / n_heads = 16, the smallest FlexAttention tiles
-    cfg = row_config(row, "tiny", vocab_size=101, window=16, expand=4, scan_backend="ref", attn_backend="sdpa",
-                     init_std=0.2)  # strong weights: at 0.02 a wrong kernel hides under the tolerance
+    cfg = row_config(
+        row, "tiny", vocab_size=101, window=16, expand=4, scan_backend="ref", attn_backend="sdpa", init_std=0.2
+    )  # strong weights: at 0.02 a wrong kernel hides under the tolerance
     ref = HymbaLM(cfg).cuda()
     fast = HymbaLM(cfg.replace(scan_backend="mamba_ssm", attn_backend="flex" if cfg.n_heads else "auto")).cuda()
     fast.load_state_dict(ref.state_dict())

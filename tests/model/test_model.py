@@ -41,8 +41,16 @@ def test_gradients_reach_every_parameter(row):
 
 
 def _attn_only_swa(n_meta=0, window=4, n_layers=3):
-    return ModelConfig(vocab_size=50, d_model=32, n_layers=n_layers, n_heads=4, ssm=False, swa_plan="all",
-                       window=window, n_meta_tokens=n_meta)
+    return ModelConfig(
+        vocab_size=50,
+        d_model=32,
+        n_layers=n_layers,
+        n_heads=4,
+        ssm=False,
+        swa_plan="all",
+        window=window,
+        n_meta_tokens=n_meta,
+    )
 
 
 def test_swa_receptive_field_is_layers_times_window_minus_one():
@@ -101,7 +109,7 @@ def test_kv_sharing_consumers_have_no_kv_projection_and_count_drops_exactly():
     out = m1(ids).logits
     with torch.no_grad():
         H, dk = shared.n_heads * shared.qk_head_dim, shared.qk_head_dim
-        m1.layers[1].in_proj.weight[H:H + dk] += 0.5
+        m1.layers[1].in_proj.weight[H : H + dk] += 0.5
     assert (m1(ids).logits - out).abs().max() > 1e-5
 
 
@@ -118,8 +126,17 @@ def _attention_outputs(m: HymbaLM, x: torch.Tensor) -> dict[int, torch.Tensor]:
 
 
 def test_perturbing_a_producers_kv_changes_exactly_its_consumers_attention():
-    c = ModelConfig(vocab_size=50, d_model=32, n_layers=8, n_heads=4, n_kv_heads=2, swa_plan="default", window=4,
-                    kv_share=True, init_std=0.2)
+    c = ModelConfig(
+        vocab_size=50,
+        d_model=32,
+        n_layers=8,
+        n_heads=4,
+        n_kv_heads=2,
+        swa_plan="default",
+        window=4,
+        kv_share=True,
+        init_std=0.2,
+    )
     groups = c.kv_groups()
     assert groups == [[1, 2, 3], [5, 6]]  # two producers that are not layer 0
     m = HymbaLM(c).eval()
@@ -133,15 +150,14 @@ def test_perturbing_a_producers_kv_changes_exactly_its_consumers_attention():
         q_rows, kv_rows = layer.split[0], layer.split[1] + layer.split[2]
         with torch.no_grad():
             saved = layer.in_proj.weight.clone()
-            layer.in_proj.weight[q_rows:q_rows + kv_rows] += 0.3 * torch.randn(kv_rows, c.d_model)
+            layer.in_proj.weight[q_rows : q_rows + kv_rows] += 0.3 * torch.randn(kv_rows, c.d_model)
             moved = {i for i, o in _attention_outputs(m, x).items() if not torch.equal(o, base[i])}
             layer.in_proj.weight.copy_(saved)
         assert moved == readers, f"K/V of layer {producer} reach layers {sorted(moved)}"
 
 
 def _rope_model(**kw) -> HymbaLM:
-    return HymbaLM(ModelConfig(vocab_size=50, d_model=32, n_layers=1, n_heads=2, ssm=False, init_std=0.2,
-                               **kw)).eval()
+    return HymbaLM(ModelConfig(vocab_size=50, d_model=32, n_layers=1, n_heads=2, ssm=False, init_std=0.2, **kw)).eval()
 
 
 def test_rotary_scores_depend_only_on_relative_position():
@@ -182,14 +198,24 @@ def test_meta_tokens_sit_at_positions_zero_to_m_minus_one_in_every_row():
     mask[0, :4] = 0
     _, pos, valid, pad = m._embed(ids, mask)
     assert pad.tolist() == [4, 0]
-    assert pos[0, 4:4 + M].tolist() == list(range(M)) and pos[1, :M].tolist() == list(range(M))
-    assert pos[0, 4 + M:].tolist() == list(range(M, M + 5)) and pos[1, M:].tolist() == list(range(M, M + 9))
+    assert pos[0, 4 : 4 + M].tolist() == list(range(M)) and pos[1, :M].tolist() == list(range(M))
+    assert pos[0, 4 + M :].tolist() == list(range(M, M + 5)) and pos[1, M:].tolist() == list(range(M, M + 9))
     assert not valid[0, :4].any() and valid[0, 4:].all() and valid[1].all()
 
 
 def test_released_kv_groups():
-    c = ModelConfig(vocab_size=32001, d_model=1600, n_layers=32, n_heads=25, n_kv_heads=5, head_dim=64,
-                    swa_plan=[0, 15, 31], window=1024, kv_share=True, n_meta_tokens=128)
+    c = ModelConfig(
+        vocab_size=32001,
+        d_model=1600,
+        n_layers=32,
+        n_heads=25,
+        n_kv_heads=5,
+        head_dim=64,
+        swa_plan=[0, 15, 31],
+        window=1024,
+        kv_share=True,
+        n_meta_tokens=128,
+    )
     groups = c.kv_groups()
     assert groups[0] == [1, 2] and groups[6] == [13, 14] and groups[7] == [16, 17, 18] and groups[-1] == [29, 30]
     assert len(set(c.kv_producer())) == 17
@@ -242,21 +268,24 @@ def test_standard_mamba_init():
     assert dt.min() >= 1e-4 - 1e-7 and dt.max() <= 0.1 + 1e-6
 
 
-@pytest.mark.parametrize("fields,name", [
-    (dict(d_model=30, n_heads=4), "n_heads"),
-    (dict(n_heads=4, n_kv_heads=3), "n_kv_heads"),
-    (dict(window=0), "window"),
-    (dict(n_heads=0, ssm=False), "ssm"),
-    (dict(n_heads=0, kv_share=True), "kv_share"),
-    (dict(fusion="sum"), "fusion"),
-    (dict(swa_plan="some"), "swa_plan"),
-    (dict(swa_plan=[0, 9]), "swa_plan"),
-    (dict(n_heads=0, swa_plan="all"), "swa_plan"),
-    (dict(kv_share=True, swa_plan="all", kv_share_groups=[[0, 2]]), "kv_share_groups"),
-    (dict(kv_share=True, kv_share_groups=[[0, 1]]), "kv_share_groups"),
-    (dict(n_meta_tokens=-1), "n_meta_tokens"),
-    (dict(scan_backend="fast"), "scan_backend"),
-])
+@pytest.mark.parametrize(
+    "fields,name",
+    [
+        (dict(d_model=30, n_heads=4), "n_heads"),
+        (dict(n_heads=4, n_kv_heads=3), "n_kv_heads"),
+        (dict(window=0), "window"),
+        (dict(n_heads=0, ssm=False), "ssm"),
+        (dict(n_heads=0, kv_share=True), "kv_share"),
+        (dict(fusion="sum"), "fusion"),
+        (dict(swa_plan="some"), "swa_plan"),
+        (dict(swa_plan=[0, 9]), "swa_plan"),
+        (dict(n_heads=0, swa_plan="all"), "swa_plan"),
+        (dict(kv_share=True, swa_plan="all", kv_share_groups=[[0, 2]]), "kv_share_groups"),
+        (dict(kv_share=True, kv_share_groups=[[0, 1]]), "kv_share_groups"),
+        (dict(n_meta_tokens=-1), "n_meta_tokens"),
+        (dict(scan_backend="fast"), "scan_backend"),
+    ],
+)
 def test_invalid_configs_name_field_and_value(fields, name):
     with pytest.raises(ValueError, match=rf"^model\.{name}="):
         ModelConfig(**fields)

@@ -67,7 +67,8 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(small_run, tmp
         resumed = train(cfg, tmp_path / "run", resume=True)
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
         f"checkpoint {ckpts / 'step_0000006'} is corrupted: model.safetensors does not match its SHA-256 in "
-        f"manifest.json; resuming from the newest intact checkpoint, {ckpts / 'step_0000003'}, instead"]
+        f"manifest.json; resuming from the newest intact checkpoint, {ckpts / 'step_0000003'}, instead"
+    ]
     assert len(optimizer_steps) == 3 and resumed.val_loss == full.val_loss
 
 
@@ -97,8 +98,13 @@ def test_checkpoints_and_run_files_respect_the_umask(small_run, tmp_path):
         os.umask(old)
     out = tmp_path / "run"
     ckpt = out / "checkpoints" / "step_0000001"
-    for p in (out / "config.json", out / "model.safetensors", out / "checkpoints" / "latest",
-              ckpt / "model.safetensors", ckpt / "state.pt"):
+    for p in (
+        out / "config.json",
+        out / "model.safetensors",
+        out / "checkpoints" / "latest",
+        ckpt / "model.safetensors",
+        ckpt / "state.pt",
+    ):
         assert stat.S_IMODE(p.stat().st_mode) == 0o640, p
     assert stat.S_IMODE(ckpt.stat().st_mode) == 0o750
 

@@ -20,21 +20,28 @@ def hymba(tmp_path, data_cache, small_toml):
     env = {**os.environ, "HYMBA_CACHE": str(data_cache)}
 
     def argv(args, config):
-        return [sys.executable, "-m", "hymba.cli", "train"] + (["--config", str(tmp_path / "small.toml")]
-                                                               if config else []) + [str(a) for a in args]
+        return (
+            [sys.executable, "-m", "hymba.cli", "train"]
+            + (["--config", str(tmp_path / "small.toml")] if config else [])
+            + [str(a) for a in args]
+        )
 
     def run(*args, config=True):
         return subprocess.run(argv(args, config), capture_output=True, text=True, env=env, timeout=300)
 
-    run.start = lambda *args: subprocess.Popen(argv(args, True), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                               text=True, env=env)
+    run.start = lambda *args: subprocess.Popen(
+        argv(args, True), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     return run
 
 
 def _snapshot(d):
     """Every path under ``d`` with its mode and, for files, its bytes (less the lock file's holder note)."""
-    return {str(p.relative_to(d)): (p.stat().st_mode, p.read_bytes() if p.is_file() else None)
-            for p in sorted(d.rglob("*")) if p.name != ".lock"}
+    return {
+        str(p.relative_to(d)): (p.stat().st_mode, p.read_bytes() if p.is_file() else None)
+        for p in sorted(d.rglob("*"))
+        if p.name != ".lock"
+    }
 
 
 def _error_line(r):
@@ -128,8 +135,10 @@ def test_interrupt_checkpoints_the_current_step_and_resume_continues(hymba, tmp_
     steps, finals = _metric_steps(out)
     n = steps[-1]
     ckpt = out / "checkpoints" / f"step_{n:07d}"
-    assert err.strip().splitlines()[-1] == (f"hymba train: interrupted by {signal.Signals(sig).name} at step {n}; "
-                                            f"saved {ckpt}; continue with: hymba train --out {out} --resume")
+    assert err.strip().splitlines()[-1] == (
+        f"hymba train: interrupted by {signal.Signals(sig).name} at step {n}; "
+        f"saved {ckpt}; continue with: hymba train --out {out} --resume"
+    )
     assert (out / "checkpoints" / "latest").read_text().strip() == ckpt.name and finals == 0
     r = hymba("--out", out, "--resume", "--set", f"train.max_steps={n + 2}", config=False)
     assert r.returncode == 0, r.stderr

@@ -22,8 +22,24 @@ def test_train_from_toml_with_overrides(tmp_path, capsys, monkeypatch, data_cach
     corpus.mkdir()
     (corpus / "a.txt").write_text("To be, or not to be, that is the question.\n" * 300)
     out = tmp_path / "out"
-    assert main(["train", "--config", str(tmp_path / "run.toml"), "--out", str(out), "--set", "train.max_steps=3",
-                 "--set", f"data.source={corpus}", "--set", "train.lr=1e-3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tmp_path / "run.toml"),
+                "--out",
+                str(out),
+                "--set",
+                "train.max_steps=3",
+                "--set",
+                f"data.source={corpus}",
+                "--set",
+                "train.lr=1e-3",
+            ]
+        )
+        == 0
+    )
     assert "val_loss" in capsys.readouterr().out
     saved = json.loads((out / "config.json").read_text())
     assert saved["train"]["max_steps"] == 3 and saved["train"]["lr"] == 1e-3 and saved["data"]["source"] == str(corpus)
@@ -32,13 +48,17 @@ def test_train_from_toml_with_overrides(tmp_path, capsys, monkeypatch, data_cach
     assert RunConfig.load(out / "config.toml") == RunConfig.from_dict(saved)
 
 
-@pytest.mark.parametrize("content,message", [
-    ("[train]\nmax_step = 3\n", "unknown key(s) in [{path}: train]: max_step; valid keys: seed,"),
-    ("[train]\nmax_steps = \"3\"\n", "[{path}: train] max_steps = '3' has the wrong type: expected int"),
-    ("[trian]\nmax_steps = 3\n", "{path}: unknown section(s) trian; valid sections: model, data, train"),
-    ("[model]\nn_heads = 5\n", "model.n_heads=5 is invalid"),
-    ("[data]\nsource = \"/no/such/corpus.txt\"\n", "corpus not found: /no/such/corpus.txt"),
-], ids=["unknown-key", "wrong-type", "unknown-section", "invalid-value", "missing-corpus"])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("[train]\nmax_step = 3\n", "unknown key(s) in [{path}: train]: max_step; valid keys: seed,"),
+        ('[train]\nmax_steps = "3"\n', "[{path}: train] max_steps = '3' has the wrong type: expected int"),
+        ("[trian]\nmax_steps = 3\n", "{path}: unknown section(s) trian; valid sections: model, data, train"),
+        ("[model]\nn_heads = 5\n", "model.n_heads=5 is invalid"),
+        ('[data]\nsource = "/no/such/corpus.txt"\n', "corpus not found: /no/such/corpus.txt"),
+    ],
+    ids=["unknown-key", "wrong-type", "unknown-section", "invalid-value", "missing-corpus"],
+)
 def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys, content, message):
     path = tmp_path / "bad.toml"
     path.write_text(content)
@@ -47,22 +67,38 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys, content, messag
     assert message.format(path=path) in lines[0]
 
 
-@pytest.mark.parametrize("item,message", [
-    ("train.max_step=3", "unknown key 'max_step' in [train]"),
-    ("train.max_steps=1.5", "max_steps = 1.5 has the wrong type: expected int"),
-    ("max_steps=3", "expected section.field=value"),
-    ("optim.lr=1", "unknown section [optim]"),
-])
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("train.max_step=3", "unknown key 'max_step' in [train]"),
+        ("train.max_steps=1.5", "max_steps = 1.5 has the wrong type: expected int"),
+        ("max_steps=3", "expected section.field=value"),
+        ("optim.lr=1", "unknown section [optim]"),
+    ],
+)
 def test_bad_override_is_one_line(tmp_path, capsys, item, message):
     rc, lines = _hymba(capsys, "train", "--out", str(tmp_path / "out"), "--set", item)
     assert rc == 2 and len(lines) == 1 and message in lines[0], lines
 
 
 def test_errors_leave_no_traceback_in_a_real_process(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "hymba.cli", "train", "--out", str(tmp_path / "out"), "--set",
-                        f"data.source={tmp_path / 'missing.txt'}"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hymba.cli",
+            "train",
+            "--out",
+            str(tmp_path / "out"),
+            "--set",
+            f"data.source={tmp_path / 'missing.txt'}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        f"hymba train: error: corpus not found: {tmp_path / 'missing.txt'} (no such file or directory)"]
+        f"hymba train: error: corpus not found: {tmp_path / 'missing.txt'} (no such file or directory)"
+    ]
 
 
 def test_default_run_is_the_tiny_model_on_the_builtin_corpus(monkeypatch, tmp_path):
@@ -78,6 +114,16 @@ def test_default_run_is_the_tiny_model_on_the_builtin_corpus(monkeypatch, tmp_pa
 
 def test_divergence_exits_1_with_one_line(tmp_path, capsys, data_cache, small_toml):
     (tmp_path / "run.toml").write_text(small_toml(max_steps=50))
-    rc, lines = _hymba(capsys, "train", "--config", str(tmp_path / "run.toml"), "--out", str(tmp_path / "out"),
-                       "--set", "model.init_std=1e30", "--set", f"data.cache_dir={data_cache}")
+    rc, lines = _hymba(
+        capsys,
+        "train",
+        "--config",
+        str(tmp_path / "run.toml"),
+        "--out",
+        str(tmp_path / "out"),
+        "--set",
+        "model.init_std=1e30",
+        "--set",
+        f"data.cache_dir={data_cache}",
+    )
     assert rc == 1 and lines[-1].startswith("hymba train: error: training diverged at step 1")

@@ -78,8 +78,17 @@ def test_run_directory_is_loadable_by_hymba_eval(small_run, tmp_path):
 
     out = tmp_path / "run"
     result = train(small_run(max_steps=2), out)
-    for name in ("config.json", "config.toml", "run.json", "train.log", "metrics.jsonl", "results.json",
-                 "model.safetensors", "tokenizer.json", "checkpoints/latest"):
+    for name in (
+        "config.json",
+        "config.toml",
+        "run.json",
+        "train.log",
+        "metrics.jsonl",
+        "results.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "checkpoints/latest",
+    ):
         assert (out / name).is_file(), name
     run = json.loads((out / "run.json").read_text())
     assert len(run["git"]["commit"]) in (40, len("unknown"))
@@ -125,7 +134,7 @@ def test_generate_cli_samples_each_prompt_as_if_alone(small_run, tmp_path, capsy
     model, tok, _ = load_run(out)
     for line, prompt in zip(got, prompts):  # the batch is ragged: each row must match its prompt run alone
         new = model.generate(torch.tensor([tok.encode(prompt)]), 8, eos_id=tok.eos_id)[0].tolist()
-        new = new[:new.index(tok.eos_id)] if tok.eos_id in new else new
+        new = new[: new.index(tok.eos_id)] if tok.eos_id in new else new
         assert line == {"prompt": prompt, "completion": tok.decode(new, skip_special_tokens=True)}
     assert main(["generate", str(tmp_path / "nope"), "--prompt", "x"]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -7,6 +7,23 @@ from hymba.ablation.runner import AblationRun, format_ratio, run_ablation
 from hymba.ablation.settings import AblationSettings, BenchSettings, parse_rows, resolve_preset
 from hymba.ablation.store import ResultsError, ResultsStore, read_results
 
-__all__ = ["AblationRun", "AblationSettings", "BenchSettings", "PAPER_ROWS", "PaperRow", "ResultsError",
-           "ResultsStore", "build_table", "correlations", "evaluate_ablation", "format_ratio", "paper_table",
-           "parse_rows", "read_results", "resolve_preset", "run_ablation", "spearman", "write_report"]
+__all__ = [
+    "AblationRun",
+    "AblationSettings",
+    "BenchSettings",
+    "PAPER_ROWS",
+    "PaperRow",
+    "ResultsError",
+    "ResultsStore",
+    "build_table",
+    "correlations",
+    "evaluate_ablation",
+    "format_ratio",
+    "paper_table",
+    "parse_rows",
+    "read_results",
+    "resolve_preset",
+    "run_ablation",
+    "spearman",
+    "write_report",
+]

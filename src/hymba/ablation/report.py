@@ -24,16 +24,43 @@ from hymba.io import atomic_write
 from hymba.presets import ROW_NAMES
 from hymba.rundir import RunDir
 
-COLUMNS = ["ID", "Configuration", "Params (M)", "Attn:Mamba", "Val PPL", "Token acc", "Recall acc", "Train tok/s",
-           "Gen tok/s", "KV cache MB", "SSM state MB", "Steps", "Status"]
+COLUMNS = [
+    "ID",
+    "Configuration",
+    "Params (M)",
+    "Attn:Mamba",
+    "Val PPL",
+    "Token acc",
+    "Recall acc",
+    "Train tok/s",
+    "Gen tok/s",
+    "KV cache MB",
+    "SSM state MB",
+    "Steps",
+    "Status",
+]
 # (our column, paper column, what is compared): Spearman rank correlation over the rows both have
-CORRELATED = [("Gen tok/s", "Paper Throughput", "throughput"),
-              ("Cache MB (KV+SSM)", "Paper Cache MB", "cache"),
-              ("Recall acc", "Paper Recall", "recall"),
-              ("Commonsense", "Paper Commonsense", "commonsense")]  # when the table has the column
-DECIMALS = {"Params (M)": 3, "Val PPL": 2, "Token acc": 1, "Recall acc": 1, "Commonsense": 1, "Train tok/s": 0, "Gen tok/s": 0,
-            "KV cache MB": 3, "SSM state MB": 3, "Paper Commonsense": 2, "Paper Recall": 2, "Paper Throughput": 1,
-            "Paper Cache MB": 2}
+CORRELATED = [
+    ("Gen tok/s", "Paper Throughput", "throughput"),
+    ("Cache MB (KV+SSM)", "Paper Cache MB", "cache"),
+    ("Recall acc", "Paper Recall", "recall"),
+    ("Commonsense", "Paper Commonsense", "commonsense"),
+]  # when the table has the column
+DECIMALS = {
+    "Params (M)": 3,
+    "Val PPL": 2,
+    "Token acc": 1,
+    "Recall acc": 1,
+    "Commonsense": 1,
+    "Train tok/s": 0,
+    "Gen tok/s": 0,
+    "KV cache MB": 3,
+    "SSM state MB": 3,
+    "Paper Commonsense": 2,
+    "Paper Recall": 2,
+    "Paper Throughput": 1,
+    "Paper Cache MB": 2,
+}
 
 
 def _get(rec: dict[str, Any], key: str, scale: float = 1.0) -> float:
@@ -66,13 +93,21 @@ def build_table(results: dict[str, Any], commonsense: dict[int, dict[str, Any]] 
         row = int(rec["id"])
         done = rec["status"] == "done"
         status = "done" if done else f"failed: {rec.get('error') or 'unknown error'}"
-        line = {"ID": row, "Configuration": ROW_NAMES.get(row, rec.get("name", "")),
-                "Params (M)": _get(rec, "params", 1e-6), "Attn:Mamba": rec.get("attn_mamba") or "",
-                "Val PPL": _get(rec, "val_ppl"), "Token acc": _get(rec, "val_acc", 100.0),
-                "Recall acc": _get(rec, "recall_acc", 100.0), "Train tok/s": _get(rec, "train_tokens_per_s"),
-                "Gen tok/s": _get(rec, "gen_tokens_per_s"), "KV cache MB": _get(rec, "kv_mb"),
-                "SSM state MB": _get(rec, "ssm_mb"),
-                "Steps": int(rec["steps"]) if done and rec.get("steps") is not None else pd.NA, "Status": status}
+        line = {
+            "ID": row,
+            "Configuration": ROW_NAMES.get(row, rec.get("name", "")),
+            "Params (M)": _get(rec, "params", 1e-6),
+            "Attn:Mamba": rec.get("attn_mamba") or "",
+            "Val PPL": _get(rec, "val_ppl"),
+            "Token acc": _get(rec, "val_acc", 100.0),
+            "Recall acc": _get(rec, "recall_acc", 100.0),
+            "Train tok/s": _get(rec, "train_tokens_per_s"),
+            "Gen tok/s": _get(rec, "gen_tokens_per_s"),
+            "KV cache MB": _get(rec, "kv_mb"),
+            "SSM state MB": _get(rec, "ssm_mb"),
+            "Steps": int(rec["steps"]) if done and rec.get("steps") is not None else pd.NA,
+            "Status": status,
+        }
         if not done:
             line.update({c: (pd.NA if c == "Steps" else math.nan) for c in COLUMNS[2:-1] if c != "Attn:Mamba"})
         if commonsense:
@@ -80,8 +115,11 @@ def build_table(results: dict[str, Any], commonsense: dict[int, dict[str, Any]] 
         for col, fieldname in PAPER_COLUMNS.items():
             line[col] = paper.loc[row, fieldname] if row in paper.index else math.nan
         lines.append(line)
-    ours = COLUMNS if not commonsense else COLUMNS[:COLUMNS.index("Recall acc") + 1] + ["Commonsense"] + \
-        COLUMNS[COLUMNS.index("Recall acc") + 1:]
+    ours = (
+        COLUMNS
+        if not commonsense
+        else COLUMNS[: COLUMNS.index("Recall acc") + 1] + ["Commonsense"] + COLUMNS[COLUMNS.index("Recall acc") + 1 :]
+    )
     df = pd.DataFrame(lines, columns=ours + list(PAPER_COLUMNS))
     df["Steps"] = df["Steps"].astype("Int64")
     return df
@@ -107,8 +145,15 @@ def correlations(df: pd.DataFrame) -> pd.DataFrame:
         if col not in ours:
             continue
         valid = ours[[col, paper_col]].apply(pd.to_numeric, errors="coerce").dropna()
-        out.append({"metric": what, "ours": col, "paper": paper_col, "rows": len(valid),
-                    "spearman": spearman(ours[col], ours[paper_col])})
+        out.append(
+            {
+                "metric": what,
+                "ours": col,
+                "paper": paper_col,
+                "rows": len(valid),
+                "spearman": spearman(ours[col], ours[paper_col]),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -129,8 +174,7 @@ def formatted(df: pd.DataFrame) -> pd.DataFrame:
 def to_markdown(df: pd.DataFrame) -> str:
     f = formatted(df)
     right = [c not in ("Configuration", "Status") for c in f.columns]
-    lines = ["| " + " | ".join(f.columns) + " |",
-             "|" + "|".join("---:" if r else "---" for r in right) + "|"]
+    lines = ["| " + " | ".join(f.columns) + " |", "|" + "|".join("---:" if r else "---" for r in right) + "|"]
     for _, row in f.iterrows():
         lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
     return "\n".join(lines) + "\n"
@@ -145,12 +189,14 @@ def describe(results: dict[str, Any]) -> str:
     t, m = s["train"], s["model"]
     env = results.get("meta", {})
     bench = s.get("bench", {})
-    return (f"Preset `{s['preset']}` (base model {', '.join(f'{k}={v}' for k, v in m.items())}); "
-            f"data `{s['data']['source']}` (char budget {s['data']['char_budget'] or 'all'}, vocabulary "
-            f"{s['data']['vocab_size']} requested); {t['max_steps']} steps of {t['batch_size']}x{t['seq_len']} tokens, "
-            f"seed {t['seed']}; generation: batch {bench.get('batch')}, prompt {bench.get('prompt_len')}, "
-            f"{bench.get('new_tokens')} new tokens; device {env.get('device', '?')}"
-            f"{' (' + env['gpu'] + ')' if env.get('gpu') else ''}, torch {env.get('torch', '?')}.")
+    return (
+        f"Preset `{s['preset']}` (base model {', '.join(f'{k}={v}' for k, v in m.items())}); "
+        f"data `{s['data']['source']}` (char budget {s['data']['char_budget'] or 'all'}, vocabulary "
+        f"{s['data']['vocab_size']} requested); {t['max_steps']} steps of {t['batch_size']}x{t['seq_len']} tokens, "
+        f"seed {t['seed']}; generation: batch {bench.get('batch')}, prompt {bench.get('prompt_len')}, "
+        f"{bench.get('new_tokens')} new tokens; device {env.get('device', '?')}"
+        f"{' (' + env['gpu'] + ')' if env.get('gpu') else ''}, torch {env.get('torch', '?')}."
+    )
 
 
 def commonsense_note(commonsense: dict[int, dict[str, Any]] | None) -> str:
@@ -167,24 +213,33 @@ def commonsense_note(commonsense: dict[int, dict[str, Any]] | None) -> str:
         how += f", limit {limit}"
     note = f" Commonsense = mean lm-eval accuracy over {', '.join(tasks)} ({how}; `hymba eval`)."
     if len(sets) > 1:
-        note += " The rows used different task settings: " + "; ".join(
-            f"rows {','.join(map(str, rows))}: {', '.join(t)}" for (t, _, _), rows in sets.items()) + "."
+        note += (
+            " The rows used different task settings: "
+            + "; ".join(f"rows {','.join(map(str, rows))}: {', '.join(t)}" for (t, _, _), rows in sets.items())
+            + "."
+        )
     return note
 
 
-def markdown_report(df: pd.DataFrame, corr: pd.DataFrame, results: dict[str, Any],
-                    commonsense: dict[int, dict[str, Any]] | None = None) -> str:
+def markdown_report(
+    df: pd.DataFrame, corr: pd.DataFrame, results: dict[str, Any], commonsense: dict[int, dict[str, Any]] | None = None
+) -> str:
     rho = "; ".join(f"{r.metric} {_rho(r.spearman)} ({r.rows} rows)" for r in corr.itertuples())
-    no_recall = " Recall was not measured in this run (`hymba ablate --recall`)." \
-        if pd.to_numeric(df["Recall acc"], errors="coerce").isna().all() else \
-        " Recall acc = MQAR accuracy of each row's architecture trained on MQAR ([recall] settings)."
-    return (to_markdown(df) + "\n"
-            f"Spearman rank correlation with the paper: {rho}.{no_recall}{commonsense_note(commonsense)}\n\n"
-            "Accuracies in %; MB = 1e6 bytes; cache at 8K tokens in FP16; Gen tok/s = generated tokens/s "
-            "(decode phase); the paper's columns are its 300M-parameter, 100B-token models on an A100 "
-            "(Commonsense and Recall are different tasks from ours: compare orderings, not values). "
-            "The cache correlation uses KV cache + SSM state, as the paper's Mamba-only rows count their state.\n\n"
-            + describe(results) + "\n")
+    no_recall = (
+        " Recall was not measured in this run (`hymba ablate --recall`)."
+        if pd.to_numeric(df["Recall acc"], errors="coerce").isna().all()
+        else " Recall acc = MQAR accuracy of each row's architecture trained on MQAR ([recall] settings)."
+    )
+    return (
+        to_markdown(df) + "\n"
+        f"Spearman rank correlation with the paper: {rho}.{no_recall}{commonsense_note(commonsense)}\n\n"
+        "Accuracies in %; MB = 1e6 bytes; cache at 8K tokens in FP16; Gen tok/s = generated tokens/s "
+        "(decode phase); the paper's columns are its 300M-parameter, 100B-token models on an A100 "
+        "(Commonsense and Recall are different tasks from ours: compare orderings, not values). "
+        "The cache correlation uses KV cache + SSM state, as the paper's Mamba-only rows count their state.\n\n"
+        + describe(results)
+        + "\n"
+    )
 
 
 def table_json(df: pd.DataFrame, corr: pd.DataFrame, results: dict[str, Any]) -> str:
@@ -195,8 +250,12 @@ def table_json(df: pd.DataFrame, corr: pd.DataFrame, results: dict[str, Any]) ->
 
     rows = [{c: clean(v) for c, v in zip(df.columns, r)} for r in df.itertuples(index=False)]
     cors = [{c: clean(v) for c, v in zip(corr.columns, r)} for r in corr.itertuples(index=False)]
-    return json.dumps({"columns": list(df.columns), "rows": rows, "spearman": cors,
-                       "settings": results["settings"]}, indent=2) + "\n"
+    return (
+        json.dumps(
+            {"columns": list(df.columns), "rows": rows, "spearman": cors, "settings": results["settings"]}, indent=2
+        )
+        + "\n"
+    )
 
 
 # ---- plots ------------------------------------------------------------------------------------------------
@@ -214,9 +273,10 @@ def plot_efficiency(df: pd.DataFrame, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     ours_cache = _positive(df["KV cache MB"] + df["SSM state MB"])
-    panels = [(axes[0], ours_cache, _positive(df["Gen tok/s"]), "this run", "C0"),
-              (axes[1], _positive(df["Paper Cache MB"]), _positive(df["Paper Throughput"]), "paper (A100, 300M)",
-               "C1")]
+    panels = [
+        (axes[0], ours_cache, _positive(df["Gen tok/s"]), "this run", "C0"),
+        (axes[1], _positive(df["Paper Cache MB"]), _positive(df["Paper Throughput"]), "paper (A100, 300M)", "C1"),
+    ]
     for ax, x, y, title, color in panels:
         ok = x.notna() & y.notna()
         ax.scatter(x[ok], y[ok], color=color, s=36)
@@ -255,8 +315,9 @@ def plot_quality(df: pd.DataFrame, path: Path) -> None:
     ours = pd.to_numeric(df["Recall acc"], errors="coerce")
     w = 0.4
     b.bar(x - w / 2, ours.fillna(0), w, label="this run (MQAR)", color="C0")
-    b.bar(x + w / 2, pd.to_numeric(df["Paper Recall"], errors="coerce").fillna(0), w, label="paper (SWDE/FDA)",
-          color="C1")
+    b.bar(
+        x + w / 2, pd.to_numeric(df["Paper Recall"], errors="coerce").fillna(0), w, label="paper (SWDE/FDA)", color="C1"
+    )
     if ours.isna().all():
         b.text(0.5, 0.92, "recall not measured in this run (--recall)", transform=b.transAxes, ha="center")
     b.set_xticks(x, labels)
@@ -295,10 +356,18 @@ def print_report(df: pd.DataFrame, files: dict[str, Path], echo=print) -> None:
     shown["Configuration"] = [c if len(c) <= 36 else c[:35] + "…" for c in shown["Configuration"]]
     with pd.option_context("display.max_columns", None, "display.width", 300):
         echo(shown.to_string(index=False))
-    echo("Spearman vs paper: " + ", ".join(f"{r.metric} {_rho(r.spearman)} ({r.rows} rows)"
-                                           for r in corr.itertuples()))
+    echo("Spearman vs paper: " + ", ".join(f"{r.metric} {_rho(r.spearman)} ({r.rows} rows)" for r in corr.itertuples()))
     echo("wrote: " + ", ".join(str(p) for p in files.values()))
 
 
-__all__ = ["COLUMNS", "build_table", "commonsense_results", "correlations", "formatted", "print_report",
-           "spearman", "to_markdown", "write_report"]
+__all__ = [
+    "COLUMNS",
+    "build_table",
+    "commonsense_results",
+    "correlations",
+    "formatted",
+    "print_report",
+    "spearman",
+    "to_markdown",
+    "write_report",
+]

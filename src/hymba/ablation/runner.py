@@ -24,9 +24,10 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -57,8 +58,13 @@ def format_ratio(attn: int, ssm: int) -> str:
 def environment(device: torch.device) -> dict[str, Any]:
     from hymba.train.trainer import git_revision
 
-    env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
-           "cpu_threads": torch.get_num_threads(), "git": git_revision()}
+    env = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "cpu_threads": torch.get_num_threads(),
+        "git": git_revision(),
+    }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
@@ -80,9 +86,15 @@ def train_row(settings: AblationSettings, row: int, run_dir: Path) -> tuple[Any,
     result = train(run_cfg, run_dir)
     # a finished row is never resumed: keep its weights (model.safetensors), drop the optimizer checkpoints
     shutil.rmtree(RunDir(run_dir).checkpoints, ignore_errors=True)
-    metrics = {"val_loss": result.val_loss, "val_ppl": result.val_ppl, "val_acc": result.val_acc,
-               "val_tokens": result.val_tokens, "train_tokens_per_s": result.train_tokens_per_s,
-               "mfu": result.mfu, "steps": result.steps}
+    metrics = {
+        "val_loss": result.val_loss,
+        "val_ppl": result.val_ppl,
+        "val_acc": result.val_acc,
+        "val_tokens": result.val_tokens,
+        "train_tokens_per_s": result.train_tokens_per_s,
+        "mfu": result.mfu,
+        "steps": result.steps,
+    }
     return result.model, metrics
 
 
@@ -95,13 +107,24 @@ def measure_row(settings: AblationSettings, model: Any, device: torch.device) ->
     cache = cache_size(model.config, seq_len=CACHE_SEQ_LEN, dtype=CACHE_DTYPE)
     b = settings.bench
     model = model.to(dtype=b.torch_dtype(device))
-    gen = generation_throughput(model, prompt_len=b.prompt_len, batch=b.batch, new_tokens=b.new_tokens,
-                                device=device, warmup=b.warmup)
-    return {"params": breakdown["total"], "param_breakdown": breakdown, "attn_params": attn, "ssm_params": ssm,
-            "attn_mamba": format_ratio(attn, ssm), "kv_mb": cache["kv_mb"], "ssm_mb": cache["ssm_mb"],
-            "kv_layers": cache["kv_layers"], "gen_tokens_per_s": gen["tokens_per_s"],
-            "gen_batch": gen["batch_used"], "gen_prompt_len": gen["prompt_len"], "gen_new_tokens": gen["new_tokens"],
-            "gen_decode": gen["decode"]}
+    gen = generation_throughput(
+        model, prompt_len=b.prompt_len, batch=b.batch, new_tokens=b.new_tokens, device=device, warmup=b.warmup
+    )
+    return {
+        "params": breakdown["total"],
+        "param_breakdown": breakdown,
+        "attn_params": attn,
+        "ssm_params": ssm,
+        "attn_mamba": format_ratio(attn, ssm),
+        "kv_mb": cache["kv_mb"],
+        "ssm_mb": cache["ssm_mb"],
+        "kv_layers": cache["kv_layers"],
+        "gen_tokens_per_s": gen["tokens_per_s"],
+        "gen_batch": gen["batch_used"],
+        "gen_prompt_len": gen["prompt_len"],
+        "gen_new_tokens": gen["new_tokens"],
+        "gen_decode": gen["decode"],
+    }
 
 
 def recall_row(settings: AblationSettings, row: int, device: torch.device) -> dict[str, Any]:
@@ -113,8 +136,9 @@ def recall_row(settings: AblationSettings, row: int, device: torch.device) -> di
 
 
 def _recall_current(record: dict[str, Any], settings: AblationSettings) -> bool:
-    return record.get("recall_acc") is not None and \
-        record.get("recall", {}).get("settings") == settings.recall.to_dict()
+    return (
+        record.get("recall_acc") is not None and record.get("recall", {}).get("settings") == settings.recall.to_dict()
+    )
 
 
 def _recall_job(settings: AblationSettings, row: int, device: str, threads: int | None = None):
@@ -163,8 +187,9 @@ def _init_worker() -> None:
     keep_freed_memory()
 
 
-def _recall_pool(store: ResultsStore, settings: AblationSettings, rows: list[int], device: torch.device,
-                 workers: int, echo: Echo) -> list[int]:
+def _recall_pool(
+    store: ResultsStore, settings: AblationSettings, rows: list[int], device: torch.device, workers: int, echo: Echo
+) -> list[int]:
     """Recall of trained ``rows``, ``workers`` rows at a time, each in a fresh process (small models leave most
     of a GPU idle); each record is saved as its row finishes, and an interrupt stops the workers at once.
     Returns the rows that got recall."""
@@ -173,7 +198,9 @@ def _recall_pool(store: ResultsStore, settings: AblationSettings, rows: list[int
     echo(f"recall of rows {','.join(map(str, rows))}, {workers} at a time")
     threads = max(1, torch.get_num_threads() // workers) if device.type == "cpu" else None
     ok = []
-    with multiprocessing.get_context("spawn").Pool(workers, _init_worker, maxtasksperchild=1) as pool:  # exit = terminate
+    with multiprocessing.get_context("spawn").Pool(
+        workers, _init_worker, maxtasksperchild=1
+    ) as pool:  # exit = terminate
         for job in pool.imap_unordered(_recall_star, [(settings, row, str(device), threads) for row in rows]):
             if _save_recall(store, job, lambda m: echo(f"row {job[0]} ({ROW_NAMES[job[0]]}): {m}")):
                 ok.append(job[0])
@@ -192,9 +219,16 @@ def run_row(settings: AblationSettings, row: int, out_dir: Path, device: torch.d
     rd = RunDir(out_dir)
     rd.row_dir(row).mkdir(parents=True, exist_ok=True)
     rd.row_error(row).unlink(missing_ok=True)
-    record: dict[str, Any] = {"id": row, "name": ROW_NAMES[row], "status": "done", "error": None,
-                              "device": str(device), "run_dir": RunDir.row_run_name(row), "recall_acc": None,
-                              "model": settings.row_model(row).to_dict()}
+    record: dict[str, Any] = {
+        "id": row,
+        "name": ROW_NAMES[row],
+        "status": "done",
+        "error": None,
+        "device": str(device),
+        "run_dir": RunDir.row_run_name(row),
+        "recall_acc": None,
+        "model": settings.row_model(row).to_dict(),
+    }
     t0 = time.perf_counter()
     model = None
     try:
@@ -226,9 +260,18 @@ class AblationRun:
     table: Any = None  # pandas DataFrame of the report
 
 
-def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_dir: str | Path | None = None,
-                 overrides: list[str] | tuple[str, ...] = (), *, force: bool = False, recall: bool | None = None,
-                 recall_workers: int = 1, report: bool = True, echo: Echo = _stderr) -> AblationRun:
+def run_ablation(
+    preset: str = "auto",
+    rows: str | list[int] | None = None,
+    out_dir: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    force: bool = False,
+    recall: bool | None = None,
+    recall_workers: int = 1,
+    report: bool = True,
+    echo: Echo = _stderr,
+) -> AblationRun:
     """Run (or resume) the ablation into ``out_dir`` and write the report.
 
     ``rows``: ids or a spec like ``"1,5,13"`` (default all 13). ``out_dir`` defaults to
@@ -255,16 +298,23 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
         for note in store.open(force=force):
             echo(note)
         # one Recall column, one set of [recall] settings (recall on or off): older values are not comparable
-        stale = [r for r, rec in sorted(store.rows.items())
-                 if rec.get("recall_acc") is not None and not _recall_current(rec, settings)]
+        stale = [
+            r
+            for r, rec in sorted(store.rows.items())
+            if rec.get("recall_acc") is not None and not _recall_current(rec, settings)
+        ]
         for r in stale:
             store.put({**store.rows[r], "recall_acc": None})
         if stale:
-            echo(f"recall of rows {','.join(map(str, stale))} was measured under other [recall] settings: "
-                 "cleared from the table (the record keeps it under 'recall')")
-        echo(f"ablation: preset {settings.preset} on {device}, rows {','.join(map(str, row_ids))}, "
-             f"{settings.train.max_steps} steps of {settings.train.batch_size}x{settings.train.seq_len} tokens, "
-             f"recall {'on' if want_recall else 'off'} -> {out}")
+            echo(
+                f"recall of rows {','.join(map(str, stale))} was measured under other [recall] settings: "
+                "cleared from the table (the record keeps it under 'recall')"
+            )
+        echo(
+            f"ablation: preset {settings.preset} on {device}, rows {','.join(map(str, row_ids))}, "
+            f"{settings.train.max_steps} steps of {settings.train.batch_size}x{settings.train.seq_len} tokens, "
+            f"recall {'on' if want_recall else 'off'} -> {out}"
+        )
         try:
             for n, row in enumerate(row_ids, 1):
                 head = f"[{n}/{len(row_ids)}] row {row} ({ROW_NAMES[row]})"
@@ -284,16 +334,21 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
                 run.ran.append(row)
                 if rec["status"] == "failed":
                     run.failed.append(row)
-                    echo(f"{head}: FAILED after {rec['seconds']:.0f}s: {rec['error']} "
-                         f"(traceback in {RunDir(out).row_error(row)})")
+                    echo(
+                        f"{head}: FAILED after {rec['seconds']:.0f}s: {rec['error']} "
+                        f"(traceback in {RunDir(out).row_error(row)})"
+                    )
                 else:
-                    echo(f"{head}: {rec['seconds']:.0f}s, val ppl {rec['val_ppl']:.2f}, "
-                         f"train {rec['train_tokens_per_s']:,.0f} tok/s, gen {rec['gen_tokens_per_s']:,.0f} tok/s, "
-                         f"KV {rec['kv_mb']:.2f} MB")
+                    echo(
+                        f"{head}: {rec['seconds']:.0f}s, val ppl {rec['val_ppl']:.2f}, "
+                        f"train {rec['train_tokens_per_s']:,.0f} tok/s, gen {rec['gen_tokens_per_s']:,.0f} tok/s, "
+                        f"KV {rec['kv_mb']:.2f} MB"
+                    )
                     if want_recall and not pooled:
                         _save_recall(store, _recall_job(settings, row, str(device)), lambda m: echo(f"{head}: {m}"))
-            todo = [r for r in row_ids if store.done(r) and not _recall_current(store.rows[r], settings)] \
-                if pooled else []
+            todo = (
+                [r for r in row_ids if store.done(r) and not _recall_current(store.rows[r], settings)] if pooled else []
+            )
             if todo:
                 for r in _recall_pool(store, settings, todo, device, recall_workers, echo):
                     if r in run.skipped:
@@ -303,8 +358,10 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
         except KeyboardInterrupt:
             measured = sum(_recall_current(store.rows[r], settings) for r in row_ids if store.done(r))
             recall_txt = f", {measured} with recall" if want_recall else ""
-            echo(f"interrupted: {sum(store.done(r) for r in row_ids)} of {len(row_ids)} rows saved{recall_txt} in "
-                 f"{out}; rerun the same command to continue")
+            echo(
+                f"interrupted: {sum(store.done(r) for r in row_ids)} of {len(row_ids)} rows saved{recall_txt} in "
+                f"{out}; rerun the same command to continue"
+            )
             raise
     if report:
         from hymba.ablation.report import write_report
@@ -313,5 +370,13 @@ def run_ablation(preset: str = "auto", rows: str | list[int] | None = None, out_
     return run
 
 
-__all__ = ["AblationRun", "environment", "format_ratio", "measure_row", "recall_row", "run_ablation", "run_row",
-           "train_row"]
+__all__ = [
+    "AblationRun",
+    "environment",
+    "format_ratio",
+    "measure_row",
+    "recall_row",
+    "run_ablation",
+    "run_row",
+    "train_row",
+]

@@ -12,8 +12,16 @@ from typing import Any
 
 import torch
 
-from hymba.config import (DataConfig, ModelConfig, Section, TrainConfig, load_tables, scale_names, scale_settings,
-                          section_from_dict)
+from hymba.config import (
+    DataConfig,
+    ModelConfig,
+    Section,
+    TrainConfig,
+    load_tables,
+    scale_names,
+    scale_settings,
+    section_from_dict,
+)
 from hymba.eval.mqar import MQARSettings
 from hymba.presets import ROW_NAMES, row_config
 from hymba.runtime import DTYPES
@@ -48,13 +56,17 @@ class BenchSettings(Section):
         return DTYPES[self.dtype]
 
 
-SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "bench": BenchSettings,
-                             "recall": MQARSettings}
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "bench": BenchSettings,
+    "recall": MQARSettings,
+}
 # the fields the rows vary: overriding them would make rows identical
 ROW_FIELDS = frozenset({"n_heads", "n_kv_heads", "ssm", "swa_plan", "kv_share", "kv_share_groups", "fusion"})
 # training-settings fields that do not change a result (left out of the run's fingerprint)
-COSMETIC = {"train": {"progress", "log_every", "tensorboard", "ckpt_every", "keep_checkpoints"},
-            "data": {"cache_dir"}}
+COSMETIC = {"train": {"progress", "log_every", "tensorboard", "ckpt_every", "keep_checkpoints"}, "data": {"cache_dir"}}
 
 
 def available_scales() -> list[str]:
@@ -107,7 +119,7 @@ class AblationSettings:
     recall: MQARSettings
 
     @classmethod
-    def load(cls, preset: str, overrides: list[str] | tuple[str, ...] = ()) -> "AblationSettings":
+    def load(cls, preset: str, overrides: list[str] | tuple[str, ...] = ()) -> AblationSettings:
         """Scale ``preset`` of ``roadmap.toml`` with ``--set section.field=value`` overrides; every row's model
         config is built once here so that a bad override fails before any training."""
         preset = resolve_preset(preset)
@@ -115,15 +127,24 @@ class AblationSettings:
         model, base = tables["model"], scale_settings(preset).get("model", {})
         for key in sorted(set(model) & ROW_FIELDS):
             if key not in base or model[key] != base[key]:
-                raise ValueError(f"model.{key} cannot be overridden: it is what the ablation rows vary "
-                                 f"(see roadmap.toml); fixed model fields: {', '.join(sorted(ROW_FIELDS))}")
+                raise ValueError(
+                    f"model.{key} cannot be overridden: it is what the ablation rows vary "
+                    f"(see roadmap.toml); fixed model fields: {', '.join(sorted(ROW_FIELDS))}"
+                )
         if "vocab_size" in model:
-            raise ValueError("model.vocab_size cannot be set: the model takes the tokenizer's vocabulary "
-                             "(set data.vocab_size instead)")
+            raise ValueError(
+                "model.vocab_size cannot be set: the model takes the tokenizer's vocabulary "
+                "(set data.vocab_size instead)"
+            )
         where = f"scales.{preset}"
-        out = cls(preset=preset, model=model,
-                  **{name: section_from_dict(SECTIONS[name], tables[name], where=f"{where}.{name}")
-                     for name in ("data", "train", "bench", "recall")})
+        out = cls(
+            preset=preset,
+            model=model,
+            **{
+                name: section_from_dict(SECTIONS[name], tables[name], where=f"{where}.{name}")
+                for name in ("data", "train", "bench", "recall")
+            },
+        )
         for row in ROW_NAMES:
             try:
                 out.row_model(row)
@@ -163,5 +184,15 @@ def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
     return out
 
 
-__all__ = ["AblationSettings", "BenchSettings", "CACHE_DTYPE", "CACHE_SEQ_LEN", "PRESETS", "SECTIONS",
-           "available_scales", "parse_rows", "resolve_preset", "settings_diff"]
+__all__ = [
+    "AblationSettings",
+    "BenchSettings",
+    "CACHE_DTYPE",
+    "CACHE_SEQ_LEN",
+    "PRESETS",
+    "SECTIONS",
+    "available_scales",
+    "parse_rows",
+    "resolve_preset",
+    "settings_diff",
+]

@@ -21,10 +21,33 @@ from hymba.rundir import RunDir
 FORMAT = 1
 
 # results.csv columns (record keys); nested values (model config, breakdowns) stay in results.json
-CSV_FIELDS = ("id", "name", "status", "error", "params", "attn_params", "ssm_params", "attn_mamba", "val_loss",
-              "val_ppl", "val_acc", "train_tokens_per_s", "mfu", "steps", "gen_tokens_per_s", "gen_batch",
-              "gen_prompt_len", "gen_new_tokens", "kv_mb", "ssm_mb", "recall_acc", "device", "seconds",
-              "finished_at", "run_dir")
+CSV_FIELDS = (
+    "id",
+    "name",
+    "status",
+    "error",
+    "params",
+    "attn_params",
+    "ssm_params",
+    "attn_mamba",
+    "val_loss",
+    "val_ppl",
+    "val_acc",
+    "train_tokens_per_s",
+    "mfu",
+    "steps",
+    "gen_tokens_per_s",
+    "gen_batch",
+    "gen_prompt_len",
+    "gen_new_tokens",
+    "kv_mb",
+    "ssm_mb",
+    "recall_acc",
+    "device",
+    "seconds",
+    "finished_at",
+    "run_dir",
+)
 
 
 class ResultsError(ValueError):
@@ -94,14 +117,17 @@ class ResultsStore:
             data = read_results(self.dir)
             diff = settings_diff(data["settings"], self.settings)
             if diff:
-                raise ResultsError(f"{path} holds results of different settings ({'; '.join(diff[:6])}"
-                                   f"{'; ...' if len(diff) > 6 else ''}); use another --out, or --force to "
-                                   "set the old results aside and start over")
+                raise ResultsError(
+                    f"{path} holds results of different settings ({'; '.join(diff[:6])}"
+                    f"{'; ...' if len(diff) > 6 else ''}); use another --out, or --force to "
+                    "set the old results aside and start over"
+                )
         except ResultsError as e:
             if not force:
                 if isinstance(e, CorruptResults):
-                    raise CorruptResults(f"{e}; delete or move it, or pass --force to set it aside and start over") \
-                        from None
+                    raise CorruptResults(
+                        f"{e}; delete or move it, or pass --force to set it aside and start over"
+                    ) from None
                 raise
             backup = path.with_name(f"{RunDir.RESULTS}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
             os.replace(path, backup)
@@ -114,7 +140,7 @@ class ResultsStore:
             self._lock_file.close()  # releases the lock
             self._lock_file = None
 
-    def __enter__(self) -> "ResultsStore":
+    def __enter__(self) -> ResultsStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -130,8 +156,12 @@ class ResultsStore:
         self.save()
 
     def save(self) -> None:
-        data = {"format": FORMAT, "settings": self.settings, "meta": self.meta,
-                "rows": {str(k): self.rows[k] for k in sorted(self.rows)}}
+        data = {
+            "format": FORMAT,
+            "settings": self.settings,
+            "meta": self.meta,
+            "rows": {str(k): self.rows[k] for k in sorted(self.rows)},
+        }
         # CSV first: if we die between the two, results.json (the record) is still the older, consistent one
         rd = RunDir(self.dir)
         atomic_write(rd.results_csv, records_csv([self.rows[k] for k in sorted(self.rows)]))

@@ -25,8 +25,9 @@ def load_model_config(path: str | Path) -> ModelConfig:
     return load_sections(path, {"model": ModelConfig})["model"]
 
 
-def cache_size(cfg: ModelConfig, seq_len: int = 8192, dtype: torch.dtype = torch.float16,
-               batch: int = 1) -> dict[str, float]:
+def cache_size(
+    cfg: ModelConfig, seq_len: int = 8192, dtype: torch.dtype = torch.float16, batch: int = 1
+) -> dict[str, float]:
     """KV-cache and SSM-state size for ``seq_len`` tokens (meta tokens extra), as allocated.
 
     Returns kv_bytes, ssm_bytes, kv_mb, ssm_mb (MB = 1e6 bytes) and the number of KV-holding layers.
@@ -35,8 +36,14 @@ def cache_size(cfg: ModelConfig, seq_len: int = 8192, dtype: torch.dtype = torch
         raise ValueError(f"seq_len={seq_len} must be >= 1")
     cache = HybridCache.allocate(cfg, batch, seq_len, device="meta", dtype=dtype, ssm_dtype=dtype)
     n = cache.nbytes()
-    return {"kv_bytes": n["kv"], "ssm_bytes": n["ssm"], "kv_mb": n["kv"] / MB, "ssm_mb": n["ssm"] / MB,
-            "kv_layers": len(cache.kv), "seq_len": seq_len}
+    return {
+        "kv_bytes": n["kv"],
+        "ssm_bytes": n["ssm"],
+        "kv_mb": n["kv"] / MB,
+        "ssm_mb": n["ssm"] / MB,
+        "kv_layers": len(cache.kv),
+        "seq_len": seq_len,
+    }
 
 
 def _sync(device: torch.device) -> None:
@@ -44,8 +51,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed_generation(model: HymbaLM, batch: int, prompt_len: int, new_tokens: int, device: torch.device,
-                      warmup: int, prefill_chunk: int, cuda_graph: bool) -> dict[str, float]:
+def _timed_generation(
+    model: HymbaLM,
+    batch: int,
+    prompt_len: int,
+    new_tokens: int,
+    device: torch.device,
+    warmup: int,
+    prefill_chunk: int,
+    cuda_graph: bool,
+) -> dict[str, float]:
     g = torch.Generator(device="cpu").manual_seed(0)
     ids = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).to(device)
     chunk = min(prefill_chunk, batch)
@@ -68,18 +83,34 @@ def _timed_generation(model: HymbaLM, batch: int, prompt_len: int, new_tokens: i
         nxt = step(nxt)[:, -1].argmax(-1)
     _sync(device)
     t2 = time.perf_counter()
-    out = {"tokens_per_s": batch * new_tokens / (t2 - t1), "batch_used": batch, "prompt_len": prompt_len,
-           "new_tokens": new_tokens, "prefill_s": prefill_s, "decode_s": t2 - t1,
-           "cache_mb": cache.nbytes()["total"] / MB, "prefill_chunk": chunk,
-           "decode": "cuda_graph" if cuda_graph else "eager"}
+    out = {
+        "tokens_per_s": batch * new_tokens / (t2 - t1),
+        "batch_used": batch,
+        "prompt_len": prompt_len,
+        "new_tokens": new_tokens,
+        "prefill_s": prefill_s,
+        "decode_s": t2 - t1,
+        "cache_mb": cache.nbytes()["total"] / MB,
+        "prefill_chunk": chunk,
+        "decode": "cuda_graph" if cuda_graph else "eager",
+    }
     if device.type == "cuda":
         out["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
     return out
 
 
-def generation_throughput(model: HymbaLM, *, prompt_len: int = 8192, batch: int = 128, new_tokens: int = 64,
-                          device: str | torch.device | None = None, warmup: int = 1, min_batch: int = 1,
-                          prefill_tokens: int = 65536, cuda_graph: bool | None = None) -> dict[str, float]:
+def generation_throughput(
+    model: HymbaLM,
+    *,
+    prompt_len: int = 8192,
+    batch: int = 128,
+    new_tokens: int = 64,
+    device: str | torch.device | None = None,
+    warmup: int = 1,
+    min_batch: int = 1,
+    prefill_tokens: int = 65536,
+    cuda_graph: bool | None = None,
+) -> dict[str, float]:
     """Paper protocol: a batch of random prompts, halve the batch on out-of-memory until it fits, generate
     ``new_tokens`` greedily, report generated tokens per second of the decode phase (prefill timed apart).
 

@@ -15,33 +15,63 @@ from hymba.rundir import RunDir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="auto", metavar="{" + ",".join(PRESETS) + "}",
-                   help="scale of roadmap.toml: auto = seed on a GPU, tiny on CPU (default: %(default)s)")
+    p.add_argument(
+        "--preset",
+        default="auto",
+        metavar="{" + ",".join(PRESETS) + "}",
+        help="scale of roadmap.toml: auto = seed on a GPU, tiny on CPU (default: %(default)s)",
+    )
     p.add_argument("--rows", default=None, help="rows to run, in this order, e.g. 13,1,5 or 1-4 (default: all 13)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/ablation-<preset>)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override a setting of the scale: model.*, data.*, train.*, bench.*, recall.* "
-                        "(e.g. --set train.max_steps=50; repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override a setting of the scale: model.*, data.*, train.*, bench.*, recall.* "
+        "(e.g. --set train.max_steps=50; repeatable)",
+    )
     p.add_argument("--force", action="store_true", help="redo rows that are already finished")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--recall", dest="recall", action="store_true", default=None,
-                   help="measure MQAR recall per row (default: on for GPU runs, off on CPU)")
+    g.add_argument(
+        "--recall",
+        dest="recall",
+        action="store_true",
+        default=None,
+        help="measure MQAR recall per row (default: on for GPU runs, off on CPU)",
+    )
     g.add_argument("--no-recall", dest="recall", action="store_false", help="do not measure MQAR recall")
-    p.add_argument("--recall-workers", type=int, default=1, metavar="N",
-                   help="measure recall N rows at a time in parallel processes, after every row is trained and "
-                        "timed (small models leave most of a GPU idle; default 1 = inline, row by row)")
+    p.add_argument(
+        "--recall-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure recall N rows at a time in parallel processes, after every row is trained and "
+        "timed (small models leave most of a GPU idle; default 1 = inline, row by row)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from hymba.ablation.report import print_report
     from hymba.ablation.runner import run_ablation
 
-    result = run_ablation(args.preset, args.rows, args.out, args.overrides, force=args.force, recall=args.recall,
-                          recall_workers=args.recall_workers)
+    result = run_ablation(
+        args.preset,
+        args.rows,
+        args.out,
+        args.overrides,
+        force=args.force,
+        recall=args.recall,
+        recall_workers=args.recall_workers,
+    )
     out = result.out_dir
     print_report(result.table, result.files)
     if result.failed:
-        print(f"hymba ablate: {len(result.failed)} row(s) failed: {', '.join(map(str, result.failed))} "
-              f"(see {RunDir(out).row_error('<id>')}); rerun to retry them", file=sys.stderr)
+        print(
+            f"hymba ablate: {len(result.failed)} row(s) failed: {', '.join(map(str, result.failed))} "
+            f"(see {RunDir(out).row_error('<id>')}); rerun to retry them",
+            file=sys.stderr,
+        )
         return 1
     return 0

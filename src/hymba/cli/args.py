@@ -15,8 +15,9 @@ DEFAULT_ROW = 13
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto",
-                   help="auto (CUDA when available), cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: %(default)s)"
+    )
 
 
 def parse_device(name: str, flag: str = "--device") -> torch.device:
@@ -33,12 +34,19 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     from hymba.presets import SCALES
 
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--config", help="model config TOML with a [model] table (e.g. configs/models/hymba-1.5b.toml); "
-                                    "default: --row at --preset")
-    g.add_argument("--row", type=int, default=DEFAULT_ROW,
-                   help="ablation row 1..13 at the scale --preset (default: %(default)s, the full Hymba)")
-    p.add_argument("--preset", default="tiny", metavar="{" + ",".join(SCALES) + "}",
-                   help="scale for --row (default: %(default)s)")
+    g.add_argument(
+        "--config",
+        help="model config TOML with a [model] table (e.g. configs/models/hymba-1.5b.toml); default: --row at --preset",
+    )
+    g.add_argument(
+        "--row",
+        type=int,
+        default=DEFAULT_ROW,
+        help="ablation row 1..13 at the scale --preset (default: %(default)s, the full Hymba)",
+    )
+    p.add_argument(
+        "--preset", default="tiny", metavar="{" + ",".join(SCALES) + "}", help="scale for --row (default: %(default)s)"
+    )
 
 
 def model_config_from_args(args: argparse.Namespace) -> tuple[ModelConfig, str]:

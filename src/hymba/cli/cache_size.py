@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg, name = model_config_from_args(args)
     r = cache_size(cfg, args.seq_len, DTYPES[args.dtype])
-    print(f"{name}: KV cache {r['kv_mb']:.2f} MB ({r['kv_layers']} KV layers), SSM state {r['ssm_mb']:.2f} MB "
-          f"at {args.seq_len} tokens, {args.dtype} (MB = 1e6 bytes)")
+    print(
+        f"{name}: KV cache {r['kv_mb']:.2f} MB ({r['kv_layers']} KV layers), SSM state {r['ssm_mb']:.2f} MB "
+        f"at {args.seq_len} tokens, {args.dtype} (MB = 1e6 bytes)"
+    )
     return 0

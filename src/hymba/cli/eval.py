@@ -19,20 +19,38 @@ from hymba.runtime import TORCH_DTYPE_NAMES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", type=Path, help="run directory written by `hymba train` (weights + config + tokenizer), "
-                   "or an ablation directory (`hymba ablate --out`): every finished row, then the report")
+    p.add_argument(
+        "run_dir",
+        type=Path,
+        help="run directory written by `hymba train` (weights + config + tokenizer), "
+        "or an ablation directory (`hymba ablate --out`): every finished row, then the report",
+    )
     p.add_argument("--tasks", required=True, help="comma-separated lm-eval task names, e.g. piqa,arc_easy,hellaswag")
-    p.add_argument("--include-path", action="append", default=[],
-                   help="extra folder of task YAML files (repeatable), e.g. local offline tasks")
+    p.add_argument(
+        "--include-path",
+        action="append",
+        default=[],
+        help="extra folder of task YAML files (repeatable), e.g. local offline tasks",
+    )
     p.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (default: each task's own)")
-    p.add_argument("--limit", type=float, default=None, help="documents per task (int) or fraction (< 1), for smoke runs (default: all)")
+    p.add_argument(
+        "--limit",
+        type=float,
+        default=None,
+        help="documents per task (int) or fraction (< 1), for smoke runs (default: all)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="requests scored per forward pass (default: %(default)s)")
     p.add_argument("--max-length", type=int, default=None, help="longest input in tokens (default: training length)")
     add_device_arg(p)
-    p.add_argument("--dtype", default=DEFAULT_DTYPE, choices=list(TORCH_DTYPE_NAMES),
-                   help="weights' dtype (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                   help="harness seeds: few-shot sampling, sampled generation (default: %(default)s)")
+    p.add_argument(
+        "--dtype", default=DEFAULT_DTYPE, choices=list(TORCH_DTYPE_NAMES), help="weights' dtype (default: %(default)s)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help="harness seeds: few-shot sampling, sampled generation (default: %(default)s)",
+    )
     p.add_argument("--output", type=Path, default=None, help=f"results file (default: RUN_DIR/{RunDir.LM_EVAL})")
 
 
@@ -43,15 +61,24 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size={args.batch_size} must be >= 1")
     parse_device(args.device)  # an unknown or absent device is a usage error before anything loads
-    kwargs = dict(include_path=args.include_path, num_fewshot=args.num_fewshot, limit=args.limit,
-                  batch_size=args.batch_size, max_length=args.max_length, device=args.device, dtype=args.dtype,
-                  seed=args.seed)
+    kwargs = dict(
+        include_path=args.include_path,
+        num_fewshot=args.num_fewshot,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+    )
     if RunDir(args.run_dir).is_ablation():
         from hymba.ablation.evaluate import evaluate_ablation
 
         if args.output is not None:
-            raise UsageError("--output applies to one run directory; an ablation writes "
-                             f"{RunDir.row_run_name('<id>')}/{RunDir.LM_EVAL}")
+            raise UsageError(
+                "--output applies to one run directory; an ablation writes "
+                f"{RunDir.row_run_name('<id>')}/{RunDir.LM_EVAL}"
+            )
         evaluate_ablation(Path(args.run_dir), tasks, **kwargs)
         return 0
     summary = evaluate_checkpoint(args.run_dir, tasks, output=args.output, **kwargs)

@@ -19,12 +19,21 @@ from hymba.errors import UsageError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, help="run directory written by `hymba train`")
     p.add_argument("--prompt", action="append", required=True, help="prompt text (repeatable: one batch)")
-    p.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate per prompt (default: %(default)s)")
-    p.add_argument("--max-length", type=int, default=None,
-                   help="longest prompt + new tokens (default: the run's training length train.seq_len)")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature, 0 = greedy (default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=50,
-                   help="sample among the k most likely tokens, 0 = all (default: %(default)s)")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=100, help="tokens to generate per prompt (default: %(default)s)"
+    )
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="longest prompt + new tokens (default: the run's training length train.seq_len)",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=0.8, help="sampling temperature, 0 = greedy (default: %(default)s)"
+    )
+    p.add_argument(
+        "--top-k", type=int, default=50, help="sample among the k most likely tokens, 0 = all (default: %(default)s)"
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     add_device_arg(p)
     p.add_argument("--cuda-graph", action="store_true", help="decode steps from a CUDA graph (CUDA only)")
@@ -47,8 +56,17 @@ def run(args: argparse.Namespace) -> int:
     if args.cuda_graph and device.type != "cuda":
         raise UsageError(f"--cuda-graph needs a CUDA device, got --device {args.device}")
     model, tokenizer, cfg = load_run(args.run_dir, device=device)
-    texts = generate_text(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
-                          args.seed, cuda_graph=args.cuda_graph, max_length=args.max_length or cfg.train.seq_len)
+    texts = generate_text(
+        model,
+        tokenizer,
+        args.prompt,
+        args.max_new_tokens,
+        args.temperature,
+        args.top_k,
+        args.seed,
+        cuda_graph=args.cuda_graph,
+        max_length=args.max_length or cfg.train.seq_len,
+    )
     for prompt, text in zip(args.prompt, texts):
         print(json.dumps({"prompt": prompt, "completion": text}) if args.json else f"{prompt}{text}\n")
     return 0

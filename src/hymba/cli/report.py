@@ -20,8 +20,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.dir.is_dir():
         raise FileNotFoundError(f"no such directory: {args.dir}")
     if RunDir(args.dir).is_train_run():
-        raise UsageError(f"{args.dir} is a training run (`hymba train`), not an ablation directory; "
-                         f"`hymba report` reads the output of `hymba ablate --out DIR`")
+        raise UsageError(
+            f"{args.dir} is a training run (`hymba train`), not an ablation directory; "
+            f"`hymba report` reads the output of `hymba ablate --out DIR`"
+        )
     table, files = write_report(args.dir, plots=args.plots)
     print_report(table, files)
     return 0

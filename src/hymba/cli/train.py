@@ -17,24 +17,40 @@ from hymba.rundir import RunDir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, default=None,
-                   help="run config (TOML with [model], [data], [train]); default: tiny model, built-in corpus")
-    p.add_argument("--out", type=Path, required=True,
-                   help="run directory: resolved config, git revision, logs, metrics, checkpoints, final weights")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override one config field, e.g. --set data.source=corpus.txt --set train.max_steps=100 "
-                        "(repeatable; values are TOML: 3, 1e-3, true, [0, 5], \"text\")")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its newest intact checkpoint, with the run's own config "
-                        "(--out/config.json); --set changes train settings on top and is recorded in run.json; "
-                        "--config (with the same --set) must give the saved config, else it is an error")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="run config (TOML with [model], [data], [train]); default: tiny model, built-in corpus",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="run directory: resolved config, git revision, logs, metrics, checkpoints, final weights",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one config field, e.g. --set data.source=corpus.txt --set train.max_steps=100 "
+        '(repeatable; values are TOML: 3, 1e-3, true, [0, 5], "text")',
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest intact checkpoint, with the run's own config "
+        "(--out/config.json); --set changes train settings on top and is recorded in run.json; "
+        "--config (with the same --set) must give the saved config, else it is an error",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from hymba.train.trainer import (TrainingDiverged, TrainingInterrupted, config_diff, format_diff,
-                                     saved_config, train)
+    from hymba.train.trainer import TrainingDiverged, TrainingInterrupted, config_diff, format_diff, saved_config, train
 
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} exists and is not a directory")
@@ -43,10 +59,12 @@ def run(args: argparse.Namespace) -> int:
         if args.config is not None:
             diff = config_diff(cfg, RunConfig.load(args.config, args.overrides))
             if diff:
-                raise UsageError(f"--config {args.config} differs from the run's own config "
-                                 f"({format_diff(diff)}); "
-                                 f"--resume continues with {RunDir(args.out).config_json}: drop --config and change "
-                                 "train settings with --set")
+                raise UsageError(
+                    f"--config {args.config} differs from the run's own config "
+                    f"({format_diff(diff)}); "
+                    f"--resume continues with {RunDir(args.out).config_json}: drop --config and change "
+                    "train settings with --set"
+                )
     else:
         cfg = RunConfig.load(args.config, args.overrides)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -61,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
         return 128 + e.signum
     mfu = f"  mfu {result.mfu:.1%}" if result.mfu is not None else ""
     speed = "n/a" if result.train_tokens_per_s is None else f"{result.train_tokens_per_s:,.0f}"
-    print(f"val_loss {result.val_loss:.4f}  val_ppl {result.val_ppl:.2f}  val_acc {result.val_acc:.4f}  "
-          f"train {speed} tokens/s{mfu}  ({result.steps} steps, {result.n_params:,} params)"
-          f"  -> {result.out_dir}")
+    print(
+        f"val_loss {result.val_loss:.4f}  val_ppl {result.val_ppl:.2f}  val_acc {result.val_acc:.4f}  "
+        f"train {speed} tokens/s{mfu}  ({result.steps} steps, {result.n_params:,} params)"
+        f"  -> {result.out_dir}"
+    )
     return 0

@@ -8,10 +8,38 @@ the value and what would be valid.
 from hymba.config.model import FUSIONS, SWA_PLANS, ModelConfig, backends
 from hymba.config.run import DEVICES, PRECISIONS, DataConfig, RunConfig, TrainConfig, tiny_model
 from hymba.config.scales import SCALES, roadmap, scale_names, scale_settings
-from hymba.config.section import (Section, apply_overrides, dump_sections, load_sections, load_tables,
-                                  parse_override, read_toml, section_from_dict)
+from hymba.config.section import (
+    Section,
+    apply_overrides,
+    dump_sections,
+    load_sections,
+    load_tables,
+    parse_override,
+    read_toml,
+    section_from_dict,
+)
 
-__all__ = ["DEVICES", "FUSIONS", "PRECISIONS", "SCALES", "SWA_PLANS", "DataConfig", "ModelConfig", "RunConfig",
-           "Section", "TrainConfig", "apply_overrides", "backends", "dump_sections", "load_sections", "load_tables",
-           "parse_override", "read_toml", "roadmap", "scale_names", "scale_settings", "section_from_dict",
-           "tiny_model"]
+__all__ = [
+    "DEVICES",
+    "FUSIONS",
+    "PRECISIONS",
+    "SCALES",
+    "SWA_PLANS",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "Section",
+    "TrainConfig",
+    "apply_overrides",
+    "backends",
+    "dump_sections",
+    "load_sections",
+    "load_tables",
+    "parse_override",
+    "read_toml",
+    "roadmap",
+    "scale_names",
+    "scale_settings",
+    "section_from_dict",
+    "tiny_model",
+]

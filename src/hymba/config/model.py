@@ -94,8 +94,9 @@ class ModelConfig(Section):
             if self.head_dim is not None and (self.head_dim < 2 or self.head_dim % 2):
                 self.invalid("head_dim", "must be an even integer >= 2 (RoPE rotates pairs)")
             if self.ssm and self.d_inner % self.n_heads != 0:
-                self.invalid("n_heads",
-                             f"must divide d_inner={self.d_inner} (V head dim = d_inner / n_heads in hybrid layers)")
+                self.invalid(
+                    "n_heads", f"must divide d_inner={self.d_inner} (V head dim = d_inner / n_heads in hybrid layers)"
+                )
         elif self.n_kv_heads not in (None, 0):
             self.invalid("n_kv_heads", "needs attention heads (n_heads > 0)")
         self.check_choice("fusion", FUSIONS)
@@ -117,8 +118,10 @@ class ModelConfig(Section):
             seen: set[int] = set()
             for g in groups:
                 if len(g) < 1 or any(i not in swa for i in g) or seen & set(g):
-                    self.invalid("kv_share_groups",
-                                 "groups must be disjoint lists of SWA layers (global layers are never shared)")
+                    self.invalid(
+                        "kv_share_groups",
+                        "groups must be disjoint lists of SWA layers (global layers are never shared)",
+                    )
                 if g != list(range(g[0], g[0] + len(g))):
                     self.invalid("kv_share_groups", "each group must be consecutive layers")
                 seen |= set(g)
@@ -201,7 +204,7 @@ class ModelConfig(Section):
                 continue
             first = 3 if len(run) % 2 else 2
             groups.append(run[:first])
-            groups += [run[j:j + 2] for j in range(first, len(run), 2)]
+            groups += [run[j : j + 2] for j in range(first, len(run), 2)]
         return groups
 
     def kv_producer(self) -> list[int]:

@@ -97,8 +97,15 @@ class TrainConfig(Section):
         self.check_numbers("lr", "eps", strict=True)
         self.check_numbers("weight_decay", "grad_clip", "peak_flops")
         self.check_ints("seq_len", "batch_size", "grad_accum", "max_steps", "log_every", "keep_checkpoints")
-        self.check_ints("warmup_steps", "eval_every", "eval_batch_size", "eval_max_tokens", "ckpt_every",
-                        "throughput_skip_steps", low=0)
+        self.check_ints(
+            "warmup_steps",
+            "eval_every",
+            "eval_batch_size",
+            "eval_max_tokens",
+            "ckpt_every",
+            "throughput_skip_steps",
+            low=0,
+        )
         if not (isinstance(self.device, str) and self.device.startswith("cuda:")):
             self.check_choice("device", DEVICES, " or cuda:N")
         self.check_choice("precision", PRECISIONS)
@@ -123,7 +130,7 @@ class RunConfig:
     SECTIONS: ClassVar[dict[str, type]] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
     @classmethod
-    def load(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> "RunConfig":
+    def load(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
         """From a TOML file (``None`` = the tiny model on the built-in corpus) and ``--set`` overrides.
         The file's ``[model]`` table starts from ``ModelConfig`` defaults, not from the tiny preset, unless
         the file names a scale (``scale = "tiny"``)."""
@@ -137,13 +144,18 @@ class RunConfig:
         return dump_sections({name: getattr(self, name) for name in self.SECTIONS})
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "config") -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> RunConfig:
         unknown = sorted(set(d) - set(cls.SECTIONS))
         if unknown:
-            raise ValueError(f"{where}: unknown section(s) {', '.join(unknown)}; valid sections: "
-                             f"{', '.join(cls.SECTIONS)}")
-        return cls(**{name: section_from_dict(sc, d.get(name, {}), where=f"{where} {name}")
-                      for name, sc in cls.SECTIONS.items()})
+            raise ValueError(
+                f"{where}: unknown section(s) {', '.join(unknown)}; valid sections: {', '.join(cls.SECTIONS)}"
+            )
+        return cls(
+            **{
+                name: section_from_dict(sc, d.get(name, {}), where=f"{where} {name}")
+                for name, sc in cls.SECTIONS.items()
+            }
+        )
 
 
 __all__ = ["DEVICES", "PRECISIONS", "DataConfig", "RunConfig", "TrainConfig", "tiny_model"]

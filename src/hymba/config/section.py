@@ -65,8 +65,9 @@ class Section:
         for name in names:
             v = getattr(self, name)
             if not _is_int(v) or v < low:
-                self.invalid(name, ("must be a positive integer" if low == 1 else f"must be an integer >= {low}")
-                             + note)
+                self.invalid(
+                    name, ("must be a positive integer" if low == 1 else f"must be an integer >= {low}") + note
+                )
 
     def check_numbers(self, *names: str, low: float = 0, strict: bool = False, note: str = "") -> None:
         """Each field is a number > ``low`` (``strict``) or >= ``low``."""
@@ -169,8 +170,9 @@ def parse_override(item: str) -> tuple[str, str, Any]:
     return section, name, value
 
 
-def apply_overrides(tables: dict[str, dict[str, Any]], overrides: list[str] | tuple[str, ...],
-                    sections: dict[str, type]) -> dict[str, dict[str, Any]]:
+def apply_overrides(
+    tables: dict[str, dict[str, Any]], overrides: list[str] | tuple[str, ...], sections: dict[str, type]
+) -> dict[str, dict[str, Any]]:
     """Apply ``--set section.field=value`` items to raw TOML tables (copies); unknown sections or fields are
     errors listing the valid ones. Types are checked when the sections are built."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in tables.items()}
@@ -201,9 +203,14 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid TOML: {e}") from e
 
 
-def load_tables(path: str | Path | None, sections: dict[str, type], overrides: list[str] | tuple[str, ...] = (),
-                *, scale: str | None = None, defaults: dict[str, dict[str, Any]] | None = None
-                ) -> dict[str, dict[str, Any]]:
+def load_tables(
+    path: str | Path | None,
+    sections: dict[str, type],
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    scale: str | None = None,
+    defaults: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """The raw tables of ``sections``, each merged field by field from, lowest first: ``defaults``; the
     roadmap scale ``scale`` or the one the file names with a top-level ``scale = "<name>"`` (its tables for
     these sections; ``hymba.config.scales``); the file's tables; ``--set`` overrides. Unknown top-level tables
@@ -212,8 +219,9 @@ def load_tables(path: str | Path | None, sections: dict[str, type], overrides: l
     if "scale" in data:
         scale = data.pop("scale")
         if not isinstance(scale, str) or scale not in scale_names():
-            raise ValueError(f"{path}: scale = {scale!r} is not a scale of roadmap.toml; expected one of "
-                             f"{', '.join(scale_names())}")
+            raise ValueError(
+                f"{path}: scale = {scale!r} is not a scale of roadmap.toml; expected one of {', '.join(scale_names())}"
+            )
     unknown = sorted(set(data) - set(sections))
     if unknown:
         raise ValueError(f"{path}: unknown section(s) {', '.join(unknown)}; valid sections: {', '.join(sections)}")
@@ -229,8 +237,14 @@ def load_tables(path: str | Path | None, sections: dict[str, type], overrides: l
     return apply_overrides(tables, overrides, sections)
 
 
-def load_sections(path: str | Path | None, sections: dict[str, type], overrides: list[str] | tuple[str, ...] = (),
-                  defaults: dict[str, dict[str, Any]] | None = None, *, scale: str | None = None) -> dict[str, Any]:
+def load_sections(
+    path: str | Path | None,
+    sections: dict[str, type],
+    overrides: list[str] | tuple[str, ...] = (),
+    defaults: dict[str, dict[str, Any]] | None = None,
+    *,
+    scale: str | None = None,
+) -> dict[str, Any]:
     """Read a TOML file (or nothing) into dataclass sections, as :func:`load_tables` merges them; errors of a
     table name the file (or the scale) and the table."""
     tables = load_tables(path, sections, overrides, scale=scale, defaults=defaults)
@@ -260,5 +274,13 @@ def dump_sections(sections: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Section", "apply_overrides", "dump_sections", "load_sections", "load_tables", "parse_override",
-           "read_toml", "section_from_dict"]
+__all__ = [
+    "Section",
+    "apply_overrides",
+    "dump_sections",
+    "load_sections",
+    "load_tables",
+    "parse_override",
+    "read_toml",
+    "section_from_dict",
+]

@@ -71,8 +71,10 @@ def _read_file(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"corpus file {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
-                         f"{e.start}); convert it to UTF-8") from None
+        raise ValueError(
+            f"corpus file {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+            f"{e.start}); convert it to UTF-8"
+        ) from None
 
 
 def _is_json_lines(path: Path, text: str) -> bool:
@@ -147,20 +149,32 @@ def _text_column(columns: dict[str, str], what: str, requested: str | None) -> s
     raise ValueError(f"cannot tell the text column of {what}; its columns are: {listing}; set data.text_column")
 
 
-def _load_hub(name: str, *, config: str | None, split: str, data_files: str | None, streaming: bool,
-              char_budget: int | None, text_column: str | None) -> str:
+def _load_hub(
+    name: str,
+    *,
+    config: str | None,
+    split: str,
+    data_files: str | None,
+    streaming: bool,
+    char_budget: int | None,
+    text_column: str | None,
+) -> str:
     import datasets
 
     try:
-        ds = datasets.load_dataset(name, config or None, split=split, data_files=data_files or None,
-                                   streaming=streaming)
+        ds = datasets.load_dataset(
+            name, config or None, split=split, data_files=data_files or None, streaming=streaming
+        )
     except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as e:
-        raise FileNotFoundError(f"corpus {name!r} is neither a local file or directory nor a loadable "
-                                f"dataset: {str(e).splitlines()[0]}") from e
+        raise FileNotFoundError(
+            f"corpus {name!r} is neither a local file or directory nor a loadable dataset: {str(e).splitlines()[0]}"
+        ) from e
     except ConnectionError as e:  # no network, or HF_HUB_OFFLINE=1 without a cached copy
-        raise ConnectionError(f"data.source={name!r}: cannot load the dataset from the Hugging Face Hub "
-                              f"({str(e).splitlines()[0]}); check the network, or give a local file or "
-                              f"directory") from None
+        raise ConnectionError(
+            f"data.source={name!r}: cannot load the dataset from the Hugging Face Hub "
+            f"({str(e).splitlines()[0]}); check the network, or give a local file or "
+            f"directory"
+        ) from None
     features = ds.features
     if features is None:  # some streaming builders only know their columns after the first row
         first = next(iter(ds))
@@ -182,9 +196,16 @@ def _load_hub(name: str, *, config: str | None, split: str, data_files: str | No
     return "\n\n".join(parts)
 
 
-def load_corpus(source: str | None, *, char_budget: int | None = None, streaming: bool = False,
-                text_column: str | None = None, config: str | None = None, split: str = "train",
-                data_files: str | None = None) -> str:
+def load_corpus(
+    source: str | None,
+    *,
+    char_budget: int | None = None,
+    streaming: bool = False,
+    text_column: str | None = None,
+    config: str | None = None,
+    split: str = "train",
+    data_files: str | None = None,
+) -> str:
     """The text of a corpus, at most ``char_budget`` characters.
 
     Args:
@@ -195,8 +216,8 @@ def load_corpus(source: str | None, *, char_budget: int | None = None, streaming
         char_budget: truncate the corpus to this many characters (a large dataset is read row by row until
             the budget is reached, so streaming never downloads more than it needs).
         streaming: read a dataset with ``streaming=True``.
-        text_column: the dataset column (JSON-lines field) to read; by default the first of ``TEXT_COLUMNS`` present, or the
-            only string column.
+        text_column: the dataset column (JSON-lines field) to read; by default the first of ``TEXT_COLUMNS``
+            present, or the only string column.
         config, split, data_files: passed to ``datasets.load_dataset``.
     Raises:
         FileNotFoundError: a path-like source that does not exist, or a dataset that cannot be found.
@@ -213,8 +234,15 @@ def load_corpus(source: str | None, *, char_budget: int | None = None, streaming
     elif _looks_like_path(source) and not data_files:
         raise FileNotFoundError(f"corpus not found: {source} (no such file or directory)")
     else:
-        text = _load_hub(source, config=config, split=split, data_files=data_files, streaming=streaming,
-                         char_budget=char_budget, text_column=text_column)
+        text = _load_hub(
+            source,
+            config=config,
+            split=split,
+            data_files=data_files,
+            streaming=streaming,
+            char_budget=char_budget,
+            text_column=text_column,
+        )
     if char_budget is not None:
         text = text[:char_budget]
     if not text.strip():

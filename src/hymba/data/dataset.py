@@ -41,8 +41,9 @@ class TrainBatches:
 
     def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int = 0):
         if len(tokens) < seq_len + 2:
-            raise ValueError(f"the training split has {len(tokens)} tokens; seq_len={seq_len} needs at least "
-                             f"{seq_len + 2}")
+            raise ValueError(
+                f"the training split has {len(tokens)} tokens; seq_len={seq_len} needs at least {seq_len + 2}"
+            )
         self.tokens, self.seq_len, self.batch_size, self.seed = tokens, seq_len, batch_size, seed
         self.next_index = 0
 
@@ -50,7 +51,7 @@ class TrainBatches:
         """Inputs and targets [B, T] (int64) of batch ``index``."""
         rng = np.random.Generator(np.random.PCG64([self.seed, index]))
         starts = rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size)
-        w = np.stack([np.asarray(self.tokens[s:s + self.seq_len + 1], dtype=np.int64) for s in starts])  # (B, T+1)
+        w = np.stack([np.asarray(self.tokens[s : s + self.seq_len + 1], dtype=np.int64) for s in starts])  # (B, T+1)
         w = torch.from_numpy(w)
         return w[:, :-1], w[:, 1:]
 
@@ -63,20 +64,28 @@ class TrainBatches:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "next_index": self.next_index, "seq_len": self.seq_len,
-                "batch_size": self.batch_size, "n_tokens": len(self.tokens)}
+        return {
+            "seed": self.seed,
+            "next_index": self.next_index,
+            "seq_len": self.seq_len,
+            "batch_size": self.batch_size,
+            "n_tokens": len(self.tokens),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mine = self.state_dict()
         for k in ("seed", "seq_len", "batch_size", "n_tokens"):
             if state.get(k) != mine[k]:
-                raise ValueError(f"data-loader state does not match this run: {k}={state.get(k)!r} in the "
-                                 f"checkpoint, {mine[k]!r} now")
+                raise ValueError(
+                    f"data-loader state does not match this run: {k}={state.get(k)!r} in the "
+                    f"checkpoint, {mine[k]!r} now"
+                )
         self.next_index = int(state["next_index"])
 
 
-def val_batches(tokens: np.ndarray, seq_len: int, batch_size: int, pad_id: int = 0,
-                max_tokens: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def val_batches(
+    tokens: np.ndarray, seq_len: int, batch_size: int, pad_id: int = 0, max_tokens: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Consecutive non-overlapping windows covering every target of the split once: each of the
     ``len(tokens) - 1`` next-token predictions appears in exactly one window (``max_tokens`` > 0 stops after
     about that many). The last window is right-padded with ``pad_id`` and target ``IGNORE_INDEX``, which a
@@ -88,11 +97,11 @@ def val_batches(tokens: np.ndarray, seq_len: int, batch_size: int, pad_id: int =
         raise ValueError(f"the validation split has {len(tokens)} tokens; it needs at least 2")
     starts = range(0, n_targets, seq_len)
     for b in range(0, len(starts), batch_size):
-        group = starts[b:b + batch_size]
+        group = starts[b : b + batch_size]
         x = np.full((len(group), seq_len), pad_id, dtype=np.int64)
         y = np.full((len(group), seq_len), IGNORE_INDEX, dtype=np.int64)
         for r, s in enumerate(group):
             n = min(seq_len, n_targets - s)
-            x[r, :n] = tokens[s:s + n]
-            y[r, :n] = tokens[s + 1:s + 1 + n]
+            x[r, :n] = tokens[s : s + n]
+            y[r, :n] = tokens[s + 1 : s + 1 + n]
         yield torch.from_numpy(x), torch.from_numpy(y)

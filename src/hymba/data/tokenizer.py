@@ -21,23 +21,27 @@ class TextTokenizer:
         self.tokenizer = tokenizer
         ids = {name: tokenizer.token_to_id(name) for name in (pad_token, bos_token, eos_token)}
         if ids[eos_token] is None:
-            raise ValueError(f"tokenizer {source or ''} has no end-of-text token {eos_token!r}; set data.eos_token "
-                             f"to one of its special tokens".replace("  ", " "))
+            raise ValueError(
+                f"tokenizer {source or ''} has no end-of-text token {eos_token!r}; set data.eos_token "
+                f"to one of its special tokens".replace("  ", " ")
+            )
         self.pad_id: int | None = ids[pad_token]
         self.bos_id: int | None = ids[bos_token]
         self.eos_id: int = ids[eos_token]
         self.special_tokens = (pad_token, bos_token, eos_token)
 
     @classmethod
-    def from_file(cls, path: str | Path, pad_token: str, bos_token: str, eos_token: str) -> "TextTokenizer":
+    def from_file(cls, path: str | Path, pad_token: str, bos_token: str, eos_token: str) -> TextTokenizer:
         path = Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file not found: {path}")
         try:
             tok = Tokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
-            raise ValueError(f"tokenizer file {path} is corrupt or not a tokenizers JSON file "
-                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            raise ValueError(
+                f"tokenizer file {path} is corrupt or not a tokenizers JSON file "
+                f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+            ) from None
         return cls(tok, pad_token, bos_token, eos_token, source=str(path))
 
     @property
@@ -60,15 +64,24 @@ class TextTokenizer:
         return f"TextTokenizer(vocab_size={self.vocab_size}, eos_id={self.eos_id})"
 
 
-def train_unigram(texts: Iterable[str], vocab_size: int, pad_token: str = "<|pad|>", bos_token: str = "<|bos|>",
-                  eos_token: str = "<|eos|>") -> TextTokenizer:
+def train_unigram(
+    texts: Iterable[str],
+    vocab_size: int,
+    pad_token: str = "<|pad|>",
+    bos_token: str = "<|bos|>",
+    eos_token: str = "<|eos|>",
+) -> TextTokenizer:
     """Train a Unigram tokenizer on ``texts``. The three special tokens get ids 0, 1, 2; all 256 byte symbols
     are kept, so the result can hold fewer pieces than ``vocab_size`` on a small corpus but never fails to
     encode."""
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=[pad_token, bos_token, eos_token],
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[pad_token, bos_token, eos_token],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     return TextTokenizer(tok, pad_token, bos_token, eos_token)

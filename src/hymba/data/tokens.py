@@ -65,7 +65,7 @@ def _write_tokens(tokenizer: TextTokenizer, text: str, path: Path, dtype: np.dty
     with open(path, "wb") as f:
         chunks = _chunks(text)
         for b in range(0, len(chunks), 64):
-            for ids in tokenizer.encode_batch(chunks[b:b + 64]):
+            for ids in tokenizer.encode_batch(chunks[b : b + 64]):
                 np.asarray(ids, dtype=dtype).tofile(f)
                 n += len(ids)
     return n
@@ -80,9 +80,14 @@ def cache_key(text: str, cfg: DataConfig) -> tuple[str, str]:
         if not path.is_file():
             raise FileNotFoundError(f"data.tokenizer: tokenizer file not found: {path}")
         tok_sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    settings = {"format": CACHE_FORMAT, "corpus": corpus_sha, "val_fraction": cfg.val_fraction,
-                "vocab_size": None if cfg.tokenizer else cfg.vocab_size, "tokenizer_sha256": tok_sha,
-                "specials": [cfg.pad_token, cfg.bos_token, cfg.eos_token]}
+    settings = {
+        "format": CACHE_FORMAT,
+        "corpus": corpus_sha,
+        "val_fraction": cfg.val_fraction,
+        "vocab_size": None if cfg.tokenizer else cfg.vocab_size,
+        "tokenizer_sha256": tok_sha,
+        "specials": [cfg.pad_token, cfg.bos_token, cfg.eos_token],
+    }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
     return corpus_sha, key
 
@@ -105,9 +110,15 @@ def prepare(data_cfg: DataConfig, cache_dir: str | Path | None = None) -> Prepar
     """Load the corpus, split it, train (or load) the tokenizer on the training split, encode both splits
     once and cache everything under ``cache_dir`` (default: ``data_cfg.resolved_cache_dir()``)."""
     cfg = data_cfg
-    text = load_corpus(cfg.source, char_budget=cfg.char_budget or None, streaming=cfg.streaming,
-                       text_column=cfg.text_column or None, config=cfg.dataset_config or None, split=cfg.split,
-                       data_files=cfg.data_files or None)
+    text = load_corpus(
+        cfg.source,
+        char_budget=cfg.char_budget or None,
+        streaming=cfg.streaming,
+        text_column=cfg.text_column or None,
+        config=cfg.dataset_config or None,
+        split=cfg.split,
+        data_files=cfg.data_files or None,
+    )
     corpus_sha, key = cache_key(text, cfg)
     root = Path(cache_dir) if cache_dir is not None else cfg.resolved_cache_dir()
     entry = root / "data" / key
@@ -129,11 +140,18 @@ def prepare(data_cfg: DataConfig, cache_dir: str | Path | None = None) -> Prepar
     umask_mode(tmp, directory=True)  # mkdtemp makes it 0700; the cache is shared like any directory
     try:
         tok.save(tmp / "tokenizer.json")
-        meta = {"format": CACHE_FORMAT, "corpus_sha256": corpus_sha, "source": cfg.source, "dtype": dtype.name,
-                "vocab_size": tok.vocab_size, "requested_vocab_size": cfg.vocab_size,
-                "train_chars": len(train_text), "val_chars": len(val_text),
-                "train_tokens": _write_tokens(tok, train_text, tmp / "train.bin", dtype),
-                "val_tokens": _write_tokens(tok, val_text, tmp / "val.bin", dtype)}
+        meta = {
+            "format": CACHE_FORMAT,
+            "corpus_sha256": corpus_sha,
+            "source": cfg.source,
+            "dtype": dtype.name,
+            "vocab_size": tok.vocab_size,
+            "requested_vocab_size": cfg.vocab_size,
+            "train_chars": len(train_text),
+            "val_chars": len(val_text),
+            "train_tokens": _write_tokens(tok, train_text, tmp / "train.bin", dtype),
+            "val_tokens": _write_tokens(tok, val_text, tmp / "val.bin", dtype),
+        }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         try:
             os.replace(tmp, entry)

@@ -22,15 +22,27 @@ from hymba.rundir import RunDir
 DEFAULT_DTYPE, DEFAULT_SEED = "float32", 1234
 
 
-def request_record(tasks: list[str], *, num_fewshot: int | None = None, limit: float | None = None,
-                   include_path: list[str] | None = None, max_length: int | None = None, dtype: str = DEFAULT_DTYPE,
-                   seed: int = DEFAULT_SEED) -> dict[str, Any]:
+def request_record(
+    tasks: list[str],
+    *,
+    num_fewshot: int | None = None,
+    limit: float | None = None,
+    include_path: list[str] | None = None,
+    max_length: int | None = None,
+    dtype: str = DEFAULT_DTYPE,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, Any]:
     """What was asked of the harness, as ``lm_eval.json`` records it: every setting that changes the scores
     (a rerun with an equal record may reuse them). ``limit`` >= 1 counts documents."""
-    return {"requested_tasks": list(tasks), "num_fewshot": num_fewshot,
-            "limit": int(limit) if limit is not None and limit >= 1 else limit,
-            "include_path": [str(Path(p).resolve()) for p in include_path or []], "max_length": max_length,
-            "dtype": dtype, "seed": seed}
+    return {
+        "requested_tasks": list(tasks),
+        "num_fewshot": num_fewshot,
+        "limit": int(limit) if limit is not None and limit >= 1 else limit,
+        "include_path": [str(Path(p).resolve()) for p in include_path or []],
+        "max_length": max_length,
+        "dtype": dtype,
+        "seed": seed,
+    }
 
 
 def read_summary(path: Path) -> dict[str, Any]:
@@ -73,10 +85,20 @@ def summarize(results: dict[str, Any], *, checkpoint: str, request: dict[str, An
     }
 
 
-def evaluate_checkpoint(run_dir: Path, tasks: list[str], *, include_path: list[str] | None = None,
-                        num_fewshot: int | None = None, limit: float | None = None, batch_size: int = 8,
-                        max_length: int | None = None, device: str = "auto", dtype: str = DEFAULT_DTYPE,
-                        seed: int = DEFAULT_SEED, output: Path | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(
+    run_dir: Path,
+    tasks: list[str],
+    *,
+    include_path: list[str] | None = None,
+    num_fewshot: int | None = None,
+    limit: float | None = None,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    device: str = "auto",
+    dtype: str = DEFAULT_DTYPE,
+    seed: int = DEFAULT_SEED,
+    output: Path | None = None,
+) -> dict[str, Any]:
     """Run the harness on ``run_dir`` and write the summary (default ``run_dir/lm_eval.json``). An unknown task
     is a :class:`~hymba.errors.UsageError`; task data that cannot be downloaded a ``ConnectionError``."""
     import lm_eval
@@ -90,8 +112,15 @@ def evaluate_checkpoint(run_dir: Path, tasks: list[str], *, include_path: list[s
     for p in include_path or []:
         if not Path(p).is_dir():
             raise FileNotFoundError(f"--include-path {p} is not a directory")
-    request = request_record(tasks, num_fewshot=num_fewshot, limit=limit, include_path=include_path,
-                             max_length=max_length, dtype=dtype, seed=seed)
+    request = request_record(
+        tasks,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        include_path=include_path,
+        max_length=max_length,
+        dtype=dtype,
+        seed=seed,
+    )
     t0 = time.perf_counter()
     lm = HymbaLMEval(str(run_dir), batch_size=batch_size, max_length=max_length, device=device, dtype=dtype)
     tm = TaskManager(include_path=request["include_path"] or None)
@@ -99,19 +128,28 @@ def evaluate_checkpoint(run_dir: Path, tasks: list[str], *, include_path: list[s
     if missing:
         raise UsageError(f"unknown lm-eval task(s): {', '.join(missing)} (local tasks need --include-path)")
     try:
-        results = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=request["limit"],
-                                          task_manager=tm,
-                                          log_samples=False, random_seed=seed, numpy_random_seed=seed,
-                                          torch_random_seed=seed, fewshot_random_seed=seed)
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=tasks,
+            num_fewshot=num_fewshot,
+            limit=request["limit"],
+            task_manager=tm,
+            log_samples=False,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
     except ConnectionError as e:  # no network (or HF_DATASETS_OFFLINE=1) and the task's data not cached
-        raise ConnectionError(f"--tasks {','.join(tasks)}: cannot download the task data "
-                              f"({str(e).splitlines()[0]}); check the network, or use local tasks "
-                              f"(--include-path)") from None
+        raise ConnectionError(
+            f"--tasks {','.join(tasks)}: cannot download the task data "
+            f"({str(e).splitlines()[0]}); check the network, or use local tasks "
+            f"(--include-path)"
+        ) from None
     summary = summarize(results, checkpoint=str(run_dir), request=request, seconds=time.perf_counter() - t0)
     out = Path(output) if output is not None else RunDir(run_dir).lm_eval
     atomic_write(out, json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-__all__ = ["DEFAULT_DTYPE", "DEFAULT_SEED", "evaluate_checkpoint", "read_summary", "request_record",
-           "summarize"]
+__all__ = ["DEFAULT_DTYPE", "DEFAULT_SEED", "evaluate_checkpoint", "read_summary", "request_record", "summarize"]

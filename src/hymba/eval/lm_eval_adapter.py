@@ -65,15 +65,26 @@ class HymbaLMEval(TemplateLM):
 
     backend = "causal"
 
-    def __init__(self, checkpoint: str | None = None, *, model: HymbaLM | None = None,
-                 tokenizer: TextTokenizer | None = None, batch_size: int | str = 8, max_length: int | None = None,
-                 max_gen_toks: int = 256, device: str = "auto", dtype: str | torch.dtype = "float32",
-                 **unused: Any) -> None:
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        *,
+        model: HymbaLM | None = None,
+        tokenizer: TextTokenizer | None = None,
+        batch_size: int | str = 8,
+        max_length: int | None = None,
+        max_gen_toks: int = 256,
+        device: str = "auto",
+        dtype: str | torch.dtype = "float32",
+        **unused: Any,
+    ) -> None:
         super().__init__()
         unknown = sorted(k for k, v in unused.items() if v is not None and k not in ("max_batch_size",))
         if unknown:
-            raise ValueError(f"unknown model_args for hymba: {', '.join(unknown)}; valid: checkpoint, batch_size, "
-                             "max_length, max_gen_toks, device, dtype")
+            raise ValueError(
+                f"unknown model_args for hymba: {', '.join(unknown)}; valid: checkpoint, batch_size, "
+                "max_length, max_gen_toks, device, dtype"
+            )
         device = resolve_device(device or "auto")
         stored_len = None
         if checkpoint is not None:
@@ -118,8 +129,9 @@ class HymbaLMEval(TemplateLM):
         return ids, (None if bool(mask.all()) else mask)
 
     @torch.no_grad()
-    def _loglikelihood_tokens(self, requests: list[tuple[Any, list[int], list[int]]], disable_tqdm: bool = False,
-                              **kwargs: Any) -> list[tuple[float, bool]]:
+    def _loglikelihood_tokens(
+        self, requests: list[tuple[Any, list[int], list[int]]], disable_tqdm: bool = False, **kwargs: Any
+    ) -> list[tuple[float, bool]]:
         """Sum of log-probabilities of each continuation given its context, and whether greedy decoding
         would have produced it; the input is left-truncated to ``max_length`` tokens."""
 
@@ -136,16 +148,18 @@ class HymbaLMEval(TemplateLM):
                 if not cont:
                     raise ValueError("loglikelihood request with an empty continuation")
                 if len(cont) > self.max_length:  # as lm-eval's HFLM: the whole continuation must be scored
-                    raise ValueError(f"a continuation of {len(cont)} tokens does not fit max_length={self.max_length}"
-                                     "; raise it (--max-length / max_length=)")
-                rows.append((ctx + cont)[-(self.max_length + 1):][:-1])
+                    raise ValueError(
+                        f"a continuation of {len(cont)} tokens does not fit max_length={self.max_length}"
+                        "; raise it (--max-length / max_length=)"
+                    )
+                rows.append((ctx + cont)[-(self.max_length + 1) :][:-1])
                 conts.append(cont)
             ids, mask = self._left_pad(rows)
             logp = F.log_softmax(self.model(ids, attention_mask=mask).logits.float(), dim=-1)
             T = ids.shape[1]
             for (req_str, _, _), cont, lp in zip(chunk, conts, logp):
                 n = len(cont)
-                lp = lp[T - n:]  # (n, V): the positions that predict the continuation
+                lp = lp[T - n :]  # (n, V): the positions that predict the continuation
                 target = torch.tensor(cont, device=lp.device)
                 greedy = bool((lp.argmax(-1) == target).all())
                 ll = float(lp.gather(1, target[:, None]).sum())
@@ -161,9 +175,15 @@ class HymbaLMEval(TemplateLM):
         document scored on its own (the harness's perplexity protocol)."""
         windows, owner = [], []
         for i, (string,) in enumerate(req.args for req in requests):
-            for ctx, cont in map(lm_utils.make_disjoint_window, lm_utils.get_rolling_token_windows(
-                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
-                    max_seq_len=self.max_length, context_len=1)):
+            for ctx, cont in map(
+                lm_utils.make_disjoint_window,
+                lm_utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(string),
+                    prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                ),
+            ):
                 windows.append((None, ctx, cont))
                 owner.append(i)
         scores = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)
@@ -176,8 +196,15 @@ class HymbaLMEval(TemplateLM):
 
     # ---- generation --------------------------------------------------------------------------------
     @torch.no_grad()
-    def _generate(self, rows: list[list[int]], max_new: int, stop: list[str], temperature: float,
-                  top_k: int | None, seed: int | None) -> list[list[int]]:
+    def _generate(
+        self,
+        rows: list[list[int]],
+        max_new: int,
+        stop: list[str],
+        temperature: float,
+        top_k: int | None,
+        seed: int | None,
+    ) -> list[list[int]]:
         """Prefill once, then one decode step per token from the hybrid cache; a row is finished at EOS or
         when its decoded text contains a stop string."""
         ids, mask = self._left_pad(rows)
@@ -203,8 +230,12 @@ class HymbaLMEval(TemplateLM):
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         """Greedy (or sampled, when the task asks) continuation of each context until a stop string."""
         res = []
-        coll = Collator([req.args for req in requests], sort_fn=lambda r: (-len(self.tok_encode(r[0])), r[0]),
-                        group_by="gen_kwargs", group_fn=lambda r: r[1])
+        coll = Collator(
+            [req.args for req in requests],
+            sort_fn=lambda r: (-len(self.tok_encode(r[0])), r[0]),
+            group_by="gen_kwargs",
+            group_fn=lambda r: r[1],
+        )
         pbar = tqdm(total=len(requests), disable=disable_tqdm, desc="hymba generate_until")
         eos = self.tok_decode([self.eot_token_id])
         for chunk in coll.get_batched(n=self.batch_size):
@@ -213,9 +244,11 @@ class HymbaLMEval(TemplateLM):
             until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
             max_new = int(kwargs.pop("max_gen_toks"))
             if max_new >= self.max_length:
-                raise ValueError(f"max_gen_toks={max_new} leaves no room for the prompt in max_length={self.max_length}")
+                raise ValueError(
+                    f"max_gen_toks={max_new} leaves no room for the prompt in max_length={self.max_length}"
+                )
             temperature = float(kwargs.get("temperature", 0.0)) if kwargs.get("do_sample") else 0.0
-            rows = [self.tok_encode(c)[-(self.max_length - max_new):] or [self.prefix_token_id] for c in contexts]
+            rows = [self.tok_encode(c)[-(self.max_length - max_new) :] or [self.prefix_token_id] for c in contexts]
             outs = self._generate(rows, max_new, until, temperature, kwargs.get("top_k"), kwargs.get("seed"))
             for context, gen_kwargs, toks in zip(contexts, all_kwargs, outs):
                 if toks and toks[-1] == self.eot_token_id:

@@ -36,8 +36,9 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,11 +71,20 @@ def _instance_problem(vocab: Any, seq_len: Any, pairs: Any) -> tuple[str, Any, s
         return "pairs", pairs, "must be an integer >= 1"
     n_keys, n_values = vocab // 2 - 1, vocab - vocab // 2
     if pairs > n_keys or pairs > n_values:
-        return "pairs", pairs, (f"vocab={vocab} offers {n_keys} keys in [1, {vocab // 2}) and {n_values} values in "
-                                f"[{vocab // 2}, {vocab}); use pairs <= {min(n_keys, n_values)}")
+        return (
+            "pairs",
+            pairs,
+            (
+                f"vocab={vocab} offers {n_keys} keys in [1, {vocab // 2}) and {n_values} values in "
+                f"[{vocab // 2}, {vocab}); use pairs <= {min(n_keys, n_values)}"
+            ),
+        )
     if not isinstance(seq_len, int) or seq_len < 4 * pairs:
-        return "seq_len", seq_len, (f"{pairs} pairs need seq_len >= {4 * pairs} (2N context tokens and N query "
-                                    "slots of two tokens)")
+        return (
+            "seq_len",
+            seq_len,
+            (f"{pairs} pairs need seq_len >= {4 * pairs} (2N context tokens and N query slots of two tokens)"),
+        )
     return None
 
 
@@ -85,8 +95,9 @@ def _gumbel_topk(rng: np.random.Generator, logp: np.ndarray, n: int, k: int) -> 
     return np.argsort(-g, axis=1, kind="stable")[:, :k]
 
 
-def mqar_batch(n: int, *, vocab: int, seq_len: int, pairs: int, power_a: float = 0.01,
-               seed: int | np.random.SeedSequence = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def mqar_batch(
+    n: int, *, vocab: int, seq_len: int, pairs: int, power_a: float = 0.01, seed: int | np.random.SeedSequence = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` MQAR sequences, fully determined by the arguments.
 
     Args:
@@ -108,18 +119,18 @@ def mqar_batch(n: int, *, vocab: int, seq_len: int, pairs: int, power_a: float =
         raise ValueError(f"mqar: power_a={power_a!r} is invalid: must be > 0")
     rng = np.random.default_rng(seed)
     half = vocab // 2
-    keys = 1 + _gumbel_topk(rng, np.zeros(half - 1), n, pairs)                # [n, N]
-    values = half + _gumbel_topk(rng, np.zeros(vocab - half), n, pairs)       # [n, N]
+    keys = 1 + _gumbel_topk(rng, np.zeros(half - 1), n, pairs)  # [n, N]
+    values = half + _gumbel_topk(rng, np.zeros(vocab - half), n, pairs)  # [n, N]
     n_slots = (seq_len - 2 * pairs) // 2
     slot_logp = (power_a - 1.0) * np.log(np.arange(1, n_slots + 1, dtype=np.float64))
-    slots = _gumbel_topk(rng, slot_logp, n, pairs)                             # [n, N], slot of key i
+    slots = _gumbel_topk(rng, slot_logp, n, pairs)  # [n, N], slot of key i
 
     ids = np.full((n, seq_len), FILLER, dtype=np.int64)
     labels = np.full((n, seq_len), IGNORE_INDEX, dtype=np.int64)
-    ids[:, 0:2 * pairs:2] = keys
-    ids[:, 1:2 * pairs:2] = values
+    ids[:, 0 : 2 * pairs : 2] = keys
+    ids[:, 1 : 2 * pairs : 2] = values
     rows = np.arange(n)[:, None]
-    qpos = 2 * pairs + 2 * slots                                               # [n, N]
+    qpos = 2 * pairs + 2 * slots  # [n, N]
     ids[rows, qpos] = keys
     labels[rows, qpos] = values
     return torch.from_numpy(ids), torch.from_numpy(labels)
@@ -174,8 +185,9 @@ class MQARSettings(Section):
                 self.invalid(name, "expected a non-empty list of [seq_len, pairs] pairs, e.g. [[64, 4], [256, 16]]")
             setattr(self, name, settings)
         self.check_ints("vocab", low=4)
-        self.check_ints("train_steps", "batch_size", "eval_sequences", "eval_batch_size", "check_every",
-                        "check_sequences")
+        self.check_ints(
+            "train_steps", "batch_size", "eval_sequences", "eval_batch_size", "check_every", "check_sequences"
+        )
         self.check_ints("warmup_steps", low=0)
         self.check_choice("lr_schedule", LR_SCHEDULES)
         self.check_numbers("lr", "power_a", strict=True)
@@ -186,8 +198,11 @@ class MQARSettings(Section):
             for seq_len, pairs in getattr(self, name):
                 if problem := _instance_problem(self.vocab, seq_len, pairs):
                     arg, value, valid = problem
-                    self.invalid(name, f"the setting [{seq_len}, {pairs}] has {arg}={value!r}: {valid}",
-                                 [list(s) for s in getattr(self, name)])
+                    self.invalid(
+                        name,
+                        f"the setting [{seq_len}, {pairs}] has {arg}={value!r}: {valid}",
+                        [list(s) for s in getattr(self, name)],
+                    )
 
     @property
     def max_seq_len(self) -> int:
@@ -200,7 +215,7 @@ class MQARSettings(Section):
         return d
 
     @classmethod
-    def for_scale(cls, base: str) -> "MQARSettings":
+    def for_scale(cls, base: str) -> MQARSettings:
         """The ``[scales.<base>.recall]`` section of the roadmap presets (defaults where it is absent)."""
         return cls.from_dict(dict(scale_settings(base).get("recall", {})), where=f"scales.{base}.recall")
 
@@ -215,6 +230,7 @@ def _coerce(settings: MQARSettings | dict[str, Any]) -> MQARSettings:
 
 # ---- train and evaluate -------------------------------------------------------------------------------
 
+
 def mqar_model_config(model_cfg: ModelConfig, settings: MQARSettings) -> ModelConfig:
     """The row's architecture with the vocabulary replaced by the MQAR vocabulary."""
     return model_cfg.replace(vocab_size=settings.vocab)
@@ -223,13 +239,27 @@ def mqar_model_config(model_cfg: ModelConfig, settings: MQARSettings) -> ModelCo
 def _train_config(s: MQARSettings) -> TrainConfig:
     """The MQAR budget as the trainer's optimisation settings, so MQAR uses the same AdamW parameter groups
     and warmup/cosine schedule as language-model training ("constant" = no decay after warmup)."""
-    return TrainConfig(lr=s.lr, warmup_steps=s.warmup_steps, max_steps=s.train_steps, weight_decay=s.weight_decay,
-                       grad_clip=s.grad_clip, min_lr_ratio=0.1 if s.lr_schedule == "cosine" else 1.0,
-                       batch_size=s.batch_size, seq_len=max(t for t, _ in s.train), progress=False)
+    return TrainConfig(
+        lr=s.lr,
+        warmup_steps=s.warmup_steps,
+        max_steps=s.train_steps,
+        weight_decay=s.weight_decay,
+        grad_clip=s.grad_clip,
+        min_lr_ratio=0.1 if s.lr_schedule == "cosine" else 1.0,
+        batch_size=s.batch_size,
+        seq_len=max(t for t, _ in s.train),
+        progress=False,
+    )
 
 
-def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], *, device: str | torch.device = "cpu",
-               seed: int = 0, callback: Callable[[int, float], None] | None = None) -> list[float]:
+def train_mqar(
+    model: torch.nn.Module,
+    settings: MQARSettings | dict[str, Any],
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    callback: Callable[[int, float], None] | None = None,
+) -> list[float]:
     """Train ``model`` in place on MQAR; returns the loss of every step.
 
     ``callback(step, loss)`` runs after every optimiser step (e.g. to evaluate a learning curve). With
@@ -250,8 +280,14 @@ def train_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], 
     micro = s.batch_size  # rows per forward/backward; halved (and the batch accumulated) when memory runs out
     for step in range(s.train_steps):
         seq_len, pairs = s.train[step % len(s.train)]
-        ids, labels = mqar_batch(s.batch_size, vocab=s.vocab, seq_len=seq_len, pairs=pairs, power_a=s.power_a,
-                                 seed=np.random.SeedSequence([seed, _TRAIN_STREAM, step]))
+        ids, labels = mqar_batch(
+            s.batch_size,
+            vocab=s.vocab,
+            seq_len=seq_len,
+            pairs=pairs,
+            power_a=s.power_a,
+            seed=np.random.SeedSequence([seed, _TRAIN_STREAM, step]),
+        )
         if pinned:
             ids, labels = ids.pin_memory(), labels.pin_memory()
         for g in opt.param_groups:
@@ -283,7 +319,7 @@ def _loss_and_grads(model, opt, ids, labels, dev, amp, pinned: bool, micro: int,
         try:
             total = torch.zeros((), device=dev)
             for b in range(0, ids.shape[0], micro):
-                x, y = ids[b:b + micro], labels[b:b + micro]
+                x, y = ids[b : b + micro], labels[b : b + micro]
                 share = int((y != IGNORE_INDEX).sum()) / n
                 with autocast_context(dev, amp):
                     part = model(x.to(dev, non_blocking=pinned), labels=y.to(dev, non_blocking=pinned)).loss
@@ -298,8 +334,13 @@ def _loss_and_grads(model, opt, ids, labels, dev, amp, pinned: bool, micro: int,
         total = part = None
         _empty_cache(dev)
         micro = (micro + 1) // 2
-        log.warning("recall: a batch of %d x %d tokens does not fit in memory; accumulating gradients over "
-                    "micro-batches of %d rows (same optimiser steps)", ids.shape[0], seq_len, micro)
+        log.warning(
+            "recall: a batch of %d x %d tokens does not fit in memory; accumulating gradients over "
+            "micro-batches of %d rows (same optimiser steps)",
+            ids.shape[0],
+            seq_len,
+            micro,
+        )
 
 
 def _empty_cache(dev: torch.device) -> None:
@@ -313,24 +354,32 @@ def _read_back(pending: list[torch.Tensor], losses: list[float], s: MQARSettings
     for loss_val, grad_norm in torch.stack(pending).tolist():
         step = len(losses) + 1
         if not (math.isfinite(loss_val) and math.isfinite(grad_norm)):
-            raise TrainingDiverged(f"MQAR training diverged at step {step} of {s.train_steps}: loss={loss_val}, "
-                                   f"grad_norm={grad_norm} (recall.lr={s.lr}); lower recall.lr or raise "
-                                   "recall.warmup_steps")
+            raise TrainingDiverged(
+                f"MQAR training diverged at step {step} of {s.train_steps}: loss={loss_val}, "
+                f"grad_norm={grad_norm} (recall.lr={s.lr}); lower recall.lr or raise "
+                "recall.warmup_steps"
+            )
         losses.append(loss_val)
     pending.clear()
 
 
 @torch.no_grad()
-def evaluate_mqar(model: torch.nn.Module, settings: MQARSettings | dict[str, Any], *,
-                  device: str | torch.device = "cpu", seed: int = 0) -> dict[Setting, float]:
+def evaluate_mqar(
+    model: torch.nn.Module,
+    settings: MQARSettings | dict[str, Any],
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> dict[Setting, float]:
     """Accuracy (exact argmax at query positions) on held-out sequences, per ``(seq_len, pairs)`` setting."""
     s = _coerce(settings)
     return _accuracy(model, s, device, seed, _EVAL_STREAM, s.eval_sequences)
 
 
 @torch.no_grad()
-def _accuracy(model: torch.nn.Module, s: MQARSettings, device: str | torch.device, seed: int, stream: int,
-              sequences: int) -> dict[Setting, float]:
+def _accuracy(
+    model: torch.nn.Module, s: MQARSettings, device: str | torch.device, seed: int, stream: int, sequences: int
+) -> dict[Setting, float]:
     was_training = model.training
     model.eval()
     dev = torch.device(device)
@@ -338,11 +387,17 @@ def _accuracy(model: torch.nn.Module, s: MQARSettings, device: str | torch.devic
     rows = s.eval_batch_size
     out: dict[Setting, float] = {}
     for i, (seq_len, pairs) in enumerate(s.eval):
-        ids, labels = mqar_batch(sequences, vocab=s.vocab, seq_len=seq_len, pairs=pairs, power_a=s.power_a,
-                                 seed=np.random.SeedSequence([seed, stream, i]))
+        ids, labels = mqar_batch(
+            sequences,
+            vocab=s.vocab,
+            seq_len=seq_len,
+            pairs=pairs,
+            power_a=s.power_a,
+            seed=np.random.SeedSequence([seed, stream, i]),
+        )
         correct = total = b = 0
         while b < sequences:  # out of memory, the rows per forward are halved (logged), never the sequences
-            x, y = ids[b:b + rows].to(device), labels[b:b + rows].to(device)
+            x, y = ids[b : b + rows].to(device), labels[b : b + rows].to(device)
             try:
                 with autocast_context(dev, amp):
                     pred = model(x).logits.argmax(-1)
@@ -353,8 +408,12 @@ def _accuracy(model: torch.nn.Module, s: MQARSettings, device: str | torch.devic
             if pred is None:
                 _empty_cache(dev)
                 rows = (rows + 1) // 2
-                log.warning("recall: evaluating %d x %d tokens does not fit in memory; %d rows at a time",
-                            x.shape[0], seq_len, rows)
+                log.warning(
+                    "recall: evaluating %d x %d tokens does not fit in memory; %d rows at a time",
+                    x.shape[0],
+                    seq_len,
+                    rows,
+                )
                 continue
             mask = y != IGNORE_INDEX
             correct += int((pred[mask] == y[mask]).sum())
@@ -377,12 +436,22 @@ class RecallResult:
     losses: list[float] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "final_loss": self.final_loss, "seconds": self.seconds,
-                "steps": len(self.losses), "per_setting": [{"seq_len": t, "pairs": n, "accuracy": a} for (t, n), a in self.per_setting.items()]}
+        return {
+            "accuracy": self.accuracy,
+            "final_loss": self.final_loss,
+            "seconds": self.seconds,
+            "steps": len(self.losses),
+            "per_setting": [{"seq_len": t, "pairs": n, "accuracy": a} for (t, n), a in self.per_setting.items()],
+        }
 
 
-def run_recall(model_cfg: ModelConfig, settings: MQARSettings | dict[str, Any], *, device: str | torch.device = "cpu",
-               seed: int = 0) -> RecallResult:
+def run_recall(
+    model_cfg: ModelConfig,
+    settings: MQARSettings | dict[str, Any],
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> RecallResult:
     """Train a fresh model of ``model_cfg``'s architecture on MQAR, then evaluate it (see module docstring)."""
     from hymba import HymbaLM
 
@@ -395,12 +464,17 @@ def run_recall(model_cfg: ModelConfig, settings: MQARSettings | dict[str, Any], 
     losses = train_mqar(model, s, device=device, seed=seed)
     per = evaluate_mqar(model, s, device=device, seed=seed)
     acc = sum(per.values()) / len(per)
-    tail = losses[-max(1, len(losses) // 20):]
+    tail = losses[-max(1, len(losses) // 20) :]
     return RecallResult(acc, per, sum(tail) / len(tail), time.perf_counter() - t0, losses)
 
 
-def recall_accuracy(model_cfg: ModelConfig, settings: MQARSettings | dict[str, Any], *,
-                    device: str | torch.device = "cpu", seed: int = 0) -> float:
+def recall_accuracy(
+    model_cfg: ModelConfig,
+    settings: MQARSettings | dict[str, Any],
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> float:
     """MQAR accuracy in [0, 1] of ``model_cfg``'s architecture, averaged over ``settings.eval``.
 
     The model (fresh weights, vocabulary = ``settings.vocab``) is trained for ``settings.train_steps`` and
@@ -409,5 +483,13 @@ def recall_accuracy(model_cfg: ModelConfig, settings: MQARSettings | dict[str, A
     return run_recall(model_cfg, settings, device=device, seed=seed).accuracy
 
 
-__all__ = ["MQARSettings", "RecallResult", "evaluate_mqar", "mqar_batch", "mqar_model_config", "recall_accuracy",
-           "run_recall", "train_mqar"]
+__all__ = [
+    "MQARSettings",
+    "RecallResult",
+    "evaluate_mqar",
+    "mqar_batch",
+    "mqar_model_config",
+    "recall_accuracy",
+    "run_recall",
+    "train_mqar",
+]

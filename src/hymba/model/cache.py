@@ -90,8 +90,16 @@ class HybridCache:
     step: Tensor | None = None  # [1] long, ``length`` on the device (decode indexes slots with it)
 
     @classmethod
-    def allocate(cls, config: ModelConfig, batch: int, max_len: int, *, device="cpu",
-                 dtype: torch.dtype = torch.float32, ssm_dtype: torch.dtype = torch.float32) -> "HybridCache":
+    def allocate(
+        cls,
+        config: ModelConfig,
+        batch: int,
+        max_len: int,
+        *,
+        device="cpu",
+        dtype: torch.dtype = torch.float32,
+        ssm_dtype: torch.dtype = torch.float32,
+    ) -> HybridCache:
         """Allocate every buffer up front (``device="meta"`` sizes a cache without memory)."""
         c = config
         cache = cls(c)
@@ -106,7 +114,8 @@ class HybridCache:
                     torch.zeros(batch, c.kv_heads, S, c.v_head_dim, **kw),
                     torch.zeros(batch, S, dtype=torch.long, device=device),
                     torch.zeros(batch, S, dtype=torch.bool, device=device),
-                    M, window,
+                    M,
+                    window,
                 )
             if plan.ssm_state is not None:
                 cache.conv[i] = torch.zeros(batch, *plan.ssm_state.conv, device=device, dtype=dtype)
@@ -117,15 +126,18 @@ class HybridCache:
         """Layer ``i``'s SSM state buffers (the head's ``step`` updates them in place)."""
         return SSMState(self.conv[i], self.ssm[i])
 
-    def narrow(self, start: int, n: int) -> "HybridCache":
+    def narrow(self, start: int, n: int) -> HybridCache:
         """Rows ``start .. start+n-1`` as a cache of views: prefilling it fills those rows of this cache."""
+
         def rows(t: Tensor) -> Tensor:
             return t.narrow(0, start, n)
 
-        kv = {i: LayerKV(rows(e.k), rows(e.v), rows(e.pos), rows(e.valid), e.n_meta, e.window)
-              for i, e in self.kv.items()}
-        return HybridCache(self.config, kv, {i: rows(t) for i, t in self.conv.items()},
-                           {i: rows(t) for i, t in self.ssm.items()})
+        kv = {
+            i: LayerKV(rows(e.k), rows(e.v), rows(e.pos), rows(e.valid), e.n_meta, e.window) for i, e in self.kv.items()
+        }
+        return HybridCache(
+            self.config, kv, {i: rows(t) for i, t in self.conv.items()}, {i: rows(t) for i, t in self.ssm.items()}
+        )
 
     def check_room(self) -> None:
         """Raise if a global (non-ring) layer has no free slot for one more token."""
@@ -135,6 +147,7 @@ class HybridCache:
 
     def nbytes(self) -> dict[str, int]:
         """Bytes actually allocated: K/V (meta slots included) and SSM (conv + recurrent) state."""
+
         def size(t: Tensor) -> int:
             return t.numel() * t.element_size()
 

@@ -16,9 +16,9 @@ unpadded row sees (padding enters neither the state nor attention).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -60,8 +60,12 @@ class HymbaBlock(nn.Module):
         H, Hkv, dk, dv = c.n_heads, c.kv_heads, c.qk_head_dim, c.v_head_dim
         kv = plan.has_kv
         # widths of Q, K, V (0 wide when absent) and of the SSM head's inputs in the one input projection
-        self.split = [H * dk, Hkv * dk if kv else 0, Hkv * dv if kv else 0,
-                      *(plan.ssm.in_widths(c) if plan.ssm is not None else ())]
+        self.split = [
+            H * dk,
+            Hkv * dk if kv else 0,
+            Hkv * dv if kv else 0,
+            *(plan.ssm.in_widths(c) if plan.ssm is not None else ()),
+        ]
         self.mixer_norm = RMSNorm(c.d_model, c.norm_eps)
         self.in_proj = nn.Linear(c.d_model, sum(self.split), bias=False)
         self.ssm = plan.ssm(c) if plan.ssm is not None else None
@@ -102,8 +106,9 @@ class HymbaBlock(nn.Module):
             B = k.shape[0]
             rows = torch.arange(B, device=k.device)[:, None]
             meta_idx = ctx.pad[:, None] + torch.arange(M, device=k.device)  # (B, M) meta slots per row
-            entry.write_meta(k.transpose(1, 2)[rows, meta_idx].transpose(1, 2),
-                             v.transpose(1, 2)[rows, meta_idx].transpose(1, 2))
+            entry.write_meta(
+                k.transpose(1, 2)[rows, meta_idx].transpose(1, 2), v.transpose(1, 2)[rows, meta_idx].transpose(1, 2)
+            )
             # Token slots hold columns M.. of [pad][meta][tokens]; in a row padded by p those columns begin
             # with p pad or meta columns, and meta already has its pinned slots: only positions >= M are tokens.
             pos = spec.q_pos[:, M:]
@@ -159,7 +164,9 @@ class HymbaLM(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         c = self.config
-        keep = {f"layers.{l.i}.ssm.{n}" for l in self.layers if l.ssm is not None for n in l.ssm.keeps_init}
+        keep = {
+            f"layers.{layer.i}.ssm.{n}" for layer in self.layers if layer.ssm is not None for n in layer.ssm.keeps_init
+        }
         for name, p in self.named_parameters():
             if p.ndim >= 2 and name not in keep:
                 # residual output projections scaled down with depth (GPT-2)
@@ -170,8 +177,7 @@ class HymbaLM(nn.Module):
                 layer.ssm.reset_parameters()
 
     # ---- forward -----------------------------------------------------------------------------------
-    def _embed(self, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None,
-                                                                               Tensor]:
+    def _embed(self, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
         """Embeddings [B, S, d], positions [B, S], validity [B, S] or None, left padding [B]."""
         B, T = input_ids.shape
         M = self.config.n_meta_tokens
@@ -210,8 +216,9 @@ class HymbaLM(nn.Module):
         cos, sin = self.rotary.cos_sin(pos, dtype) if self.rotary is not None else (None, None)
         return _Context(spec, cos, sin, valid, **kw)
 
-    def forward(self, input_ids: Tensor, labels: Tensor | None = None,
-                attention_mask: Tensor | None = None) -> ModelOutput:
+    def forward(
+        self, input_ids: Tensor, labels: Tensor | None = None, attention_mask: Tensor | None = None
+    ) -> ModelOutput:
         """Args:
             input_ids: [B, T] token ids.
             labels: [B, T] targets aligned with ``input_ids`` (labels[:, t] is the token after position t);
@@ -222,7 +229,7 @@ class HymbaLM(nn.Module):
         """
         x, pos, valid, _ = self._embed(input_ids, attention_mask)
         x = self._run(x, self._context(pos, valid, x.dtype))
-        logits = self.lm_head(self.norm(x[:, self.config.n_meta_tokens:]))
+        logits = self.lm_head(self.norm(x[:, self.config.n_meta_tokens :]))
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
@@ -234,9 +241,15 @@ class HymbaLM(nn.Module):
         return HybridCache.allocate(self.config, batch, max_len, device=p.device, dtype=dtype or p.dtype)
 
     @torch.no_grad()
-    def prefill(self, input_ids: Tensor, attention_mask: Tensor | None = None, max_len: int | None = None,
-                cache: HybridCache | None = None, last_only: bool = False,
-                batch_chunk: int | None = None) -> tuple[Tensor, HybridCache]:
+    def prefill(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        max_len: int | None = None,
+        cache: HybridCache | None = None,
+        last_only: bool = False,
+        batch_chunk: int | None = None,
+    ) -> tuple[Tensor, HybridCache]:
         """Run the prompt (meta tokens included) once and fill a fresh cache.
 
         Args:
@@ -251,16 +264,21 @@ class HymbaLM(nn.Module):
         B, T = input_ids.shape
         cache = cache or self.allocate_cache(B, max_len or T + 256)
         if batch_chunk is not None and batch_chunk < B:
-            parts = [self.prefill(input_ids[i:i + batch_chunk],
-                                  None if attention_mask is None else attention_mask[i:i + batch_chunk],
-                                  cache=cache.narrow(i, min(batch_chunk, B - i)), last_only=last_only)
-                     for i in range(0, B, batch_chunk)]
+            parts = [
+                self.prefill(
+                    input_ids[i : i + batch_chunk],
+                    None if attention_mask is None else attention_mask[i : i + batch_chunk],
+                    cache=cache.narrow(i, min(batch_chunk, B - i)),
+                    last_only=last_only,
+                )
+                for i in range(0, B, batch_chunk)
+            ]
             self._start(cache, T, torch.cat([c.next_pos for _, c in parts]))
             return torch.cat([lg for lg, _ in parts]), cache
         x, pos, valid, pad = self._embed(input_ids, attention_mask)
         x = self._run(x, self._context(pos, valid, x.dtype, cache=cache, pad=pad))
         self._start(cache, T, pos[:, -1] + 1)
-        x = x[:, -1:] if last_only else x[:, self.config.n_meta_tokens:]
+        x = x[:, -1:] if last_only else x[:, self.config.n_meta_tokens :]
         return self.lm_head(self.norm(x)), cache
 
     @staticmethod
@@ -297,9 +315,17 @@ class HymbaLM(nn.Module):
         return GraphedDecoder(self, cache)
 
     @torch.no_grad()
-    def generate(self, input_ids: Tensor, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
-                 seed: int | None = None, attention_mask: Tensor | None = None,
-                 eos_id: int | None = None, cuda_graph: bool = False) -> Tensor:
+    def generate(
+        self,
+        input_ids: Tensor,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+        attention_mask: Tensor | None = None,
+        eos_id: int | None = None,
+        cuda_graph: bool = False,
+    ) -> Tensor:
         """Sample ``max_new_tokens`` after each (left-padded) prompt; temperature 0 = greedy.
 
         ``cuda_graph`` replays the decode step from a CUDA graph (:class:`~hymba.model.graphs.GraphedDecoder`;
@@ -412,8 +438,8 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), T), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, T - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[i, T - len(r):] = 1
+        ids[i, T - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, T - len(r) :] = 1
     return ids, mask
 
 

@@ -38,8 +38,9 @@ def layer_plans(c: ModelConfig) -> list[LayerPlan]:
     producer = c.kv_producer()
     head = ssm_head_class(c)
     state = head.state_shapes(c) if head is not None else None
-    return [LayerPlan(i, c.n_heads > 0, c.window if i in swa else None, producer[i], head, state)
-            for i in range(c.n_layers)]
+    return [
+        LayerPlan(i, c.n_heads > 0, c.window if i in swa else None, producer[i], head, state) for i in range(c.n_layers)
+    ]
 
 
 __all__ = ["LayerPlan", "layer_plans"]

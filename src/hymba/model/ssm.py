@@ -63,8 +63,9 @@ class SSMHead(nn.Module):
         """The head's own initialisation, run after HymbaLM's normal init of every matrix."""
         raise NotImplementedError
 
-    def forward(self, *inputs: Tensor, valid: Tensor | None = None,
-                return_state: bool = False) -> Tensor | tuple[Tensor, SSMState[Tensor]]:
+    def forward(
+        self, *inputs: Tensor, valid: Tensor | None = None, return_state: bool = False
+    ) -> Tensor | tuple[Tensor, SSMState[Tensor]]:
         """A full sequence: inputs [B, S, w] for w in ``in_widths``; valid [B, S] False at left padding.
         Returns y [B, S, out_width], and with ``return_state`` the state after the last position."""
         raise NotImplementedError
@@ -116,7 +117,7 @@ class Mamba1(SSMHead):
     def reset_parameters(self) -> None:
         """The standard Mamba initialisation: S4D-real A, dt log-uniform in [dt_min, dt_max]."""
         c = self.c
-        std = c.ssm_dt_rank ** -0.5
+        std = c.ssm_dt_rank**-0.5
         nn.init.uniform_(self.dt_proj.weight, -std, std)
         dt = torch.exp(torch.rand(c.d_inner) * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min))
         dt = dt.clamp(min=c.dt_init_floor)
@@ -129,8 +130,9 @@ class Mamba1(SSMHead):
         dt, B, C = self.x_proj(u).split([r, n, n], dim=-1)
         return self.dt_proj(self.dt_norm(dt)), self.B_norm(B), self.C_norm(C)
 
-    def forward(self, x: Tensor, z: Tensor, valid: Tensor | None = None,
-                return_state: bool = False) -> Tensor | tuple[Tensor, SSMState[Tensor]]:
+    def forward(
+        self, x: Tensor, z: Tensor, valid: Tensor | None = None, return_state: bool = False
+    ) -> Tensor | tuple[Tensor, SSMState[Tensor]]:
         """x, z [B, S, d_inner] -> y [B, S, d_inner] (and the final state)."""
         A = -torch.exp(self.A_log.float())
         S = x.shape[1]
@@ -141,9 +143,19 @@ class Mamba1(SSMHead):
         if valid is not None:
             u = u.masked_fill(~valid[:, None], 0.0)  # padding must not write the state
         dt, B, C = self._dt_B_C(u.transpose(1, 2))
-        out = selective_scan(u, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
-                             z.transpose(1, 2), self.dt_bias.float(), delta_softplus=True,
-                             return_last_state=return_state, backend=self.c.scan_backend)
+        out = selective_scan(
+            u,
+            dt.transpose(1, 2),
+            A,
+            B.transpose(1, 2),
+            C.transpose(1, 2),
+            self.D.float(),
+            z.transpose(1, 2),
+            self.dt_bias.float(),
+            delta_softplus=True,
+            return_last_state=return_state,
+            backend=self.c.scan_backend,
+        )
         if not return_state:
             return out.transpose(1, 2)
         y, state = out
@@ -158,8 +170,19 @@ class Mamba1(SSMHead):
         state.conv.copy_(inputs[..., 1:])
         u = F.silu((inputs * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias).to(x.dtype)
         dt, B, C = self._dt_B_C(u)
-        return selective_state_update(state.ssm, u, dt, A, B, C, self.D.float(), z, self.dt_bias.float(),
-                                      delta_softplus=True, backend=self.c.scan_backend)
+        return selective_state_update(
+            state.ssm,
+            u,
+            dt,
+            A,
+            B,
+            C,
+            self.D.float(),
+            z,
+            self.dt_bias.float(),
+            delta_softplus=True,
+            backend=self.c.scan_backend,
+        )
 
     def flops_per_token(self, seq_len: int) -> float:
         """6 x the weights (A, D and dt bias act elementwise; the few RMSNorm weights count, as they always

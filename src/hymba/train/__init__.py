@@ -1,8 +1,18 @@
 """Training: optimizer and schedule, the training loop, evaluation, checkpoints, loading a run back."""
 
 from hymba.train.checkpoint import latest_checkpoint, load_checkpoint, load_run, save_checkpoint
-from hymba.train.trainer import (TrainingDiverged, TrainResult, build_optimizer, evaluate, lr_at, no_decay,
-                                 train)
+from hymba.train.trainer import TrainingDiverged, TrainResult, build_optimizer, evaluate, lr_at, no_decay, train
 
-__all__ = ["TrainResult", "TrainingDiverged", "build_optimizer", "evaluate", "latest_checkpoint", "load_checkpoint",
-           "load_run", "lr_at", "no_decay", "save_checkpoint", "train"]
+__all__ = [
+    "TrainResult",
+    "TrainingDiverged",
+    "build_optimizer",
+    "evaluate",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_run",
+    "lr_at",
+    "no_decay",
+    "save_checkpoint",
+    "train",
+]

@@ -99,8 +99,9 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any], keep: int = 2) -> Path:
+def save_checkpoint(
+    out_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int = 2
+) -> Path:
     """Write checkpoint ``step`` atomically, point ``latest`` at it and keep only the newest ``keep``."""
     rd = RunDir(out_dir)
     root, final = rd.checkpoints, rd.checkpoint(step)
@@ -150,15 +151,18 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     return state
 
 
-def load_newest_checkpoint(out_dir: Path, model: nn.Module,
-                           optimizer: torch.optim.Optimizer | None = None) -> tuple[Path, dict[str, Any]]:
+def load_newest_checkpoint(
+    out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> tuple[Path, dict[str, Any]]:
     """Load the newest checkpoint of ``out_dir`` that verifies (:func:`load_checkpoint`) and return its path
     and state. A damaged newest one (e.g. truncated by a full disk) is passed over for the next older one,
     with a warning naming both; if none verifies, the newest one's error is raised."""
     latest = latest_checkpoint(out_dir)
     if latest is None:
-        raise FileNotFoundError(f"cannot resume: no checkpoint under {RunDir(out_dir).checkpoints} (the run stopped "
-                                "before its first one); delete the directory or choose another --out to start over")
+        raise FileNotFoundError(
+            f"cannot resume: no checkpoint under {RunDir(out_dir).checkpoints} (the run stopped "
+            "before its first one); delete the directory or choose another --out to start over"
+        )
     error = None
     for path in [latest] + [p for p in reversed(list_checkpoints(out_dir)) if p != latest]:
         try:
@@ -191,15 +195,17 @@ def load_run(run_dir: Path | str, device: str | torch.device = "cpu") -> tuple[H
     d = cfg.data
     tokenizer = TextTokenizer.from_file(rd.tokenizer, d.pad_token, d.bos_token, d.eos_token)
     if tokenizer.vocab_size > cfg.model.vocab_size:
-        raise ValueError(f"{run_dir}: tokenizer has {tokenizer.vocab_size} tokens, model.vocab_size is only "
-                         f"{cfg.model.vocab_size}")
+        raise ValueError(
+            f"{run_dir}: tokenizer has {tokenizer.vocab_size} tokens, model.vocab_size is only {cfg.model.vocab_size}"
+        )
     model = HymbaLM(cfg.model)
     if rd.weights.is_file():
         load_weights(model, rd.weights)
     else:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
-            raise FileNotFoundError(f"{run_dir} has neither {RunDir.WEIGHTS} nor a checkpoint under "
-                                    f"{RunDir.CHECKPOINTS}/")
+            raise FileNotFoundError(
+                f"{run_dir} has neither {RunDir.WEIGHTS} nor a checkpoint under {RunDir.CHECKPOINTS}/"
+            )
         load_checkpoint(ckpt, model)
     return model.to(device).eval(), tokenizer, cfg

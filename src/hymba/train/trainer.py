@@ -31,8 +31,8 @@ from torch import nn
 
 from hymba.config import ModelConfig, RunConfig, TrainConfig, apply_overrides
 from hymba.data import IGNORE_INDEX, TrainBatches, prepare, val_batches
-from hymba.model import HymbaLM
 from hymba.io import atomic_write, json_dumps, lock_directory
+from hymba.model import HymbaLM
 from hymba.rundir import RunDir
 from hymba.runtime import autocast_context, autocast_dtype, peak_flops, resolve_device
 from hymba.train.checkpoint import latest_checkpoint, load_newest_checkpoint, save_checkpoint, save_weights
@@ -61,8 +61,7 @@ class TrainResult:
     model: HymbaLM = dataclasses.field(repr=False)
 
     def metrics(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()
-                if k != "model"}
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items() if k != "model"}
 
 
 # ---- optimisation -----------------------------------------------------------------------------------------
@@ -80,8 +79,9 @@ def build_optimizer(model: nn.Module, train_cfg: TrainConfig) -> torch.optim.Ada
             (plain if no_decay(name, p) else decay).append(p)
     groups = [{"params": decay, "weight_decay": train_cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
     fused = next(model.parameters()).is_cuda
-    return torch.optim.AdamW(groups, lr=train_cfg.lr, betas=(train_cfg.beta1, train_cfg.beta2), eps=train_cfg.eps,
-                             fused=fused or None)
+    return torch.optim.AdamW(
+        groups, lr=train_cfg.lr, betas=(train_cfg.beta1, train_cfg.beta2), eps=train_cfg.eps, fused=fused or None
+    )
 
 
 def lr_at(step: int, train_cfg: TrainConfig) -> float:
@@ -98,8 +98,15 @@ def lr_at(step: int, train_cfg: TrainConfig) -> float:
 
 # ---- evaluation -------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: nn.Module, val_tokens, seq_len: int, batch_size: int, device: str | torch.device,
-             max_tokens: int = 0, precision: str = "auto") -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    val_tokens,
+    seq_len: int,
+    batch_size: int,
+    device: str | torch.device,
+    max_tokens: int = 0,
+    precision: str = "auto",
+) -> dict[str, float]:
     """Validation loss, perplexity and next-token accuracy over the whole split (or ``max_tokens``).
 
     Every target counts once (windows do not overlap) and the mean is over real target tokens, not over
@@ -135,8 +142,13 @@ def git_revision() -> dict[str, Any]:
     src = Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src,
-                                capture_output=True, text=True, check=True)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown", "dirty": None}
     return {"commit": rev.stdout.strip(), "dirty": bool(status.stdout.strip())}
@@ -154,8 +166,9 @@ def _read_json(path: Path, what: str) -> Any:
 
 def _refuse_other_runs(out: Path) -> None:
     if RunDir(out).is_ablation():
-        raise ValueError(f"--out {out} holds a `hymba ablate` run (rows/, results.json), not a training run; "
-                         "choose another --out")
+        raise ValueError(
+            f"--out {out} holds a `hymba ablate` run (rows/, results.json), not a training run; choose another --out"
+        )
 
 
 def saved_config(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -176,8 +189,12 @@ def config_diff(old: RunConfig, new: RunConfig, sections=("model", "data", "trai
     """``{"section.field": (old, new)}`` for the fields that differ (model.vocab_size and data.cache_dir
     left out)."""
     a, b = old.to_dict(), new.to_dict()
-    return {f"{s}.{k}": (a[s].get(k), v) for s in sections for k, v in b[s].items()
-            if a[s].get(k) != v and (s, k) not in IGNORED_FIELDS}
+    return {
+        f"{s}.{k}": (a[s].get(k), v)
+        for s in sections
+        for k, v in b[s].items()
+        if a[s].get(k) != v and (s, k) not in IGNORED_FIELDS
+    }
 
 
 def format_diff(diff: dict[str, tuple[Any, Any]]) -> str:
@@ -199,8 +216,10 @@ def _open_run_dir(out: Path, resume: bool) -> tuple[IO[str], list[Path]]:
             saved_config(out)  # a run directory with a readable config
         left = rd.leftovers()
         if not resume and left:
-            raise ValueError(f"--out {out} is not empty ({', '.join(left[:4])}{', ...' if len(left) > 4 else ''}); "
-                             "pass --resume to continue the run in it, or choose another --out")
+            raise ValueError(
+                f"--out {out} is not empty ({', '.join(left[:4])}{', ...' if len(left) > 4 else ''}); "
+                "pass --resume to continue the run in it, or choose another --out"
+            )
     except BaseException:
         lock.close()
         _remove(made)
@@ -219,8 +238,13 @@ def _remove(paths: list[Path]) -> None:
 def _write_run_files(out: Path, resolved: RunConfig, tokenizer) -> None:
     _write_config(out, resolved)
     tokenizer.save(RunDir(out).tokenizer)
-    run = {"git": git_revision(), "argv": sys.argv, "torch": torch.__version__, "python": sys.version.split()[0],
-           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    run = {
+        "git": git_revision(),
+        "argv": sys.argv,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     atomic_write(RunDir(out).run_json, json_dumps(run, indent=2) + "\n")
 
 
@@ -246,8 +270,10 @@ def _refuse_finished(out: Path, max_steps: int) -> None:
     results = _read_json(path, "cannot resume") if path.is_file() else {}
     done = results.get("steps") if isinstance(results, dict) else None
     if isinstance(done, int) and done >= max_steps:
-        raise ValueError(f"nothing to resume: {out} finished at step {done} (train.max_steps={max_steps}); "
-                         "to train further, raise it with --set train.max_steps=N")
+        raise ValueError(
+            f"nothing to resume: {out} finished at step {done} (train.max_steps={max_steps}); "
+            "to train further, raise it with --set train.max_steps=N"
+        )
 
 
 def _record_resume(out: Path, resolved: RunConfig, changed: dict[str, tuple[Any, Any]], ckpt: Path) -> None:
@@ -257,9 +283,15 @@ def _record_resume(out: Path, resolved: RunConfig, changed: dict[str, tuple[Any,
     run = _read_json(path, "cannot resume") if path.is_file() else {}
     if not isinstance(run, dict):
         raise ValueError(f"cannot resume: {path} is corrupt (expected an object)")
-    run.setdefault("resumes", []).append({
-        "checkpoint": ckpt.name, "argv": sys.argv, "git": git_revision(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "changed": {k: {"old": a, "new": b} for k, (a, b) in changed.items()}})
+    run.setdefault("resumes", []).append(
+        {
+            "checkpoint": ckpt.name,
+            "argv": sys.argv,
+            "git": git_revision(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "changed": {k: {"old": a, "new": b} for k, (a, b) in changed.items()},
+        }
+    )
     if changed:
         log.warning("resuming with changed train settings (recorded in %s): %s", path, format_diff(changed))
         _write_config(out, resolved)
@@ -277,8 +309,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
             rec = json.loads(line)
         except ValueError:
             continue
-        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step \
-                and not rec.get("final"):
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step and not rec.get("final"):
             kept.append(line + "\n")
     atomic_write(path, "".join(kept))
 
@@ -292,8 +323,9 @@ class _MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as e:
-                raise ValueError("train.tensorboard=true needs the tensorboard package "
-                                 "(pip install 'hymba[tensorboard]')") from e
+                raise ValueError(
+                    "train.tensorboard=true needs the tensorboard package (pip install 'hymba[tensorboard]')"
+                ) from e
             self.tb = SummaryWriter(str(RunDir(out).tensorboard))
         self.file = open(RunDir(out).metrics, "a")
 
@@ -316,8 +348,10 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __init__(self, signum: int, step: int, checkpoint: Path, out: Path):
         self.signum = signum
-        super().__init__(f"{signal.Signals(signum).name} at step {step}; saved {checkpoint}; continue with: "
-                         f"hymba train --out {out} --resume")
+        super().__init__(
+            f"{signal.Signals(signum).name} at step {step}; saved {checkpoint}; continue with: "
+            f"hymba train --out {out} --resume"
+        )
 
 
 class _StopOnSignal:
@@ -330,7 +364,7 @@ class _StopOnSignal:
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopOnSignal":
+    def __enter__(self) -> _StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
@@ -349,8 +383,9 @@ class _StopOnSignal:
 
 
 # ---- training ---------------------------------------------------------------------------------------------
-def train(run_cfg: RunConfig, out_dir: str | Path, *, resume: bool = False,
-          model_config_override: ModelConfig | None = None) -> TrainResult:
+def train(
+    run_cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, model_config_override: ModelConfig | None = None
+) -> TrainResult:
     """Train ``run_cfg`` into ``out_dir`` and evaluate.
 
     A fresh run needs ``out_dir`` absent or empty; if it fails before its first step it leaves nothing behind.
@@ -395,8 +430,14 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
     device = resolve_device(tc.device, key="train.device")
     amp = autocast_dtype(tc.precision, device)
     data = prepare(run_cfg.data)
-    log.info("corpus %s: %d train / %d val tokens, vocabulary %d (%s)", run_cfg.data.source, len(data.train),
-             len(data.val), data.vocab_size, "cached" if data.cache_hit else "new")
+    log.info(
+        "corpus %s: %d train / %d val tokens, vocabulary %d (%s)",
+        run_cfg.data.source,
+        len(data.train),
+        len(data.val),
+        data.vocab_size,
+        "cached" if data.cache_hit else "new",
+    )
     model_cfg = (override or run_cfg.model).replace(vocab_size=data.vocab_size)
     resolved = RunConfig(model=model_cfg, data=run_cfg.data, train=tc)
 
@@ -420,8 +461,13 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
         log.info("resumed from %s at step %d", ckpt, step)
     else:
         _write_run_files(out, resolved, data.tokenizer)
-    log.info("model: %d parameters, %s; device %s, %s", n_params, model.param_breakdown(), device,
-             "bf16 autocast" if amp else "fp32")
+    log.info(
+        "model: %d parameters, %s; device %s, %s",
+        n_params,
+        model.param_breakdown(),
+        device,
+        "bf16 autocast" if amp else "fp32",
+    )
     forward = torch.compile(model) if tc.compile else model
     peak = peak_flops(device, tc.peak_flops)
     flops_per_token = model.flops_per_token(tc.seq_len)
@@ -429,10 +475,13 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
     eval_bs = tc.eval_batch_size or tc.batch_size
 
     def checkpoint() -> Path:
-        rng = {"torch": torch.get_rng_state(),
-               "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-        return save_checkpoint(out, step, model, optimizer, {"data": batches.state_dict(), "rng": rng},
-                               keep=tc.keep_checkpoints)
+        rng = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        }
+        return save_checkpoint(
+            out, step, model, optimizer, {"data": batches.state_dict(), "rng": rng}, keep=tc.keep_checkpoints
+        )
 
     metrics = _MetricsLog(out, tc.tensorboard)
     step_times: list[float] = []
@@ -458,9 +507,11 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or math.inf))
             if not (math.isfinite(loss_val) and math.isfinite(grad_norm)):
                 last = latest_checkpoint(out)
-                raise TrainingDiverged(f"training diverged at step {step + 1}: loss={loss_val}, "
-                                       f"grad_norm={grad_norm} (lr={lr:.3g}); last good checkpoint: "
-                                       f"{last if last else 'none'}; lower train.lr or raise warmup_steps")
+                raise TrainingDiverged(
+                    f"training diverged at step {step + 1}: loss={loss_val}, "
+                    f"grad_norm={grad_norm} (lr={lr:.3g}); last good checkpoint: "
+                    f"{last if last else 'none'}; lower train.lr or raise warmup_steps"
+                )
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -469,8 +520,9 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
             bar.update(1)
             bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
             if step % tc.log_every == 0 or step == tc.max_steps:
-                metrics.write(step, loss=loss_val, lr=lr, grad_norm=grad_norm, tokens_per_s=tok_s,
-                              tokens=step * tokens_per_step)
+                metrics.write(
+                    step, loss=loss_val, lr=lr, grad_norm=grad_norm, tokens_per_s=tok_s, tokens=step * tokens_per_step
+                )
             if tc.eval_every and step % tc.eval_every == 0 and step < tc.max_steps:
                 ev = evaluate(model, data.val, tc.seq_len, eval_bs, device, tc.eval_max_tokens, tc.precision)
                 metrics.write(step, val_loss=ev["loss"], val_ppl=ev["ppl"], val_acc=ev["acc"])
@@ -490,14 +542,32 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
     ev = evaluate(model, data.val, tc.seq_len, eval_bs, device, precision=tc.precision)
     save_weights(model, rd.weights, metadata={"step": str(step)})
     model.eval()
-    result = TrainResult(val_loss=ev["loss"], val_ppl=ev["ppl"], val_acc=ev["acc"], val_tokens=ev["tokens"],
-                         train_tokens_per_s=tokens_per_s, mfu=mfu, steps=step, n_params=n_params,
-                         vocab_size=data.vocab_size, out_dir=out, model=model)
+    result = TrainResult(
+        val_loss=ev["loss"],
+        val_ppl=ev["ppl"],
+        val_acc=ev["acc"],
+        val_tokens=ev["tokens"],
+        train_tokens_per_s=tokens_per_s,
+        mfu=mfu,
+        steps=step,
+        n_params=n_params,
+        vocab_size=data.vocab_size,
+        out_dir=out,
+        model=model,
+    )
     with open(rd.metrics, "a") as f:
-        f.write(json_dumps({"step": step, "final": True, **{k: v for k, v in result.metrics().items()
-                                                            if k != "out_dir"}}) + "\n")
+        f.write(
+            json_dumps({"step": step, "final": True, **{k: v for k, v in result.metrics().items() if k != "out_dir"}})
+            + "\n"
+        )
     atomic_write(rd.results, json_dumps(result.metrics(), indent=2) + "\n")
-    log.info("done: %d steps, val loss %.4f, ppl %.2f, acc %.4f, %s%s", step, ev["loss"], ev["ppl"], ev["acc"],
-             f"{tokens_per_s:.0f} tokens/s" if tokens_per_s is not None else "no step timed",
-             f", MFU {mfu:.1%}" if mfu is not None else "")
+    log.info(
+        "done: %d steps, val loss %.4f, ppl %.2f, acc %.4f, %s%s",
+        step,
+        ev["loss"],
+        ev["ppl"],
+        ev["acc"],
+        f"{tokens_per_s:.0f} tokens/s" if tokens_per_s is not None else "no step timed",
+        f", MFU {mfu:.1%}" if mfu is not None else "",
+    )
     return result

@@ -20,8 +20,14 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
     import torch._dynamo.exc
     import torch._inductor.exc
 
-    return tuple(e for e in (getattr(torch._inductor.exc, "InductorError", None),
-                             getattr(torch._dynamo.exc, "BackendCompilerFailed", None)) if e is not None)
+    return tuple(
+        e
+        for e in (
+            getattr(torch._inductor.exc, "InductorError", None),
+            getattr(torch._dynamo.exc, "BackendCompilerFailed", None),
+        )
+        if e is not None
+    )
 
 
 def attention(q, k, v, spec: MaskSpec, backend: str = "auto"):
@@ -53,8 +59,13 @@ def attention(q, k, v, spec: MaskSpec, backend: str = "auto"):
                 return attention_flex(q, k, v, spec)
             except _compile_errors() as e:  # a run-time error (e.g. out of memory) is not caught
                 _flex_failed.add(key)
-                log.warning("attention: flex failed for q %s, k %s, window %s (%s); auto uses sdpa for this "
-                            "shape", tuple(q.shape), tuple(k.shape), spec.window, str(e).splitlines()[0][:200])
+                log.warning(
+                    "attention: flex failed for q %s, k %s, window %s (%s); auto uses sdpa for this shape",
+                    tuple(q.shape),
+                    tuple(k.shape),
+                    spec.window,
+                    str(e).splitlines()[0][:200],
+                )
     return attention_sdpa(q, k, v, spec)
 
 

@@ -44,7 +44,7 @@ class MaskSpec:
     window: int | None = None
     n_meta: int | None = None
 
-    def with_window(self, window: int | None) -> "MaskSpec":
+    def with_window(self, window: int | None) -> MaskSpec:
         return MaskSpec(self.q_pos, self.k_pos, self.k_meta, self.k_valid, window, self.n_meta)
 
 

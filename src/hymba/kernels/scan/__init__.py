@@ -44,15 +44,17 @@ def resolve(backend: str, device_type: str) -> str:
         if device_type == "cuda" and _has_triton():
             log_choice("selective_scan", "triton", "CUDA, mamba_ssm not installed")
             return "triton"
-        log_choice("selective_scan", "ref", "neither mamba_ssm nor triton installed" if device_type == "cuda"
-                   else device_type)
+        log_choice(
+            "selective_scan", "ref", "neither mamba_ssm nor triton installed" if device_type == "cuda" else device_type
+        )
         return "ref"
     if backend == "triton":
         if not _has_triton():
             raise BackendUnavailable("scan backend 'triton' needs the triton package (pip install triton)")
         if device_type != "cuda" and not _interpreted():
-            raise BackendUnavailable("scan backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 to "
-                                     "interpret the kernels on CPU)")
+            raise BackendUnavailable(
+                "scan backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 to interpret the kernels on CPU)"
+            )
     if backend == "mamba_ssm":
         if device_type != "cuda":
             raise BackendUnavailable("scan backend 'mamba_ssm' needs CUDA tensors")
@@ -61,8 +63,19 @@ def resolve(backend: str, device_type: str) -> str:
     return backend
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, backend: str = "auto"):
+def selective_scan(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=False,
+    return_last_state=False,
+    backend: str = "auto",
+):
     """Selective scan, shapes as in :func:`hymba.kernels.scan.ref.selective_scan_ref`."""
     chosen = resolve(backend, u.device.type)
     if chosen == "triton":
@@ -74,13 +87,24 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
         # the CUDA kernel wants delta, B, C and z in u's dtype (state and A stay fp32 inside)
         dt = u.dtype
-        return selective_scan_fn(u, delta.to(dt), A, B.to(dt).contiguous(), C.to(dt).contiguous(), D,
-                                 None if z is None else z.to(dt), delta_bias, delta_softplus, return_last_state)
+        return selective_scan_fn(
+            u,
+            delta.to(dt),
+            A,
+            B.to(dt).contiguous(),
+            C.to(dt).contiguous(),
+            D,
+            None if z is None else z.to(dt),
+            delta_bias,
+            delta_softplus,
+            return_last_state,
+        )
     return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
 
-def selective_state_update(state, x, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                           backend: str = "auto"):
+def selective_state_update(
+    state, x, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend: str = "auto"
+):
     """One decoding step, updating ``state`` [B, D, N] in place; see ``selective_state_update_ref``."""
     if resolve(backend, x.device.type) == "mamba_ssm":
         from mamba_ssm.ops.triton.selective_state_update import selective_state_update as fused
@@ -89,5 +113,11 @@ def selective_state_update(state, x, delta, A, B, C, D=None, z=None, delta_bias=
     return selective_state_update_ref(state, x, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
-__all__ = ["selective_scan", "selective_state_update", "selective_scan_ref", "selective_scan_quadratic",
-           "selective_state_update_ref", "resolve"]
+__all__ = [
+    "selective_scan",
+    "selective_state_update",
+    "selective_scan_ref",
+    "selective_scan_quadratic",
+    "selective_state_update_ref",
+    "resolve",
+]

@@ -6,9 +6,9 @@ Recurrence per channel d and state n (Gu & Dao 2023, Alg. 2):
 
 ``selective_scan_ref`` runs the recurrence over time, vectorised over batch, channels and states, with one
 fused op per step forward and backward: on a CPU the fastest plain-PyTorch form we found (the chunked
-matrix form was 25x slower at B16 x L144). ``selective_scan_quadratic`` is the independent test oracle: every output as a
-masked sum with decay exp(cum_t - cum_s) over chunks chained through the state (the "attention-like" dual
-form), so it shares no loop with the reference.
+matrix form was 25x slower at B16 x L144). ``selective_scan_quadratic`` is the independent test oracle:
+every output as a masked sum with decay exp(cum_t - cum_s) over chunks chained through the state (the
+"attention-like" dual form), so it shares no loop with the reference.
 """
 
 from __future__ import annotations
@@ -41,10 +41,20 @@ def _finish(y: Tensor, u: Tensor, D, z, dtype_in) -> Tensor:
     return y.to(dtype_in)
 
 
-def selective_scan_quadratic(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
-                       z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
-                       return_last_state: bool = False, initial_state: Tensor | None = None,
-                       chunk_size: int = 16):
+def selective_scan_quadratic(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    initial_state: Tensor | None = None,
+    chunk_size: int = 16,
+):
     """Chunked quadratic (matrix) form of the selective scan: the test oracle.
 
     Args:
@@ -101,8 +111,19 @@ class _LinearRecurrence(torch.autograd.Function):
         return g * h_prev, g, a[0] * g[0]
 
 
-def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                       return_last_state=False, initial_state=None):
+def selective_scan_ref(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=False,
+    return_last_state=False,
+    initial_state=None,
+):
     """Selective scan by its recurrence (fp32 state); shapes as :func:`selective_scan_quadratic`.
 
     Decay and input terms are formed for all steps at once; only the first-order recurrence
@@ -120,9 +141,18 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return (y, hs[-1]) if return_last_state else y
 
 
-def selective_state_update_ref(state: Tensor, x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                               D: Tensor | None = None, z: Tensor | None = None,
-                               delta_bias: Tensor | None = None, delta_softplus: bool = False) -> Tensor:
+def selective_state_update_ref(
+    state: Tensor,
+    x: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+) -> Tensor:
     """One decoding step, updating ``state`` in place (mamba_ssm ``selective_state_update`` signature).
 
     Args:

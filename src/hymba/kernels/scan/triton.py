@@ -37,8 +37,9 @@ def _softplus(x):
 
 
 @triton.jit
-def _channel_params(A_ptr, D_ptr, bias_ptr, d, n, md, mn, s_Ad, s_An,
-                    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+def _channel_params(
+    A_ptr, D_ptr, bias_ptr, d, n, md, mn, s_Ad, s_An, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr
+):
     """A [BLOCK, NP], D and delta bias [BLOCK] of this program's channels, fp32 (absent ones: zeros)."""
     A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An, mask=md[:, None] & mn[None, :], other=0.0)
     Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
@@ -47,8 +48,29 @@ def _channel_params(A_ptr, D_ptr, bias_ptr, d, n, md, mn, s_Ad, s_An,
 
 
 @triton.jit
-def _step_inputs(u_ptr, dt_ptr, B_ptr, b, d, n, t, ok, md, mn, bias, s_ub, s_ud, s_ul, s_tb, s_td, s_tl,
-                 s_Bb, s_Bn, s_Bl, SOFTPLUS: tl.constexpr):
+def _step_inputs(
+    u_ptr,
+    dt_ptr,
+    B_ptr,
+    b,
+    d,
+    n,
+    t,
+    ok,
+    md,
+    mn,
+    bias,
+    s_ub,
+    s_ud,
+    s_ul,
+    s_tb,
+    s_td,
+    s_tl,
+    s_Bb,
+    s_Bn,
+    s_Bl,
+    SOFTPLUS: tl.constexpr,
+):
     """Step t's u [BLOCK], raw delta + bias, delta (0 where not ``ok``: the state stays) and B_t [NP], fp32."""
     m = md & ok
     u = tl.load(u_ptr + b * s_ub + d * s_ud + t * s_ul, mask=m, other=0.0).to(tl.float32)
@@ -60,12 +82,51 @@ def _step_inputs(u_ptr, dt_ptr, B_ptr, b, d, n, t, ok, md, mn, bias, s_ub, s_ud,
 
 @triton.jit
 def _fwd_kernel(
-    u_ptr, dt_ptr, z_ptr, out_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, h0_ptr, last_ptr, chk_ptr,
-    L, DIM, N, n_chunks,
-    s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
-    s_Ad, s_An, s_Bb, s_Bn, s_Bl, s_Cb, s_Cn, s_Cl,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_H0: tl.constexpr, BLOCK: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, UNROLL: tl.constexpr,
+    u_ptr,
+    dt_ptr,
+    z_ptr,
+    out_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    bias_ptr,
+    h0_ptr,
+    last_ptr,
+    chk_ptr,
+    L,
+    DIM,
+    N,
+    n_chunks,
+    s_ub,
+    s_ud,
+    s_ul,
+    s_tb,
+    s_td,
+    s_tl,
+    s_zb,
+    s_zd,
+    s_zl,
+    s_ob,
+    s_od,
+    s_ol,
+    s_Ad,
+    s_An,
+    s_Bb,
+    s_Bn,
+    s_Bl,
+    s_Cb,
+    s_Cn,
+    s_Cl,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    HAS_H0: tl.constexpr,
+    BLOCK: tl.constexpr,
+    NP: tl.constexpr,
+    CH: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
     b = tl.program_id(0)
     d = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -85,8 +146,29 @@ def _fwd_kernel(
                 t = tb + k
                 ok = tl.full([1], t, tl.int32) < L  # a tensor (also under the interpreter)
                 m = md & ok
-                u, _, dt, Bt = _step_inputs(u_ptr, dt_ptr, B_ptr, b, d, n, t, ok, md, mn, bias,
-                                             s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_Bb, s_Bn, s_Bl, SOFTPLUS)
+                u, _, dt, Bt = _step_inputs(
+                    u_ptr,
+                    dt_ptr,
+                    B_ptr,
+                    b,
+                    d,
+                    n,
+                    t,
+                    ok,
+                    md,
+                    mn,
+                    bias,
+                    s_ub,
+                    s_ud,
+                    s_ul,
+                    s_tb,
+                    s_td,
+                    s_tl,
+                    s_Bb,
+                    s_Bn,
+                    s_Bl,
+                    SOFTPLUS,
+                )
                 Ct = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=mn & ok, other=0.0).to(tl.float32)
                 h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
                 y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
@@ -99,13 +181,60 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_kernel(
-    u_ptr, dt_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, chk_ptr, dout_ptr, dlast_ptr, scratch_ptr,
-    du_ptr, ddt_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr, dh0_ptr,
-    L, DIM, N, n_chunks, n_blocks,
-    s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl,
-    s_Ad, s_An, s_Bb, s_Bn, s_Bl, s_Cb, s_Cn, s_Cl,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_DLAST: tl.constexpr, BLOCK: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr,
+    u_ptr,
+    dt_ptr,
+    z_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    bias_ptr,
+    chk_ptr,
+    dout_ptr,
+    dlast_ptr,
+    scratch_ptr,
+    du_ptr,
+    ddt_ptr,
+    dz_ptr,
+    dA_ptr,
+    dD_ptr,
+    dbias_ptr,
+    dB_ptr,
+    dC_ptr,
+    dh0_ptr,
+    L,
+    DIM,
+    N,
+    n_chunks,
+    n_blocks,
+    s_ub,
+    s_ud,
+    s_ul,
+    s_tb,
+    s_td,
+    s_tl,
+    s_zb,
+    s_zd,
+    s_zl,
+    s_gb,
+    s_gd,
+    s_gl,
+    s_Ad,
+    s_An,
+    s_Bb,
+    s_Bn,
+    s_Bl,
+    s_Cb,
+    s_Cn,
+    s_Cl,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    HAS_DLAST: tl.constexpr,
+    BLOCK: tl.constexpr,
+    NP: tl.constexpr,
+    CH: tl.constexpr,
     UNROLL: tl.constexpr,
 ):
     b = tl.program_id(0)
@@ -136,8 +265,29 @@ def _bwd_kernel(
             for k in tl.static_range(UNROLL):
                 t = tb + k
                 ok = tl.full([1], t, tl.int32) < t_end
-                u, _, dt, Bt = _step_inputs(u_ptr, dt_ptr, B_ptr, b, d, n, t, ok, md, mn, bias,
-                                             s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_Bb, s_Bn, s_Bl, SOFTPLUS)
+                u, _, dt, Bt = _step_inputs(
+                    u_ptr,
+                    dt_ptr,
+                    B_ptr,
+                    b,
+                    d,
+                    n,
+                    t,
+                    ok,
+                    md,
+                    mn,
+                    bias,
+                    s_ub,
+                    s_ud,
+                    s_ul,
+                    s_tb,
+                    s_td,
+                    s_tl,
+                    s_Bb,
+                    s_Bn,
+                    s_Bl,
+                    SOFTPLUS,
+                )
                 h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
                 tl.store(scratch + (t - t0 + 1) * N, h, mask=mdn & ok)
         for i in range(0, t_end - t0, UNROLL):  # then the adjoint, backwards through them
@@ -145,8 +295,29 @@ def _bwd_kernel(
                 t = t_end - 1 - i - k
                 ok = tl.full([1], t, tl.int32) >= t0
                 m = md & ok
-                u, raw, dt, Bt = _step_inputs(u_ptr, dt_ptr, B_ptr, b, d, n, t, ok, md, mn, bias,
-                                             s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_Bb, s_Bn, s_Bl, SOFTPLUS)
+                u, raw, dt, Bt = _step_inputs(
+                    u_ptr,
+                    dt_ptr,
+                    B_ptr,
+                    b,
+                    d,
+                    n,
+                    t,
+                    ok,
+                    md,
+                    mn,
+                    bias,
+                    s_ub,
+                    s_ud,
+                    s_ul,
+                    s_tb,
+                    s_td,
+                    s_tl,
+                    s_Bb,
+                    s_Bn,
+                    s_Bl,
+                    SOFTPLUS,
+                )
                 Ct = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=mn & ok, other=0.0).to(tl.float32)
                 g = tl.load(dout_ptr + b * s_gb + d * s_gd + t * s_gl, mask=m, other=0.0).to(tl.float32)
                 h_t = tl.load(scratch + (t - t0 + 1) * N, mask=mdn & ok, other=0.0)
@@ -190,8 +361,18 @@ def _opt(t: Tensor | None, like: Tensor) -> Tensor:
 
 
 @torch.library.custom_op("hymba::selective_scan_fwd", mutates_args=())
-def _scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor, delta_bias: Tensor,
-              h0: Tensor, softplus: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _scan_fwd(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    z: Tensor,
+    delta_bias: Tensor,
+    h0: Tensor,
+    softplus: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
     """-> out [B, D, L] (u's dtype), last state [B, D, N] fp32, saved chunk states [B, D, n_chunks, N] fp32."""
     b, dim, L = u.shape
     N = A.shape[1]
@@ -205,11 +386,41 @@ def _scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tens
     zz = z if has_z else u
     h0c = h0.float().contiguous() if h0.numel() else last
     _fwd_kernel[(b, triton.cdiv(dim, BLOCK_D))](
-        u, delta, zz, out, A, B, C, D, delta_bias, h0c, last, chk, L, dim, N, n_chunks,
-        *_s3(u), *_s3(delta), *_s3(zz), *_s3(out), A.stride(0), A.stride(1), *_s3(B), *_s3(C),
-        HAS_D=D.numel() > 0, HAS_Z=has_z, HAS_BIAS=delta_bias.numel() > 0, SOFTPLUS=softplus,
-        HAS_H0=h0.numel() > 0, BLOCK=BLOCK_D, NP=triton.next_power_of_2(N), CH=CHUNK, UNROLL=UNROLL,
-        num_warps=NUM_WARPS)
+        u,
+        delta,
+        zz,
+        out,
+        A,
+        B,
+        C,
+        D,
+        delta_bias,
+        h0c,
+        last,
+        chk,
+        L,
+        dim,
+        N,
+        n_chunks,
+        *_s3(u),
+        *_s3(delta),
+        *_s3(zz),
+        *_s3(out),
+        A.stride(0),
+        A.stride(1),
+        *_s3(B),
+        *_s3(C),
+        HAS_D=D.numel() > 0,
+        HAS_Z=has_z,
+        HAS_BIAS=delta_bias.numel() > 0,
+        SOFTPLUS=softplus,
+        HAS_H0=h0.numel() > 0,
+        BLOCK=BLOCK_D,
+        NP=triton.next_power_of_2(N),
+        CH=CHUNK,
+        UNROLL=UNROLL,
+        num_warps=NUM_WARPS,
+    )
     return out, last, chk
 
 
@@ -218,13 +429,28 @@ def _(u, delta, A, B, C, D, z, delta_bias, h0, softplus):
     b, dim, L = u.shape
     N = A.shape[1]
     n_chunks = max(1, -(-L // CHUNK))
-    return (u.new_empty(b, dim, L), u.new_empty(b, dim, N, dtype=torch.float32),
-            u.new_empty(b, dim, n_chunks, N, dtype=torch.float32))
+    return (
+        u.new_empty(b, dim, L),
+        u.new_empty(b, dim, N, dtype=torch.float32),
+        u.new_empty(b, dim, n_chunks, N, dtype=torch.float32),
+    )
 
 
 @torch.library.custom_op("hymba::selective_scan_bwd", mutates_args=())
-def _scan_bwd(dout: Tensor, dlast: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
-              z: Tensor, delta_bias: Tensor, chk: Tensor, softplus: bool) -> list[Tensor]:
+def _scan_bwd(
+    dout: Tensor,
+    dlast: Tensor,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    z: Tensor,
+    delta_bias: Tensor,
+    chk: Tensor,
+    softplus: bool,
+) -> list[Tensor]:
     """-> du, ddelta, dA, dB, dC, dD, dz, d delta_bias, d h0 (fp32; absent inputs get empty gradients)."""
     b, dim, L = u.shape
     N = A.shape[1]
@@ -239,15 +465,63 @@ def _scan_bwd(dout: Tensor, dlast: Tensor, u: Tensor, delta: Tensor, A: Tensor, 
     scratch = torch.empty(b, dim, CHUNK + 1, N, **f32)
     zz = z if has_z else u
     _bwd_kernel[(b, n_blocks)](
-        u, delta, zz, A, B, C, D, delta_bias, chk, dout, dlast if dlast.numel() else dh0, scratch,
-        du, ddt, dz if has_z else du, dA, dD, dbias, dB, dC, dh0, L, dim, N, n_chunks, n_blocks,
-        *_s3(u), *_s3(delta), *_s3(zz), *_s3(dout), A.stride(0), A.stride(1), *_s3(B), *_s3(C),
-        HAS_D=D.numel() > 0, HAS_Z=has_z, HAS_BIAS=delta_bias.numel() > 0, SOFTPLUS=softplus,
-        HAS_DLAST=dlast.numel() > 0, BLOCK=BLOCK_D, NP=triton.next_power_of_2(N), CH=CHUNK,
-        UNROLL=UNROLL, num_warps=NUM_WARPS)
+        u,
+        delta,
+        zz,
+        A,
+        B,
+        C,
+        D,
+        delta_bias,
+        chk,
+        dout,
+        dlast if dlast.numel() else dh0,
+        scratch,
+        du,
+        ddt,
+        dz if has_z else du,
+        dA,
+        dD,
+        dbias,
+        dB,
+        dC,
+        dh0,
+        L,
+        dim,
+        N,
+        n_chunks,
+        n_blocks,
+        *_s3(u),
+        *_s3(delta),
+        *_s3(zz),
+        *_s3(dout),
+        A.stride(0),
+        A.stride(1),
+        *_s3(B),
+        *_s3(C),
+        HAS_D=D.numel() > 0,
+        HAS_Z=has_z,
+        HAS_BIAS=delta_bias.numel() > 0,
+        SOFTPLUS=softplus,
+        HAS_DLAST=dlast.numel() > 0,
+        BLOCK=BLOCK_D,
+        NP=triton.next_power_of_2(N),
+        CH=CHUNK,
+        UNROLL=UNROLL,
+        num_warps=NUM_WARPS,
+    )
     # absent inputs get distinct empty gradients (custom-op outputs must not alias)
-    return [du, ddt, dA.sum(0), dB.sum(1), dC.sum(1), dD.sum(0) if D.numel() else du.new_empty(0), dz,
-            dbias.sum(0) if delta_bias.numel() else du.new_empty(0), dh0]
+    return [
+        du,
+        ddt,
+        dA.sum(0),
+        dB.sum(1),
+        dC.sum(1),
+        dD.sum(0) if D.numel() else du.new_empty(0),
+        dz,
+        dbias.sum(0) if delta_bias.numel() else du.new_empty(0),
+        dh0,
+    ]
 
 
 @_scan_bwd.register_fake
@@ -258,8 +532,17 @@ def _(dout, dlast, u, delta, A, B, C, D, z, delta_bias, chk, softplus):
     def f(*shape):
         return u.new_empty(*shape, dtype=torch.float32)
 
-    return [f(b, dim, L), f(b, dim, L), f(dim, N), f(b, N, L), f(b, N, L), f(dim) if D.numel() else f(0),
-            f(b, dim, L) if z.numel() else f(0), f(dim) if delta_bias.numel() else f(0), f(b, dim, N)]
+    return [
+        f(b, dim, L),
+        f(b, dim, L),
+        f(dim, N),
+        f(b, N, L),
+        f(b, N, L),
+        f(dim) if D.numel() else f(0),
+        f(b, dim, L) if z.numel() else f(0),
+        f(dim) if delta_bias.numel() else f(0),
+        f(b, dim, N),
+    ]
 
 
 def _setup(ctx, inputs, output):
@@ -271,23 +554,45 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, dout, dlast, _dchk):
     u, delta, A, B, C, D, z, delta_bias, chk = ctx.saved_tensors
     dlast = dlast.float().contiguous() if dlast is not None else u.new_empty(0)  # often an expanded tensor
-    du, ddt, dA, dB, dC, dD, dz, dbias, dh0 = _scan_bwd(dout, dlast, u, delta, A, B, C, D, z, delta_bias, chk,
-                                                         ctx.softplus)
+    du, ddt, dA, dB, dC, dD, dz, dbias, dh0 = _scan_bwd(
+        dout, dlast, u, delta, A, B, C, D, z, delta_bias, chk, ctx.softplus
+    )
 
     def cast(g, like):
         return g.to(like.dtype) if like.numel() else None
 
-    return (du.to(u.dtype), ddt.to(delta.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype), cast(dD, D),
-            cast(dz, z), cast(dbias, delta_bias), dh0 if ctx.has_h0 else None, None)
+    return (
+        du.to(u.dtype),
+        ddt.to(delta.dtype),
+        dA.to(A.dtype),
+        dB.to(B.dtype),
+        dC.to(C.dtype),
+        cast(dD, D),
+        cast(dz, z),
+        cast(dbias, delta_bias),
+        dh0 if ctx.has_h0 else None,
+        None,
+    )
 
 
 _scan_fwd.register_autograd(_backward, setup_context=_setup)
 
 
-def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
-                          z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
-                          return_last_state: bool = False, initial_state: Tensor | None = None):
+def selective_scan_triton(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    initial_state: Tensor | None = None,
+):
     """The selective scan of :func:`~hymba.kernels.scan.ref.selective_scan_ref`, in Triton."""
-    out, last, _ = _scan_fwd(u, delta, A, B, C, _opt(D, u), _opt(z, u), _opt(delta_bias, u),
-                             _opt(initial_state, u), delta_softplus)
+    out, last, _ = _scan_fwd(
+        u, delta, A, B, C, _opt(D, u), _opt(z, u), _opt(delta_bias, u), _opt(initial_state, u), delta_softplus
+    )
     return (out, last) if return_last_state else out
