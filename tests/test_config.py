@@ -112,7 +112,7 @@ def test_non_finite_recall_floats_are_rejected_by_name(name, value):
         ("recall.eval=[[32, 2], [64, 40]]", "the setting [64, 40] has pairs=40: vocab=32 offers 15 keys"),
         ("bench.batch=0", "must be a positive integer"),
         ("bench.warmup=-1", "must be an integer >= 0"),
-        ("bench.dtype=fp8", "expected one of auto, fp16, bf16, fp32"),
+        ("bench.dtype=fp8", "expected one of auto, fp32, bf16, fp16"),
     ],
 )
 def test_ablation_section_errors_name_the_key_as_set_spells_it(item, valid):
