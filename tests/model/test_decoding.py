@@ -205,3 +205,42 @@ def test_generation_throughput_reports_the_decode_phase():
     assert r["tokens_per_s"] == pytest.approx(2 * 4 / r["decode_s"])
     with pytest.raises(ValueError, match="batch"):
         generation_throughput(m, prompt_len=16, batch=0, new_tokens=4)
+
+
+_PEAK_SCRIPT = """
+import resource, sys, torch
+from hymba import HymbaLM
+from hymba.config import tiny_model
+T = int(sys.argv[1])
+model = HymbaLM(tiny_model()).eval()
+ids = torch.randint(0, 100, (1, T))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+model.generate(ids, 2)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024, model.generation_bytes(1, T, T + 2))
+"""
+
+
+def test_generation_memory_estimate_tracks_the_measured_peak_on_cpu():
+    """The estimate behind generate's memory check against the peak RSS a long CPU prefill really adds (a fresh
+    process each, so earlier allocations do not hide it): within a factor of 2 while the prompt's quadratic
+    attention term dominates."""
+    import subprocess
+    import sys
+
+    for T in (2048, 4096):
+        out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(T)], capture_output=True, text=True, check=True)
+        measured, estimate = map(int, out.stdout.split())
+        assert 0.5 < measured / estimate < 2, (T, measured, estimate)
+
+
+def test_a_prompt_too_long_for_memory_is_refused_before_any_allocation(monkeypatch):
+    import hymba.model.hymba as hymba_model
+
+    model = HymbaLM(ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16))
+    need = model.generation_bytes(1, 3000, 3002)
+    monkeypatch.setattr(hymba_model, "available_memory", lambda device: need // 2)
+    monkeypatch.setattr(model, "prefill", lambda *a, **k: pytest.fail("prefill ran despite the memory check"))
+    with pytest.raises(ValueError, match=r"prefill of 1 x 3,000 tokens needs about .* GB on cpu but .* GB is free"):
+        model.generate(torch.zeros(1, 3000, dtype=torch.long), 2)
+    monkeypatch.undo()
+    assert model.generate(torch.zeros(1, 30, dtype=torch.long), 2).shape == (1, 2)  # short prompts still run

@@ -29,6 +29,7 @@ from hymba.kernels.attention import MaskSpec, attention
 from hymba.model.cache import HybridCache
 from hymba.model.layers import RMSNorm, Rotary, SwiGLU
 from hymba.model.plan import LayerPlan, layer_plans
+from hymba.runtime import available_memory
 
 
 @dataclass
@@ -314,6 +315,32 @@ class HymbaLM(nn.Module):
 
         return GraphedDecoder(self, cache)
 
+    def generation_bytes(self, batch: int, prompt_len: int, max_len: int, padded: bool = False) -> int:
+        """About the peak memory (bytes) a prefill of ``batch`` x ``prompt_len`` tokens into a cache of
+        ``max_len`` columns needs beyond the weights, for a check before anything is allocated: the cache as
+        allocated, a layer's activations, and, where attention runs on ``sdpa`` (CPU, padded batches, or
+        requested), the scores and masks of one layer, which grow with the prompt length squared (about
+        ``n_heads * 8 + 16`` bytes per query-key pair, measured on CPU: tests/model/test_decoding.py)."""
+        c, p = self.config, next(self.parameters())
+        cache = HybridCache.allocate(c, batch, max_len, device="meta", dtype=p.dtype)
+        T = prompt_len + c.n_meta_tokens
+        total = sum(cache.nbytes().values()) + batch * T * c.d_model * 32 * p.element_size()
+        dense = c.attn_backend == "sdpa" or p.device.type != "cuda" or padded
+        if dense and any(plan.attention for plan in self.plan):
+            total += batch * T * T * (c.n_heads * 8 + 16)
+        return total
+
+    def _check_memory(self, batch: int, prompt_len: int, max_len: int, padded: bool) -> None:
+        device = next(self.parameters()).device
+        free = available_memory(device)
+        need = self.generation_bytes(batch, prompt_len, max_len, padded)
+        if free is not None and need > 0.9 * free:
+            raise ValueError(
+                f"generate: a prefill of {batch} x {prompt_len:,} tokens needs about {need / 1e9:.1f} GB on "
+                f"{device} but {free / 1e9:.1f} GB is free (attention over the whole prompt grows with its "
+                f"length squared); shorten the prompt or use fewer prompts at once"
+            )
+
     @torch.no_grad()
     def generate(
         self,
@@ -350,6 +377,8 @@ class HymbaLM(nn.Module):
             gen = torch.Generator(device=input_ids.device).manual_seed(seed)
         if cuda_graph and input_ids.device.type != "cuda":
             raise ValueError(f"generate(cuda_graph=True) needs CUDA tensors, got {input_ids.device}")
+        padded = attention_mask is not None and not bool(attention_mask.all())
+        self._check_memory(B, T, T + max_new_tokens, padded)
         logits, cache = self.prefill(input_ids, attention_mask, max_len=T + max_new_tokens, last_only=True)
         last = logits[:, -1]
         decode = self.decoder(cache, cuda_graph)
