@@ -201,3 +201,16 @@ def test_commonsense_column_only_when_rows_were_evaluated():
     assert "commonsense" in set(correlations(df)["metric"]) and "commonsense" not in set(
         correlations(build_table(results))["metric"]
     )
+
+
+def test_metric_table_drives_the_csv_and_the_report_columns():
+    import dataclasses
+
+    from hymba.ablation.metrics import REPORT_METRICS, ROW_METRICS
+    from hymba.ablation.store import CSV_FIELDS
+    from hymba.train.trainer import TrainResult
+
+    train_fields = {f.name for f in dataclasses.fields(TrainResult)}
+    assert {m.key for m in ROW_METRICS if m.source == "train"} <= train_fields  # read off the training result
+    assert [k for k in CSV_FIELDS if k in {m.key for m in ROW_METRICS}] == [m.key for m in ROW_METRICS if m.csv]
+    assert COLUMNS[2:-1] == [m.header for m in REPORT_METRICS] and len(set(COLUMNS)) == len(COLUMNS)

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from hymba.ablation.metrics import train_metrics
 from hymba.ablation.settings import CACHE_DTYPE, CACHE_SEQ_LEN, AblationSettings, parse_rows
 from hymba.ablation.store import ResultsStore
 from hymba.config import RunConfig
@@ -86,16 +87,7 @@ def train_row(settings: AblationSettings, row: int, run_dir: Path) -> tuple[Any,
     result = train(run_cfg, run_dir)
     # a finished row is never resumed: keep its weights (model.safetensors), drop the optimizer checkpoints
     shutil.rmtree(RunDir(run_dir).checkpoints, ignore_errors=True)
-    metrics = {
-        "val_loss": result.val_loss,
-        "val_ppl": result.val_ppl,
-        "val_acc": result.val_acc,
-        "val_tokens": result.val_tokens,
-        "train_tokens_per_s": result.train_tokens_per_s,
-        "mfu": result.mfu,
-        "steps": result.steps,
-    }
-    return result.model, metrics
+    return result.model, train_metrics(result)
 
 
 def measure_row(settings: AblationSettings, model: Any, device: torch.device) -> dict[str, Any]:
