@@ -381,7 +381,7 @@ def run_ablation(
 ) -> AblationRun:
     """Run (or resume) the ablation into ``out_dir`` and write the report.
 
-    ``rows``: ids or a spec like ``"1,5,13"`` (default all 13). ``out_dir`` defaults to
+    ``rows``: ids or a spec like ``"1,5,13"`` (default all rows). ``out_dir`` defaults to
     ``runs/ablation-<preset>``. ``force`` redoes finished rows. ``recall``:
     None = on for GPU runs only. ``recall_workers`` > 1 measures recall after all rows are trained and
     timed, that many rows at a time in parallel processes (timings are never taken while they run). Bad

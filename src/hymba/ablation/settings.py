@@ -97,7 +97,7 @@ def resolve_preset(preset: str, cuda: bool | None = None) -> str:
 
 def parse_rows(spec: str | None) -> list[int]:
     """``"1,5,13"`` or ``"1-4,13"`` -> row ids in the order given (repeats dropped), so ``13,1`` runs row 13
-    first; ``None``/``"all"`` -> all 13 in order. Tables are sorted by id whatever the run order."""
+    first; ``None``/``"all"`` -> every row in order. Tables are sorted by id whatever the run order."""
     if spec is None or spec.strip().lower() == "all":
         return sorted(ROW_NAMES)
     rows: dict[int, None] = {}  # ordered set
