@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 from hymba.cli import main
+from hymba.presets import ROW_NAMES
 
 
 def test_cache_size_of_the_released_model(capsys):
@@ -13,7 +14,7 @@ def test_cache_size_of_the_released_model(capsys):
 def test_bad_input_is_one_line_and_exit_code_2():
     for args in (
         ["cache-size", "--config", "missing.toml"],
-        ["cache-size", "--row", "14"],
+        ["cache-size", "--row", str(max(ROW_NAMES) + 1)],
         ["cache-size", "--row", "3", "--preset", "huge"],
         ["bench", "--row", "1", "--batch", "0"],
         ["generate", "runs/x", "--prompt", "a", "--max-new-tokens", "0"],

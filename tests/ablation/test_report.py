@@ -18,8 +18,8 @@ from hymba.presets import ROW_NAMES
 
 def test_paper_table_matches_roadmap_rows():
     t = paper_table()
-    assert list(t.index) == list(range(1, 14))
-    assert {i: t.loc[i, "configuration"] for i in t.index} == ROW_NAMES
+    assert list(t.index) == list(range(1, 14))  # the paper's 13 rows; roadmap.toml may hold more
+    assert {i: t.loc[i, "configuration"] for i in t.index} == {i: ROW_NAMES[i] for i in t.index}
     assert t.loc[13, "attn_mamba"] == "1:5.23" and t.loc[13, "throughput"] == 2695.8
     assert t.loc[6, "cache_mb"] == 414.72 and t.loc[1, "recall"] == 19.23
     assert len(PAPER_ROWS) == 13
@@ -130,14 +130,14 @@ def test_correlations_against_paper_columns(tmp_path):
             ssm_mb=0.0,
             recall_acc=paper.loc[i, "recall"] / 100,
         )
-        for i in range(1, 14)
+        for i in paper.index
     ]
     df = build_table(json.loads((_results_dir(tmp_path, recs) / "results.json").read_text()))
     corr = correlations(df).set_index("metric")
     assert corr.loc["throughput", "spearman"] == pytest.approx(1.0)
     assert corr.loc["cache", "spearman"] == pytest.approx(-1.0)
     assert corr.loc["recall", "spearman"] == pytest.approx(1.0)
-    assert (corr["rows"] == 13).all()
+    assert (corr["rows"] == len(paper)).all()
 
 
 def test_write_report_files_and_plots(tmp_path):
@@ -201,3 +201,16 @@ def test_commonsense_column_only_when_rows_were_evaluated():
     assert "commonsense" in set(correlations(df)["metric"]) and "commonsense" not in set(
         correlations(build_table(results))["metric"]
     )
+
+
+def test_metric_table_drives_the_csv_and_the_report_columns():
+    import dataclasses
+
+    from hymba.ablation.metrics import REPORT_METRICS, ROW_METRICS
+    from hymba.ablation.store import CSV_FIELDS
+    from hymba.train.trainer import TrainResult
+
+    train_fields = {f.name for f in dataclasses.fields(TrainResult)}
+    assert {m.key for m in ROW_METRICS if m.source == "train"} <= train_fields  # read off the training result
+    assert [k for k in CSV_FIELDS if k in {m.key for m in ROW_METRICS}] == [m.key for m in ROW_METRICS if m.csv]
+    assert COLUMNS[2:-1] == [m.header for m in REPORT_METRICS] and len(set(COLUMNS)) == len(COLUMNS)

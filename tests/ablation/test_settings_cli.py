@@ -6,13 +6,14 @@ import pytest
 
 from hymba.ablation.settings import AblationSettings, parse_rows, resolve_preset
 from hymba.cli import main
+from hymba.presets import ROW_NAMES
 
 
 def test_parse_rows():
-    assert parse_rows(None) == list(range(1, 14))
+    assert parse_rows(None) == list(range(1, len(ROW_NAMES) + 1))  # every row of roadmap.toml, ids 1..N
     assert parse_rows("13,1, 5") == [13, 1, 5]  # run order as given: priorities first
     assert parse_rows("1-3,13,2") == [1, 2, 3, 13]
-    for bad in ("0", "14", "x", "1,,2", ""):
+    for bad in ("0", str(len(ROW_NAMES) + 1), "x", "1,,2", ""):
         with pytest.raises(ValueError, match="--rows"):
             parse_rows(bad)
 
@@ -27,7 +28,7 @@ def test_resolve_preset():
 def test_scales_load_and_share_run_settings():
     for preset in ("micro", "tiny", "seed", "paper"):
         s = AblationSettings.load(preset)
-        models = {row: s.row_model(row) for row in range(1, 14)}
+        models = {row: s.row_model(row) for row in ROW_NAMES}
         assert models[1].n_heads == 0 and not models[6].ssm and models[13].n_meta_tokens > 0
         assert models[12].n_meta_tokens == models[13].n_meta_tokens and models[9].n_meta_tokens == 0
     seed = AblationSettings.load("seed")

@@ -1,6 +1,7 @@
 """The paper's 13-row design-roadmap ablation: a resumable runner, the report beside the paper's numbers."""
 
 from hymba.ablation.evaluate import evaluate_ablation
+from hymba.ablation.metrics import ROW_METRICS, RowMetric
 from hymba.ablation.paper import PAPER_ROWS, PaperRow, paper_table
 from hymba.ablation.report import build_table, correlations, spearman, write_report
 from hymba.ablation.runner import AblationRun, format_ratio, run_ablation
@@ -13,8 +14,10 @@ __all__ = [
     "BenchSettings",
     "PAPER_ROWS",
     "PaperRow",
+    "ROW_METRICS",
     "ResultsError",
     "ResultsStore",
+    "RowMetric",
     "build_table",
     "correlations",
     "evaluate_ablation",

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hymba.ablation.metrics import REPORT_METRICS
 from hymba.ablation.paper import PAPER_COLUMNS, paper_table
 from hymba.ablation.store import read_results
 from hymba.eval.harness import read_summary
@@ -24,21 +25,8 @@ from hymba.io import atomic_write
 from hymba.presets import ROW_NAMES
 from hymba.rundir import RunDir
 
-COLUMNS = [
-    "ID",
-    "Configuration",
-    "Params (M)",
-    "Attn:Mamba",
-    "Val PPL",
-    "Token acc",
-    "Recall acc",
-    "Train tok/s",
-    "Gen tok/s",
-    "KV cache MB",
-    "SSM state MB",
-    "Steps",
-    "Status",
-]
+# our columns: the row, its metrics (hymba.ablation.metrics), its status
+COLUMNS = ["ID", "Configuration", *(m.header for m in REPORT_METRICS), "Status"]
 # (our column, paper column, what is compared): Spearman rank correlation over the rows both have
 CORRELATED = [
     ("Gen tok/s", "Paper Throughput", "throughput"),
@@ -47,15 +35,8 @@ CORRELATED = [
     ("Commonsense", "Paper Commonsense", "commonsense"),
 ]  # when the table has the column
 DECIMALS = {
-    "Params (M)": 3,
-    "Val PPL": 2,
-    "Token acc": 1,
-    "Recall acc": 1,
+    **{m.header: m.decimals for m in REPORT_METRICS if m.decimals is not None},
     "Commonsense": 1,
-    "Train tok/s": 0,
-    "Gen tok/s": 0,
-    "KV cache MB": 3,
-    "SSM state MB": 3,
     "Paper Commonsense": 2,
     "Paper Recall": 2,
     "Paper Throughput": 1,
@@ -81,8 +62,8 @@ def commonsense_results(out_dir: str | Path, results: dict[str, Any]) -> dict[in
 
 
 def build_table(results: dict[str, Any], commonsense: dict[int, dict[str, Any]] | None = None) -> pd.DataFrame:
-    """One line per recorded row: our columns (``COLUMNS``, plus ``Commonsense`` after ``Recall acc`` when
-    ``commonsense`` has lm-eval summaries), then the paper's values for that row.
+    """One line per recorded row: our columns (``COLUMNS``, each metric's ``RowMetric.cell``, plus ``Commonsense``
+    after ``Recall acc`` when ``commonsense`` has lm-eval summaries), then the paper's values for that row.
 
     Accuracies are in % like the paper's; MB = 1e6 bytes; failed rows keep their ID and status only.
     """
@@ -96,20 +77,9 @@ def build_table(results: dict[str, Any], commonsense: dict[int, dict[str, Any]] 
         line = {
             "ID": row,
             "Configuration": ROW_NAMES.get(row, rec.get("name", "")),
-            "Params (M)": _get(rec, "params", 1e-6),
-            "Attn:Mamba": rec.get("attn_mamba") or "",
-            "Val PPL": _get(rec, "val_ppl"),
-            "Token acc": _get(rec, "val_acc", 100.0),
-            "Recall acc": _get(rec, "recall_acc", 100.0),
-            "Train tok/s": _get(rec, "train_tokens_per_s"),
-            "Gen tok/s": _get(rec, "gen_tokens_per_s"),
-            "KV cache MB": _get(rec, "kv_mb"),
-            "SSM state MB": _get(rec, "ssm_mb"),
-            "Steps": int(rec["steps"]) if done and rec.get("steps") is not None else pd.NA,
+            **{m.header: m.cell(rec, done) for m in REPORT_METRICS},
             "Status": status,
         }
-        if not done:
-            line.update({c: (pd.NA if c == "Steps" else math.nan) for c in COLUMNS[2:-1] if c != "Attn:Mamba"})
         if commonsense:
             line["Commonsense"] = _get(commonsense.get(row, {}), "mean_acc", 100.0) if done else math.nan
         for col, fieldname in PAPER_COLUMNS.items():
@@ -121,7 +91,9 @@ def build_table(results: dict[str, Any], commonsense: dict[int, dict[str, Any]] 
         else COLUMNS[: COLUMNS.index("Recall acc") + 1] + ["Commonsense"] + COLUMNS[COLUMNS.index("Recall acc") + 1 :]
     )
     df = pd.DataFrame(lines, columns=ours + list(PAPER_COLUMNS))
-    df["Steps"] = df["Steps"].astype("Int64")
+    for m in REPORT_METRICS:
+        if m.kind == "int":
+            df[m.header] = df[m.header].astype("Int64")
     return df
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from hymba.ablation.metrics import train_metrics
 from hymba.ablation.settings import CACHE_DTYPE, CACHE_SEQ_LEN, AblationSettings, parse_rows
 from hymba.ablation.store import ResultsStore
 from hymba.config import RunConfig
@@ -86,16 +87,7 @@ def train_row(settings: AblationSettings, row: int, run_dir: Path) -> tuple[Any,
     result = train(run_cfg, run_dir)
     # a finished row is never resumed: keep its weights (model.safetensors), drop the optimizer checkpoints
     shutil.rmtree(RunDir(run_dir).checkpoints, ignore_errors=True)
-    metrics = {
-        "val_loss": result.val_loss,
-        "val_ppl": result.val_ppl,
-        "val_acc": result.val_acc,
-        "val_tokens": result.val_tokens,
-        "train_tokens_per_s": result.train_tokens_per_s,
-        "mfu": result.mfu,
-        "steps": result.steps,
-    }
-    return result.model, metrics
+    return result.model, train_metrics(result)
 
 
 def measure_row(settings: AblationSettings, model: Any, device: torch.device) -> dict[str, Any]:
@@ -141,41 +133,59 @@ def _recall_current(record: dict[str, Any], settings: AblationSettings) -> bool:
     )
 
 
-def _recall_job(settings: AblationSettings, row: int, device: str, threads: int | None = None):
-    """One row's recall, as ``(row, fields or None, error or None, seconds)``; runs in a worker process too."""
-    if threads:
-        torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    try:
-        return row, recall_row(settings, row, torch.device(device)), None, time.perf_counter() - t0
-    except Exception as e:  # noqa: BLE001 - the row's other results stay valid
-        return row, None, f"{type(e).__name__}: {e}".splitlines()[0][:500], time.perf_counter() - t0
+@dataclass(frozen=True)
+class RecallOutcome:
+    """One row's recall measurement: its record fields, or the error that stopped it, and the time it took."""
+
+    row: int
+    fields: dict[str, Any] | None
+    error: str | None
+    seconds: float
+
+    def merged_into(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` with this outcome: its recall fields, or an empty Recall cell and the error (a value
+        measured earlier stays under ``recall``, with the settings it was measured under)."""
+        if self.error is not None:
+            return {**record, "recall_acc": None, "recall_error": self.error}
+        return {**{k: v for k, v in record.items() if k != "recall_error"}, **self.fields}
 
 
-def _with_recall(record: dict[str, Any], job: tuple) -> dict[str, Any]:
-    """``record`` with a :func:`_recall_job` result: its recall fields, or an empty Recall cell and the error
-    (a value measured earlier stays under ``recall``, with the settings it was measured under)."""
-    _, fields, error, _ = job
-    if error is not None:
-        return {**record, "recall_acc": None, "recall_error": error}
-    return {**{k: v for k, v in record.items() if k != "recall_error"}, **fields}
+@dataclass(frozen=True)
+class RecallJob:
+    """One row's recall, picklable so that it runs in a worker process as well as inline."""
+
+    settings: AblationSettings
+    row: int
+    device: str
+    threads: int | None = None  # intra-op threads of a CPU worker
+
+    def __call__(self) -> RecallOutcome:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        t0 = time.perf_counter()
+        try:
+            fields = recall_row(self.settings, self.row, torch.device(self.device))
+        except Exception as e:  # noqa: BLE001 - the row's other results stay valid
+            return RecallOutcome(
+                self.row, None, f"{type(e).__name__}: {e}".splitlines()[0][:500], time.perf_counter() - t0
+            )
+        return RecallOutcome(self.row, fields, None, time.perf_counter() - t0)
 
 
-def _save_recall(store: ResultsStore, job: tuple, echo: Echo) -> bool:
-    """Merge a :func:`_recall_job` result into the row's saved record; False if recall failed."""
-    row, _, error, spent = job
-    rec = _with_recall(store.rows[row], job)
-    rec["seconds"] = rec.get("seconds", 0.0) + spent
+def _save_recall(store: ResultsStore, outcome: RecallOutcome, echo: Echo) -> bool:
+    """Merge a recall outcome into the row's saved record; False if recall failed."""
+    rec = outcome.merged_into(store.rows[outcome.row])
+    rec["seconds"] = rec.get("seconds", 0.0) + outcome.seconds
     store.put(rec)
-    if error is not None:
-        echo(f"recall failed: {error}")
+    if outcome.error is not None:
+        echo(f"recall failed: {outcome.error}")
         return False
-    echo(f"recall {rec['recall_acc']:.3f} ({spent:.0f}s, {rec['recall']['steps']} MQAR steps)")
+    echo(f"recall {rec['recall_acc']:.3f} ({outcome.seconds:.0f}s, {rec['recall']['steps']} MQAR steps)")
     return True
 
 
-def _recall_star(args: tuple) -> tuple:
-    return _recall_job(*args)
+def _run_job(job: RecallJob) -> RecallOutcome:  # a module-level function: what a worker pool can pickle
+    return job()
 
 
 def _init_worker() -> None:
@@ -197,13 +207,14 @@ def _recall_pool(
 
     echo(f"recall of rows {','.join(map(str, rows))}, {workers} at a time")
     threads = max(1, torch.get_num_threads() // workers) if device.type == "cpu" else None
+    jobs = [RecallJob(settings, row, str(device), threads) for row in rows]
     ok = []
     with multiprocessing.get_context("spawn").Pool(
         workers, _init_worker, maxtasksperchild=1
     ) as pool:  # exit = terminate
-        for job in pool.imap_unordered(_recall_star, [(settings, row, str(device), threads) for row in rows]):
-            if _save_recall(store, job, lambda m: echo(f"row {job[0]} ({ROW_NAMES[job[0]]}): {m}")):
-                ok.append(job[0])
+        for outcome in pool.imap_unordered(_run_job, jobs):
+            if _save_recall(store, outcome, lambda m: echo(f"row {outcome.row} ({ROW_NAMES[outcome.row]}): {m}")):
+                ok.append(outcome.row)
     return ok
 
 
@@ -260,6 +271,102 @@ class AblationRun:
     table: Any = None  # pandas DataFrame of the report
 
 
+def recall_mode(flag: bool | None, workers: int, device: torch.device) -> str:
+    """How recall is measured: ``"none"``; ``"inline"``, each row right after it is trained (or, trained
+    earlier, in its turn); ``"pool"``, after every row is trained and timed, ``workers`` rows at a time in
+    parallel processes (so timings are never taken while they run)."""
+    if not recall_wanted(flag, device):
+        return "none"
+    return "pool" if workers > 1 else "inline"
+
+
+def _clear_stale_recall(store: ResultsStore, settings: AblationSettings, echo: Echo) -> None:
+    """One Recall column, one set of [recall] settings (recall on or off): values measured under others are
+    not comparable, so they leave the table (the record keeps them under ``recall``)."""
+    stale = [
+        r
+        for r, rec in sorted(store.rows.items())
+        if rec.get("recall_acc") is not None and not _recall_current(rec, settings)
+    ]
+    for r in stale:
+        store.put({**store.rows[r], "recall_acc": None})
+    if stale:
+        echo(
+            f"recall of rows {','.join(map(str, stale))} was measured under other [recall] settings: "
+            "cleared from the table (the record keeps it under 'recall')"
+        )
+
+
+def _train_rows(
+    store: ResultsStore,
+    settings: AblationSettings,
+    row_ids: list[int],
+    device: torch.device,
+    run: AblationRun,
+    echo: Echo,
+    *,
+    force: bool,
+    inline_recall: bool,
+) -> None:
+    """Train the rows of ``row_ids`` that are not done (all with ``force``), in order, each saved as it
+    finishes. With ``inline_recall``, each trained row's recall is measured once it is saved (an interrupt
+    there keeps the trained row), and a row trained earlier without current recall gets only that."""
+
+    def measure_recall(row: int, head: str) -> None:  # a failed recall is in the record and the log
+        _save_recall(store, RecallJob(settings, row, str(device))(), lambda m: echo(f"{head}: {m}"))
+
+    for n, row in enumerate(row_ids, 1):
+        head = f"[{n}/{len(row_ids)}] row {row} ({ROW_NAMES[row]})"
+        if store.done(row) and not force:
+            if inline_recall and not _recall_current(store.rows[row], settings):
+                echo(f"{head}: trained earlier; measuring recall")
+                measure_recall(row, head)
+                run.ran.append(row)
+            else:
+                echo(f"{head}: done earlier, skipped")
+                run.skipped.append(row)
+            continue
+        echo(f"{head}: training")
+        rec = run_row(settings, row, run.out_dir, device)
+        store.put(rec)  # saved before recall: an interrupt there keeps the trained row
+        run.ran.append(row)
+        if rec["status"] == "failed":
+            run.failed.append(row)
+            echo(
+                f"{head}: FAILED after {rec['seconds']:.0f}s: {rec['error']} "
+                f"(traceback in {RunDir(run.out_dir).row_error(row)})"
+            )
+            continue
+        echo(
+            f"{head}: {rec['seconds']:.0f}s, val ppl {rec['val_ppl']:.2f}, "
+            f"train {rec['train_tokens_per_s']:,.0f} tok/s, gen {rec['gen_tokens_per_s']:,.0f} tok/s, "
+            f"KV {rec['kv_mb']:.2f} MB"
+        )
+        if inline_recall:
+            measure_recall(row, head)
+
+
+def _recall_pass(
+    store: ResultsStore,
+    settings: AblationSettings,
+    row_ids: list[int],
+    device: torch.device,
+    workers: int,
+    run: AblationRun,
+    echo: Echo,
+) -> None:
+    """Recall of every trained row of ``row_ids`` without current recall, in ``workers`` processes; a row
+    that gets it counts as run, not skipped."""
+    todo = [r for r in row_ids if store.done(r) and not _recall_current(store.rows[r], settings)]
+    if not todo:
+        return
+    for r in _recall_pool(store, settings, todo, device, workers, echo):
+        if r in run.skipped:
+            run.skipped.remove(r)
+        if r not in run.ran:
+            run.ran.append(r)
+
+
 def run_ablation(
     preset: str = "auto",
     rows: str | list[int] | None = None,
@@ -274,7 +381,7 @@ def run_ablation(
 ) -> AblationRun:
     """Run (or resume) the ablation into ``out_dir`` and write the report.
 
-    ``rows``: ids or a spec like ``"1,5,13"`` (default all 13). ``out_dir`` defaults to
+    ``rows``: ids or a spec like ``"1,5,13"`` (default all rows). ``out_dir`` defaults to
     ``runs/ablation-<preset>``. ``force`` redoes finished rows. ``recall``:
     None = on for GPU runs only. ``recall_workers`` > 1 measures recall after all rows are trained and
     timed, that many rows at a time in parallel processes (timings are never taken while they run). Bad
@@ -290,74 +397,25 @@ def run_ablation(
     if not isinstance(recall_workers, int) or isinstance(recall_workers, bool) or recall_workers < 1:
         raise ValueError(f"--recall-workers {recall_workers!r} is invalid: must be a positive integer")
     device = resolve_device(settings.train.device, key="train.device")
-    want_recall = recall_wanted(recall, device)
-    pooled = want_recall and recall_workers > 1  # recall after the loop, in parallel
+    mode = recall_mode(recall, recall_workers, device)
     run = AblationRun(out, settings)
 
     with ResultsStore(out, settings.fingerprint(), meta=environment(device)) as store:
         for note in store.open(force=force):
             echo(note)
-        # one Recall column, one set of [recall] settings (recall on or off): older values are not comparable
-        stale = [
-            r
-            for r, rec in sorted(store.rows.items())
-            if rec.get("recall_acc") is not None and not _recall_current(rec, settings)
-        ]
-        for r in stale:
-            store.put({**store.rows[r], "recall_acc": None})
-        if stale:
-            echo(
-                f"recall of rows {','.join(map(str, stale))} was measured under other [recall] settings: "
-                "cleared from the table (the record keeps it under 'recall')"
-            )
+        _clear_stale_recall(store, settings, echo)
         echo(
             f"ablation: preset {settings.preset} on {device}, rows {','.join(map(str, row_ids))}, "
             f"{settings.train.max_steps} steps of {settings.train.batch_size}x{settings.train.seq_len} tokens, "
-            f"recall {'on' if want_recall else 'off'} -> {out}"
+            f"recall {'off' if mode == 'none' else 'on'} -> {out}"
         )
         try:
-            for n, row in enumerate(row_ids, 1):
-                head = f"[{n}/{len(row_ids)}] row {row} ({ROW_NAMES[row]})"
-                rec = store.rows.get(row)
-                if store.done(row) and not force:
-                    if want_recall and not pooled and not _recall_current(rec, settings):
-                        echo(f"{head}: trained earlier; measuring recall")
-                        _save_recall(store, _recall_job(settings, row, str(device)), lambda m: echo(f"{head}: {m}"))
-                        run.ran.append(row)  # a failed recall is in the record and the log, not a failed row
-                        continue
-                    echo(f"{head}: done earlier, skipped")
-                    run.skipped.append(row)
-                    continue
-                echo(f"{head}: training")
-                rec = run_row(settings, row, out, device)
-                store.put(rec)  # saved before recall: an interrupt there keeps the trained row
-                run.ran.append(row)
-                if rec["status"] == "failed":
-                    run.failed.append(row)
-                    echo(
-                        f"{head}: FAILED after {rec['seconds']:.0f}s: {rec['error']} "
-                        f"(traceback in {RunDir(out).row_error(row)})"
-                    )
-                else:
-                    echo(
-                        f"{head}: {rec['seconds']:.0f}s, val ppl {rec['val_ppl']:.2f}, "
-                        f"train {rec['train_tokens_per_s']:,.0f} tok/s, gen {rec['gen_tokens_per_s']:,.0f} tok/s, "
-                        f"KV {rec['kv_mb']:.2f} MB"
-                    )
-                    if want_recall and not pooled:
-                        _save_recall(store, _recall_job(settings, row, str(device)), lambda m: echo(f"{head}: {m}"))
-            todo = (
-                [r for r in row_ids if store.done(r) and not _recall_current(store.rows[r], settings)] if pooled else []
-            )
-            if todo:
-                for r in _recall_pool(store, settings, todo, device, recall_workers, echo):
-                    if r in run.skipped:
-                        run.skipped.remove(r)
-                    if r not in run.ran:
-                        run.ran.append(r)
+            _train_rows(store, settings, row_ids, device, run, echo, force=force, inline_recall=mode == "inline")
+            if mode == "pool":
+                _recall_pass(store, settings, row_ids, device, recall_workers, run, echo)
         except KeyboardInterrupt:
             measured = sum(_recall_current(store.rows[r], settings) for r in row_ids if store.done(r))
-            recall_txt = f", {measured} with recall" if want_recall else ""
+            recall_txt = "" if mode == "none" else f", {measured} with recall"
             echo(
                 f"interrupted: {sum(store.done(r) for r in row_ids)} of {len(row_ids)} rows saved{recall_txt} in "
                 f"{out}; rerun the same command to continue"
@@ -372,9 +430,12 @@ def run_ablation(
 
 __all__ = [
     "AblationRun",
+    "RecallJob",
+    "RecallOutcome",
     "environment",
     "format_ratio",
     "measure_row",
+    "recall_mode",
     "recall_row",
     "run_ablation",
     "run_row",

@@ -7,6 +7,7 @@ Every row shares data, tokenizer, training settings and seed; only the row's mod
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from hymba.config import (
     section_from_dict,
 )
 from hymba.eval.mqar import MQARSettings
-from hymba.presets import ROW_NAMES, row_config
+from hymba.presets import ROW_NAMES, roadmap, row_config
 from hymba.runtime import DTYPES
 
 PRESETS = ("auto", "tiny", "seed", "paper")  # what --preset offers (tests also use the hidden `micro` scale)
@@ -63,8 +64,19 @@ SECTIONS: dict[str, type] = {
     "bench": BenchSettings,
     "recall": MQARSettings,
 }
+
+
+def _row_fields() -> frozenset[str]:
+    """The model fields the rows of ``roadmap.toml`` set (``use_meta`` is a row switch, not a model field: the
+    base's ``n_meta_tokens`` stays overridable), plus ``kv_share_groups``, which no row sets but which shapes
+    the layer groups of every KV-sharing row, so the ablation fixes it too."""
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    set_keys = {key for r in roadmap()["rows"] for key in r.get("set", {})}
+    return frozenset(set_keys & model_fields) | {"kv_share_groups"}
+
+
 # the fields the rows vary: overriding them would make rows identical
-ROW_FIELDS = frozenset({"n_heads", "n_kv_heads", "ssm", "swa_plan", "kv_share", "kv_share_groups", "fusion"})
+ROW_FIELDS = _row_fields()
 # training-settings fields that do not change a result (left out of the run's fingerprint)
 COSMETIC = {"train": {"progress", "log_every", "tensorboard", "ckpt_every", "keep_checkpoints"}, "data": {"cache_dir"}}
 
@@ -85,7 +97,7 @@ def resolve_preset(preset: str, cuda: bool | None = None) -> str:
 
 def parse_rows(spec: str | None) -> list[int]:
     """``"1,5,13"`` or ``"1-4,13"`` -> row ids in the order given (repeats dropped), so ``13,1`` runs row 13
-    first; ``None``/``"all"`` -> all 13 in order. Tables are sorted by id whatever the run order."""
+    first; ``None``/``"all"`` -> every row in order. Tables are sorted by id whatever the run order."""
     if spec is None or spec.strip().lower() == "all":
         return sorted(ROW_NAMES)
     rows: dict[int, None] = {}  # ordered set

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hymba.ablation.metrics import ROW_METRICS
 from hymba.io import atomic_write, finite, lock_directory
 from hymba.rundir import RunDir
 
@@ -26,23 +27,7 @@ CSV_FIELDS = (
     "name",
     "status",
     "error",
-    "params",
-    "attn_params",
-    "ssm_params",
-    "attn_mamba",
-    "val_loss",
-    "val_ppl",
-    "val_acc",
-    "train_tokens_per_s",
-    "mfu",
-    "steps",
-    "gen_tokens_per_s",
-    "gen_batch",
-    "gen_prompt_len",
-    "gen_new_tokens",
-    "kv_mb",
-    "ssm_mb",
-    "recall_acc",
+    *(m.key for m in ROW_METRICS if m.csv),
     "device",
     "seconds",
     "finished_at",
