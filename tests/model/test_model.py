@@ -10,7 +10,8 @@ ROWS = ablation_rows("tiny", vocab_size=97)
 
 
 def test_thirteen_rows_with_paper_names():
-    assert sorted(ROWS) == list(range(1, 14))
+    assert set(range(1, 14)) <= set(ROWS)  # the paper's 13; more rows are a roadmap.toml edit
+    assert sorted(ROWS) == list(range(1, len(ROWS) + 1))
     assert ROW_NAMES[13].startswith("9) + meta tokens")
     for base in ("seed", "paper"):
         rows = ablation_rows(base)

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="{" + ",".join(PRESETS) + "}",
         help="scale of roadmap.toml: auto = seed on a GPU, tiny on CPU (default: %(default)s)",
     )
-    p.add_argument("--rows", default=None, help="rows to run, in this order, e.g. 13,1,5 or 1-4 (default: all 13)")
+    p.add_argument("--rows", default=None, help="rows to run, in this order, e.g. 13,1,5 or 1-4 (default: all rows)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/ablation-<preset>)")
     p.add_argument(
         "--set",

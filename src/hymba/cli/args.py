@@ -42,7 +42,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--row",
         type=int,
         default=DEFAULT_ROW,
-        help="ablation row 1..13 at the scale --preset (default: %(default)s, the full Hymba)",
+        help="ablation row of roadmap.toml at the scale --preset (default: %(default)s, the full Hymba)",
     )
     p.add_argument(
         "--preset", default="tiny", metavar="{" + ",".join(SCALES) + "}", help="scale for --row (default: %(default)s)"
