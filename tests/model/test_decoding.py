@@ -218,7 +218,10 @@ def status(key):  # kB -> bytes
 T = int(sys.argv[1])
 model = HymbaLM(tiny_model()).eval()
 ids = torch.randint(0, 100, (1, T))
-open("/proc/self/clear_refs", "w").write("5")  # reset the peak RSS (VmHWM) to the current one
+try:
+    open("/proc/self/clear_refs", "w").write("5")  # reset the peak RSS (VmHWM) to the current one
+except OSError:
+    sys.exit(3)  # not Linux, or not allowed
 base = status("VmRSS:")
 model.generate(ids, 2)
 print(status("VmHWM:") - base, model.generation_bytes(1, T, T + 2))
@@ -233,7 +236,10 @@ def test_generation_memory_estimate_tracks_the_measured_peak_on_cpu():
     import sys
 
     for T in (2048, 4096):
-        out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(T)], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(T)], capture_output=True, text=True)
+        if out.returncode == 3:
+            pytest.skip("peak RSS cannot be reset here (/proc/self/clear_refs)")
+        assert out.returncode == 0, out.stderr
         measured, estimate = map(int, out.stdout.split())
         assert 0.5 < measured / estimate < 2, (T, measured, estimate)
 
