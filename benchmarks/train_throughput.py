@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from hymba.ablation.settings import AblationSettings
+from hymba.cli.args import add_set_arg
 from hymba.config import RunConfig
 from hymba.runtime import peak_flops, resolve_device
 from hymba.train import train
@@ -63,13 +64,9 @@ def main() -> None:
     )
     p.add_argument("--steps", type=int, default=20, help="timed optimizer steps (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: %(default)s)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override a setting of the scale (repeatable)",
+    add_set_arg(
+        p,
+        "override a setting of the scale (repeatable)",
     )
     args = p.parse_args()
     settings = AblationSettings.load(

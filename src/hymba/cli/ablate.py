@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from hymba.ablation.settings import PRESETS
+from hymba.cli.args import add_set_arg
 from hymba.rundir import RunDir
 
 
@@ -23,13 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--rows", default=None, help="rows to run, in this order, e.g. 13,1,5 or 1-4 (default: all rows)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/ablation-<preset>)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override a setting of the scale: model.*, data.*, train.*, bench.*, recall.* "
+    add_set_arg(
+        p,
+        "override a setting of the scale: model.*, data.*, train.*, bench.*, recall.* "
         "(e.g. --set train.max_steps=50; repeatable)",
     )
     p.add_argument("--force", action="store_true", help="redo rows that are already finished")

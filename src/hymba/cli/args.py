@@ -1,4 +1,4 @@
-"""Arguments several subcommands share: ``--device``, and which model config (``--config`` or ``--row`` at
+"""Arguments several subcommands share: ``--device``, ``--set``, and which model config (``--config`` or ``--row`` at
 ``--preset``) for the benchmark subcommands."""
 
 from __future__ import annotations
@@ -18,6 +18,11 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: %(default)s)"
     )
+
+
+def add_set_arg(p: argparse.ArgumentParser, help: str) -> None:
+    """``--set SECTION.FIELD=VALUE`` (repeatable), collected in ``args.overrides``."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE", help=help)
 
 
 def parse_device(name: str, flag: str = "--device") -> torch.device:

@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from hymba.cli.args import add_set_arg
 from hymba.config import RunConfig
 from hymba.errors import UsageError
 from hymba.rundir import RunDir
@@ -29,13 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         help="run directory: resolved config, git revision, logs, metrics, checkpoints, final weights",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override one config field, e.g. --set data.source=corpus.txt --set train.max_steps=100 "
+    add_set_arg(
+        p,
+        "override one config field, e.g. --set data.source=corpus.txt --set train.max_steps=100 "
         '(repeatable; values are TOML: 3, 1e-3, true, [0, 5], "text")',
     )
     p.add_argument(
