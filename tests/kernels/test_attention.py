@@ -141,3 +141,14 @@ def test_sdpa_backward_stays_finite_when_every_logit_is_very_negative(T, Hkv):
         torch.testing.assert_close(
             got[i].float(), want[i].float(), rtol=3e-2, atol=3e-2 * (1 + want[i].abs().max().item())
         )
+
+
+def test_auto_takes_flex_only_where_dispatch_would():
+    """The rule generate's memory estimate shares with the dispatch (no CUDA needed to ask it)."""
+    from hymba.kernels.attention import FLEX_BLOCK, auto_takes_flex
+
+    assert auto_takes_flex("cuda", True, 64, 128, FLEX_BLOCK)
+    assert not auto_takes_flex("cpu", True, 64, 128, FLEX_BLOCK)
+    assert not auto_takes_flex("cuda", False, 64, 128, FLEX_BLOCK)  # padded batch
+    assert not auto_takes_flex("cuda", True, 96, 128, FLEX_BLOCK)  # head dim flex cannot serve
+    assert not auto_takes_flex("cuda", True, 64, 64, FLEX_BLOCK - 1)  # shorter than one block

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hymba.config import ModelConfig
-from hymba.kernels.attention import MaskSpec, attention
+from hymba.kernels.attention import MaskSpec, attention, auto_takes_flex
 from hymba.model.cache import HybridCache
 from hymba.model.layers import RMSNorm, Rotary, SwiGLU
 from hymba.model.plan import LayerPlan, layer_plans
@@ -318,15 +318,18 @@ class HymbaLM(nn.Module):
     def generation_bytes(self, batch: int, prompt_len: int, max_len: int, padded: bool = False) -> int:
         """About the peak memory (bytes) a prefill of ``batch`` x ``prompt_len`` tokens into a cache of
         ``max_len`` columns needs beyond the weights, for a check before anything is allocated: the cache as
-        allocated, a layer's activations, and, where attention runs on ``sdpa`` (CPU, padded batches, or
-        requested), the scores and masks of one layer, which grow with the prompt length squared (about
-        ``n_heads * 8 + 16`` bytes per query-key pair, measured on CPU: tests/model/test_decoding.py)."""
+        allocated, a layer's activations, and, where attention runs on ``sdpa`` (as
+        :func:`~hymba.kernels.attention.auto_takes_flex` decides for ``auto``: CPU, padded batches), the
+        scores and masks of one layer, which grow with the prompt length squared (about ``n_heads * 8 + 16``
+        bytes per query-key pair, measured on CPU: tests/model/test_decoding.py)."""
         c, p = self.config, next(self.parameters())
         cache = HybridCache.allocate(c, batch, max_len, device="meta", dtype=p.dtype)
         T = prompt_len + c.n_meta_tokens
         total = sum(cache.nbytes().values()) + batch * T * c.d_model * 32 * p.element_size()
-        dense = c.attn_backend == "sdpa" or p.device.type != "cuda" or padded
-        if dense and any(plan.attention for plan in self.plan):
+        flex = c.attn_backend == "flex" or (
+            c.attn_backend == "auto" and auto_takes_flex(p.device.type, not padded, c.qk_head_dim, c.v_head_dim, T)
+        )
+        if not flex and any(plan.attention for plan in self.plan):
             total += batch * T * T * (c.n_heads * 8 + 16)
         return total
 

@@ -30,13 +30,28 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _sdpa_reason(q_dim: int, v_dim: int, q_len: int) -> str | None:
+    """Why ``auto`` runs sdpa for a plain-layout CUDA call, or None when FlexAttention serves it."""
+    # FlexAttention's Triton templates need power-of-two head dims of 16..128 (256 overflows shared memory)
+    if not all(d in (16, 32, 64, 128) for d in (q_dim, v_dim)):
+        return f"head dims {q_dim}/{v_dim} unsupported by flex"
+    if q_len < FLEX_BLOCK:
+        return f"sequences shorter than one {FLEX_BLOCK}-token flex block"
+    return None
+
+
+def auto_takes_flex(device_type: str, plain: bool, q_dim: int, v_dim: int, q_len: int) -> bool:
+    """Whether :func:`attention` with backend ``auto`` runs FlexAttention (no dense mask or score matrix) for
+    such a call: CUDA, the plain (unpadded) layout, head dims and length flex serves. (A shape whose flex
+    compile fails still falls back to sdpa at run time.)"""
+    return device_type == "cuda" and plain and _sdpa_reason(q_dim, v_dim, q_len) is None
+
+
 def attention(q, k, v, spec: MaskSpec, backend: str = "auto"):
     """q [B, H, Tq, Dk], k [B, Hkv, Tk, Dk], v [B, Hkv, Tk, Dv] -> [B, H, Tq, Dv]."""
     if backend not in BACKENDS:
         raise ValueError(f"attention backend {backend!r} unknown; expected one of {BACKENDS}")
     plain = spec.n_meta is not None and q.shape[2] == k.shape[2]
-    # FlexAttention's Triton templates need power-of-two head dims of 16..128 (256 overflows shared memory)
-    flex_dims = all(d in (16, 32, 64, 128) for d in (q.shape[-1], v.shape[-1]))
     if backend == "flex":
         if q.device.type != "cuda":
             raise BackendUnavailable("attention backend 'flex' needs CUDA tensors")
@@ -47,10 +62,9 @@ def attention(q, k, v, spec: MaskSpec, backend: str = "auto"):
         return attention_flex(q, k, v, spec)
     if backend == "auto" and q.device.type == "cuda" and plain:
         key = (tuple(q.shape), tuple(k.shape), v.shape[-1], q.dtype, spec.window, spec.n_meta)
-        if not flex_dims:
-            log_choice("attention", "sdpa", f"head dims {q.shape[-1]}/{v.shape[-1]} unsupported by flex")
-        elif q.shape[2] < FLEX_BLOCK:
-            log_choice("attention", "sdpa", f"sequences shorter than one {FLEX_BLOCK}-token flex block")
+        reason = _sdpa_reason(q.shape[-1], v.shape[-1], q.shape[2])
+        if reason:
+            log_choice("attention", "sdpa", reason)
         elif key not in _flex_failed:
             from hymba.kernels.attention.flex import attention_flex
 
@@ -69,4 +83,4 @@ def attention(q, k, v, spec: MaskSpec, backend: str = "auto"):
     return attention_sdpa(q, k, v, spec)
 
 
-__all__ = ["attention", "MaskSpec", "build_mask", "attention_sdpa", "attention_naive"]
+__all__ = ["attention", "auto_takes_flex", "MaskSpec", "build_mask", "attention_sdpa", "attention_naive"]
