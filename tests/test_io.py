@@ -4,10 +4,11 @@ import json
 import math
 import os
 import stat
+import threading
 
 import pytest
 
-from hymba.io import atomic_write, json_dumps, lock_directory
+from hymba.io import _umask, atomic_write, json_dumps, lock_directory
 
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
@@ -37,3 +38,24 @@ def test_lock_directory_is_exclusive_and_names_its_holder(tmp_path):
         lock_directory(tmp_path, "`hymba ablate`")
     held.close()
     lock_directory(tmp_path, "`hymba ablate`").close()  # released
+
+
+def test_reading_the_umask_leaves_it_unchanged_for_other_threads(tmp_path):
+    old = os.umask(0o027)
+    try:
+        seen, stop = set(), threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                seen.add(_umask())
+
+        t = threading.Thread(target=watch)
+        t.start()
+        for i in range(200):
+            atomic_write(tmp_path / f"f{i}", "x")
+        stop.set()
+        t.join()
+        assert seen == {0o027}
+        assert all((tmp_path / f"f{i}").stat().st_mode & 0o777 == 0o640 for i in range(200))
+    finally:
+        os.umask(old)

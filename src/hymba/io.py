@@ -9,16 +9,28 @@ import json
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 LOCK_FILE = ".lock"
+_UMASK_LOCK = threading.Lock()
 
 
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+    # Linux reports the umask without changing it; elsewhere it can only be read by setting it, and the lock
+    # keeps this module's other threads from seeing the temporary 0
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0)
+        os.umask(mask)
     return mask
 
 
