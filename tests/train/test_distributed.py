@@ -56,7 +56,7 @@ progress = false
 """
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """One intra-op thread, like each torchrun process (OMP_NUM_THREADS=1): the in-process runs are the
     references, and extra threads only spin on a busy CI box."""
