@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="IDS",
         help="train rows concurrently, one worker process per GPU: ids like 0,1,3 or auto (every visible GPU); "
-        "recall follows once every row is trained",
+        "recall follows once every row is trained (default: one row after another in this process)",
     )
     p.add_argument("--cpu-workers", type=int, default=0, help=argparse.SUPPRESS)  # the tests' stand-in for --gpus
 
