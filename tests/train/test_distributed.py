@@ -110,18 +110,18 @@ def final(out: Path) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-def assert_same_run(a: Path, b: Path, steps: range) -> None:
+def assert_same_run(a: Path, b: Path, steps: range, rtol: float = RTOL, atol: float = ATOL) -> None:
     for key in ("loss", "grad_norm", "lr"):
         ca, cb = curve(a, key), curve(b, key)
         assert [s for s in ca if s in steps] == list(steps) == [s for s in cb if s in steps], key
         for s in steps:
-            assert cb[s] == pytest.approx(ca[s], rel=RTOL), (key, s)
-    assert curve(b, "val_loss")[3] == pytest.approx(curve(a, "val_loss")[3], rel=RTOL)
-    assert final(b)["val_loss"] == pytest.approx(final(a)["val_loss"], rel=RTOL)
+            assert cb[s] == pytest.approx(ca[s], rel=rtol), (key, s)
+    assert curve(b, "val_loss")[3] == pytest.approx(curve(a, "val_loss")[3], rel=rtol)
+    assert final(b)["val_loss"] == pytest.approx(final(a)["val_loss"], rel=rtol)
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert sorted(wa) == sorted(wb)
     for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=ATOL, msg=k)
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=atol, msg=k)
 
 
 def crash_after_step_3(src: Path, dst: Path) -> Path:
@@ -243,6 +243,28 @@ def test_world_of_one_fsdp_without_torchrun(ref, config, tmp_path):
     one_process(config, out, "train.batch_size=8", "train.parallel=fsdp")
     assert_same_run(ref, out, range(1, 7))
     assert not torch.distributed.is_initialized()  # the process group it set up is gone
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_world_of_one_on_nccl(config, tmp_path, mode):
+    """torchrun with one process on one GPU: DDP / FSDP2 over NCCL train like the plain process in fp32
+    (rtol 1e-4: cuBLAS and atomics may sum in another order), and FSDP2's bf16 parameters train too."""
+    cuda = ("train.device=cuda", "train.batch_size=8")
+    ref = tmp_path / "ref"
+    one_process(config, ref, *cuda, "train.precision=fp32")
+    out = tmp_path / mode
+    sets = [a for kv in (*cuda, "train.precision=fp32", f"train.parallel={mode}") for a in ("--set", kv)]
+    proc = torchrun("--config", str(config), "--out", str(out), *sets, nproc=1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{mode.upper()} over 1 process(es), nccl" in (out / "train.log").read_text()
+    assert_same_run(ref, out, range(1, 7), rtol=1e-4, atol=1e-4)
+    if mode == "fsdp":  # bf16 parameters, fp32 gradient reduction: close to fp32, not equal
+        bf16 = tmp_path / "bf16"
+        proc = torchrun("--config", str(config), "--out", str(bf16), "--set", cuda[0], "--set", cuda[1],
+                        "--set", "train.parallel=fsdp", nproc=1)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert final(bf16)["val_loss"] == pytest.approx(final(ref)["val_loss"], rel=0.02)
 
 
 # ---- units ----------------------------------------------------------------------------------------------

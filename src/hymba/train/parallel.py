@@ -132,8 +132,10 @@ def _device(tc: TrainConfig, where: Launch, mode: str) -> torch.device:
 class Parallel:
     """The parallel layout of one training process (see the module docstring); ``mode`` is none, ddp or fsdp."""
 
-    def __init__(self, mode: str, rank: int, world_size: int, device: torch.device, precision: str = "auto"):
-        self.mode, self.rank, self.world_size, self.device = mode, rank, world_size, device
+    def __init__(
+        self, mode: str, rank: int, world_size: int, device: torch.device, precision: str = "auto", backend: str = ""
+    ):
+        self.mode, self.rank, self.world_size, self.device, self.backend = mode, rank, world_size, device, backend
         self.amp = autocast_dtype(precision, device)
 
     @property
@@ -151,7 +153,9 @@ class Parallel:
         return self.is_rank0 or self.mode == "fsdp"
 
     def describe(self) -> str:
-        return "one process" if not self.distributed else f"{self.mode.upper()} over {self.world_size} process(es)"
+        if not self.distributed:
+            return "one process"
+        return f"{self.mode.upper()} over {self.world_size} process(es), {self.backend}"
 
     # ---- the model --------------------------------------------------------------------------------------
     def wrap(self, model: nn.Module) -> nn.Module:
@@ -334,7 +338,7 @@ def start(tc: TrainConfig) -> Iterator[Parallel]:
     elif own:  # a world of one, without torchrun's rendezvous
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=TIMEOUT)
     try:
-        yield Parallel(mode, dist.get_rank(), dist.get_world_size(), device, tc.precision)
+        yield Parallel(mode, dist.get_rank(), dist.get_world_size(), device, tc.precision, dist.get_backend())
     finally:
         if own:
             dist.destroy_process_group()

@@ -359,11 +359,11 @@ class _MetricsLog:
 class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped training after a step, and that step was checkpointed."""
 
-    def __init__(self, signum: int, step: int, checkpoint: Path, out: Path):
+    def __init__(self, signum: int, step: int, checkpoint: Path, out: Path, launcher: str = ""):
         self.signum = signum
         super().__init__(
             f"{signal.Signals(signum).name} at step {step}; saved {checkpoint}; continue with: "
-            f"hymba train --out {out} --resume"
+            f"{launcher}hymba train --out {out} --resume"
         )
 
 
@@ -614,7 +614,8 @@ def _train(
                 saved = checkpoint()
             signum = par.max(stop.signum or 0)  # every rank stops after the same step
             if signum:
-                raise TrainingInterrupted(signum, step, saved or checkpoint(), out)
+                launcher = f"torchrun --nproc_per_node {par.world_size} -m " if par.world_size > 1 else ""
+                raise TrainingInterrupted(signum, step, saved or checkpoint(), out, launcher)
 
     # steady state: leave out warm-up / compilation steps, but always keep at least one
     skip = min(tc.throughput_skip_steps, max(0, len(step_times) - 1))
