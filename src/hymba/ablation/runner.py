@@ -21,6 +21,7 @@ Layout of the output directory (the names: ``hymba.rundir.RunDir``)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import platform
@@ -420,14 +421,15 @@ def _train_rows_in_workers(
         echo(f"{heads[task[1]]}: training on {slot.label} (worker pid {pid})")
 
     tasks = [(settings, row, run.out_dir) for row in todo]
-    for outcome in run_tasks(_row_task, tasks, slots, started):
-        row = outcome.task[1]
-        if outcome.result is not None:
-            rec = {**outcome.result, "device": outcome.slot.label}
-        else:
-            rec = _crashed_row(settings, row, run.out_dir, outcome.slot, outcome.error, time.perf_counter() - t0[row])
-        store.put(rec)
-        _row_saved(rec, f"{heads[row]} on {outcome.slot.label}", run, echo)
+    with contextlib.closing(run_tasks(_row_task, tasks, slots, started)) as outcomes:  # an interrupt stops them
+        for outcome in outcomes:
+            row, slot = outcome.task[1], outcome.slot
+            if outcome.result is not None:
+                rec = {**outcome.result, "device": slot.label}
+            else:
+                rec = _crashed_row(settings, row, run.out_dir, slot, outcome.error, time.perf_counter() - t0[row])
+            store.put(rec)
+            _row_saved(rec, f"{heads[row]} on {slot.label}", run, echo)
 
 
 def _recall_pass(

@@ -5,15 +5,19 @@ A :class:`Slot` is one place a worker computes: a GPU (the worker sees only it, 
 task gets a fresh spawned process on a free slot, so one task per GPU runs at a time and its timings are not
 shared with another task's. The parent alone writes results: :func:`run_tasks` yields each task's outcome as
 its worker ends, with the result the worker sent back, or, if the worker died without one (a crash, the OOM
-killer, SIGKILL), why it died. An interrupt of the parent (or any error there) terminates the workers.
+killer, SIGKILL), why it died. An interrupt of the parent (Ctrl-C, SIGTERM, or any error there) terminates
+the workers, and a worker whose parent dies (even by SIGKILL) is sent SIGTERM.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
@@ -80,14 +84,29 @@ class Outcome:
     error: str | None
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this worker when its parent dies, even by SIGKILL (elsewhere: a no-op)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _worker(fn: Callable[[Any, str], Any], task: Any, slot: Slot, conn) -> None:
     from hymba.runtime import keep_freed_memory
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which terminates the workers
+    _die_with_parent()
     keep_freed_memory()
     if slot.threads:
         torch.set_num_threads(slot.threads)
-    conn.send(fn(task, slot.device))
+    try:
+        result = fn(task, slot.device)
+    except KeyboardInterrupt:  # SIGINT/SIGTERM reached the task (a training run checkpoints and raises)
+        return  # the parent is stopping: no result, and no traceback on the terminal
+    conn.send(result)
     conn.close()
 
 
@@ -106,6 +125,10 @@ def _environ(env: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"{signal.Signals(signum).name}")
+
+
 def _death(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         return f"the worker process was killed by {signal.Signals(-exitcode).name}"
@@ -121,10 +144,14 @@ def run_tasks(
     """``fn(task, slot.device)`` for every task, each in its own spawned process, one per slot at a time, in
     the order given; yields each :class:`Outcome` as its worker ends (``started`` is told each worker's pid).
     ``fn`` and the tasks must be picklable; ``fn`` should catch its own errors (an escaped one kills the
-    worker, and the outcome says so). Closing the generator early terminates the workers still running."""
+    worker, and the outcome says so). Closing the generator early terminates the workers still running: use it
+    under ``contextlib.closing``, so that an exception in the caller's loop closes it at once."""
     ctx = multiprocessing.get_context("spawn")
     pending, free = list(tasks), list(slots)
     running: dict[Any, list[Any]] = {}  # sentinel -> [process, connection, task, slot, result]
+    old_term = None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM stops the workers, like Ctrl-C
+        old_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while pending or running:
             while pending and free:
@@ -160,6 +187,8 @@ def run_tasks(
                 else:
                     yield Outcome(task, slot, None, _death(proc.exitcode))
     finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
         for proc, *_ in running.values():
             proc.terminate()  # SIGTERM: a training worker checkpoints its step and stops
         for proc, recv, *_ in running.values():
