@@ -237,6 +237,19 @@ def test_parallel_none_under_torchrun_is_one_error(config, tmp_path):
     assert not out.exists()
 
 
+def test_fsdp_without_gloo_is_one_error(config, tmp_path, monkeypatch, capsys):
+    """Where this PyTorch build cannot run FSDP2 on CPU (no gloo): one line, exit code 2, nothing written."""
+    from hymba.cli import main
+
+    monkeypatch.setattr(torch.distributed, "is_gloo_available", lambda: False)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out), "--set", "train.parallel=fsdp"]) == 2
+    assert capsys.readouterr().err == (
+        "hymba train: error: train.parallel='fsdp' on CPU needs the gloo backend, which this PyTorch build lacks\n"
+    )
+    assert not out.exists()
+
+
 def test_world_of_one_fsdp_without_torchrun(ref, config, tmp_path):
     """``train.parallel=fsdp`` in a plain process: a world of one, the same path, the same numbers."""
     out = tmp_path / "run"
