@@ -298,8 +298,8 @@ class Parallel:
 
 
 def _by_index(optim: dict[str, Any]) -> dict[str, Any]:
-    """An optimizer state dict keyed by parameter name (``torch.distributed.checkpoint``) keyed by index,
-    numbering the parameters group by group as ``torch.optim.Optimizer.state_dict`` does."""
+    """``optim``, keyed by parameter name (as ``torch.distributed.checkpoint`` gives it), re-keyed by index:
+    the parameters numbered group by group, as ``torch.optim.Optimizer.state_dict`` numbers them."""
     index = {name: i for i, name in enumerate(n for g in optim["param_groups"] for n in g["params"])}
     return {
         "state": {index[name]: s for name, s in optim["state"].items()},
