@@ -44,7 +44,8 @@ cache_dir = "{cache}"
 [train]
 device = "cpu"
 seq_len = 32
-batch_size = 4
+batch_size = 2
+grad_accum = 2
 max_steps = 6
 warmup_steps = 1
 log_every = 1
@@ -135,9 +136,10 @@ def crash_after_step_3(src: Path, dst: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def ref(config, tmp_path_factory) -> Path:
-    """One process, the global batch of the two-rank runs (8)."""
+    """One process with the global batch of the two-rank runs: 4 sequences per micro-step, 2 micro-steps per
+    optimizer step (the two-rank runs skip the gradient sync on the first)."""
     out = tmp_path_factory.mktemp("ref") / "run"
-    one_process(config, out, "train.batch_size=8")
+    one_process(config, out, "train.batch_size=4")
     return out
 
 
@@ -155,7 +157,7 @@ def test_ddp_matches_one_process(ref, ddp):
     run = json.loads((out / "run.json").read_text())
     assert run["parallel"] == {"mode": "ddp", "world_size": 2}
     state = torch.load(out / "checkpoints" / "step_0000006" / "state.pt", weights_only=True)
-    assert state["data"]["batch_size"] == 8 and state["data"]["next_index"] == 6  # global terms
+    assert state["data"]["batch_size"] == 4 and state["data"]["next_index"] == 12  # global terms
 
 
 def test_only_rank0_writes_and_prints(ref, ddp):
@@ -167,36 +169,32 @@ def test_only_rank0_writes_and_prints(ref, ddp):
     assert files(out) == files(ref)
     assert len(metrics(out)) == len(metrics(ref))  # no line written twice
     log = (out / "train.log").read_text()
-    assert log.count("model: ") == 1 and "DDP over 2 process(es)" in log
+    assert log.count("model: ") == 1 and "DDP over 2 process(es), gloo" in log
     assert proc.stdout.count("val_loss") == 1  # the result line, from rank 0 only
     assert proc.stderr.count("model: ") == 1
 
 
-def test_fsdp_with_accumulation_matches_one_process(config, tmp_path):
-    """FSDP2 over 2 ranks, batch 2 per rank, 2 micro-steps per optimizer step (inner ones without gradient
-    sync) == one process with batch 4 and the same accumulation; its checkpoints load in one process."""
-    ref = tmp_path / "ref"
-    one_process(config, ref, "train.batch_size=4", "train.grad_accum=2")
+def test_fsdp_matches_one_process(ref, config, tmp_path):
+    """FSDP2 over 2 ranks (inner micro-steps without gradient sync) == one process; its checkpoints, gathered
+    from the shards, hold the optimizer state one process holds."""
     out = tmp_path / "fsdp"
-    proc = torchrun(
-        "--config", str(config), "--out", str(out), "--set", "train.parallel=fsdp", "--set", "train.batch_size=2",
-        "--set", "train.grad_accum=2",
-    )  # fmt: skip
+    proc = torchrun("--config", str(config), "--out", str(out), "--set", "train.parallel=fsdp")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_run(ref, out, range(1, 7))
-    assert "FSDP over 2 process(es)" in (out / "train.log").read_text()
+    assert "FSDP over 2 process(es), gloo" in (out / "train.log").read_text()
     sa = torch.load(ref / "checkpoints" / "step_0000006" / "state.pt", weights_only=True)
     sb = torch.load(out / "checkpoints" / "step_0000006" / "state.pt", weights_only=True)
     assert sb["optimizer"]["param_groups"] == sa["optimizer"]["param_groups"]
     assert sorted(sb["optimizer"]["state"]) == sorted(sa["optimizer"]["state"])
     for i, s in sa["optimizer"]["state"].items():
+        assert sb["optimizer"]["state"][i]["step"] == s["step"]
         for k in ("exp_avg", "exp_avg_sq"):
             torch.testing.assert_close(sb["optimizer"]["state"][i][k], s[k], rtol=0, atol=ATOL)
 
 
 def test_two_rank_checkpoint_resumes_in_one_process(ref, ddp, tmp_path):
     out = crash_after_step_3(ddp[0], tmp_path / "run")
-    one_process(None, out, "train.batch_size=8", resume=True)  # the same global batch on one rank
+    one_process(None, out, "train.batch_size=4", resume=True)  # the same global batch on one rank
     assert_same_run(ref, out, range(1, 7))
     assert [r["parallel"] for r in json.loads((out / "run.json").read_text())["resumes"]] == [
         {"mode": "none", "world_size": 1}
@@ -205,7 +203,7 @@ def test_two_rank_checkpoint_resumes_in_one_process(ref, ddp, tmp_path):
 
 def test_one_process_checkpoint_resumes_on_two_ranks(ref, tmp_path):
     out = crash_after_step_3(ref, tmp_path / "run")
-    proc = torchrun("--out", str(out), "--resume", "--set", "train.batch_size=4", "--set", "train.parallel=fsdp")
+    proc = torchrun("--out", str(out), "--resume", "--set", "train.batch_size=2", "--set", "train.parallel=fsdp")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_run(ref, out, range(1, 7))
 
@@ -221,8 +219,8 @@ def test_resume_with_another_global_batch_is_refused(ddp, tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert (
-        "cannot resume: the checkpoint's global batch is 8 sequences (train.batch_size=4 on 2 rank(s)), this run's "
-        "is 4 (4 on 1); pass --set train.batch_size=8 to keep it" in proc.stderr
+        "cannot resume: the checkpoint's global batch is 4 sequences (train.batch_size=2 on 2 rank(s)), this run's "
+        "is 2 (2 on 1); pass --set train.batch_size=4 to keep it" in proc.stderr
     )
     assert "resumes" not in json.loads((out / "run.json").read_text())  # refused before it was recorded
 
@@ -253,7 +251,7 @@ def test_fsdp_without_gloo_is_one_error(config, tmp_path, monkeypatch, capsys):
 def test_world_of_one_fsdp_without_torchrun(ref, config, tmp_path):
     """``train.parallel=fsdp`` in a plain process: a world of one, the same path, the same numbers."""
     out = tmp_path / "run"
-    one_process(config, out, "train.batch_size=8", "train.parallel=fsdp")
+    one_process(config, out, "train.batch_size=4", "train.parallel=fsdp")
     assert_same_run(ref, out, range(1, 7))
     assert not torch.distributed.is_initialized()  # the process group it set up is gone
 
@@ -263,7 +261,7 @@ def test_world_of_one_fsdp_without_torchrun(ref, config, tmp_path):
 def test_world_of_one_on_nccl(config, tmp_path, mode):
     """torchrun with one process on one GPU: DDP / FSDP2 over NCCL train like the plain process in fp32
     (rtol 1e-4: cuBLAS and atomics may sum in another order), and FSDP2's bf16 parameters train too."""
-    cuda = ("train.device=cuda", "train.batch_size=8")
+    cuda = ("train.device=cuda", "train.batch_size=4")
     ref = tmp_path / "ref"
     one_process(config, ref, *cuda, "train.precision=fp32")
     out = tmp_path / mode
