@@ -251,8 +251,8 @@ def test_every_subcommand_and_flag_is_described_with_its_default():
     for name, p in sub.choices.items():
         assert p.description and "\n" not in p.description.strip(), name
         for action in p._actions:
-            if isinstance(action, argparse._HelpAction):
-                continue
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+                continue  # help itself, or a hidden test hook (ablate --cpu-workers)
             flag = action.option_strings[0] if action.option_strings else action.dest
             assert action.help, f"hymba {name} {flag} has no help text"
             shown = p._get_formatter()._expand_help(action)

@@ -5,7 +5,10 @@ For each row the runner records validation perplexity and token accuracy, traini
 throughput (paper protocol, ``hymba.bench.generation_throughput``), the KV cache and SSM state at 8K tokens
 in FP16 (``hymba.bench.cache_size``), the parameter count and Attn:Mamba ratio, and, when asked, MQAR recall
 (``hymba.eval.mqar``). A row's record is saved the moment it finishes (``hymba.ablation.store``); rerunning
-the same command skips finished rows, so a crash, Ctrl-C or kill loses at most the row in flight.
+the same command skips finished rows, so a crash, Ctrl-C or kill loses at most the row in flight. With
+``gpus`` (``hymba ablate --gpus``) the rows train concurrently, one worker process per GPU
+(``hymba.ablation.workers``); this process alone writes the results, and a worker that dies leaves its row
+failed while the others finish.
 
 Layout of the output directory (the names: ``hymba.rundir.RunDir``)::
 
@@ -18,6 +21,8 @@ Layout of the output directory (the names: ``hymba.rundir.RunDir``)::
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gc
 import platform
 import shutil
@@ -34,7 +39,9 @@ import torch
 from hymba.ablation.metrics import train_metrics
 from hymba.ablation.settings import CACHE_DTYPE, CACHE_SEQ_LEN, AblationSettings, parse_rows
 from hymba.ablation.store import ResultsStore
+from hymba.ablation.workers import Slot, cpu_slots, gpu_slots, parse_gpus, run_tasks
 from hymba.config import RunConfig
+from hymba.errors import UsageError
 from hymba.presets import ROW_NAMES
 from hymba.rundir import RunDir
 
@@ -329,21 +336,100 @@ def _train_rows(
         echo(f"{head}: training")
         rec = run_row(settings, row, run.out_dir, device)
         store.put(rec)  # saved before recall: an interrupt there keeps the trained row
-        run.ran.append(row)
-        if rec["status"] == "failed":
-            run.failed.append(row)
-            echo(
-                f"{head}: FAILED after {rec['seconds']:.0f}s: {rec['error']} "
-                f"(traceback in {RunDir(run.out_dir).row_error(row)})"
-            )
+        if not _row_saved(rec, head, run, echo):
             continue
-        echo(
-            f"{head}: {rec['seconds']:.0f}s, val ppl {rec['val_ppl']:.2f}, "
-            f"train {rec['train_tokens_per_s']:,.0f} tok/s, gen {rec['gen_tokens_per_s']:,.0f} tok/s, "
-            f"KV {rec['kv_mb']:.2f} MB"
-        )
         if inline_recall:
             measure_recall(row, head)
+
+
+def _row_saved(rec: dict[str, Any], head: str, run: AblationRun, echo: Echo) -> bool:
+    """Count and report a row just saved; False if it failed."""
+    row = rec["id"]
+    run.ran.append(row)
+    if rec["status"] == "failed":
+        run.failed.append(row)
+        echo(
+            f"{head}: FAILED after {rec['seconds']:.0f}s: {rec['error']} "
+            f"(traceback in {RunDir(run.out_dir).row_error(row)})"
+        )
+        return False
+    echo(
+        f"{head}: {rec['seconds']:.0f}s, val ppl {rec['val_ppl']:.2f}, "
+        f"train {rec['train_tokens_per_s']:,.0f} tok/s, gen {rec['gen_tokens_per_s']:,.0f} tok/s, "
+        f"KV {rec['kv_mb']:.2f} MB"
+    )
+    return True
+
+
+# ---- rows in worker processes, one per GPU ------------------------------------------------------------------
+def _row_task(task: tuple[AblationSettings, int, Path], device: str) -> dict[str, Any]:
+    """One row in a worker (``hymba.ablation.workers``): trained on ``device``, without a progress bar."""
+    settings, row, out = task
+    train = dataclasses.replace(settings.train, device=device, progress=False)
+    return run_row(dataclasses.replace(settings, train=train), row, out, torch.device(device))
+
+
+def _crashed_row(
+    settings: AblationSettings, row: int, out: Path, slot: Slot, error: str, seconds: float
+) -> dict[str, Any]:
+    """The ``failed`` record of a row whose worker died without a record (it wrote no traceback either)."""
+    rd = RunDir(out)
+    rd.row_dir(row).mkdir(parents=True, exist_ok=True)
+    rd.row_error(row).write_text(f"{error} (worker on {slot.label}, training row {row})\n")
+    return {
+        "id": row,
+        "name": ROW_NAMES[row],
+        "status": "failed",
+        "error": error,
+        "device": slot.label,
+        "run_dir": RunDir.row_run_name(row),
+        "recall_acc": None,
+        "model": settings.row_model(row).to_dict(),
+        "seconds": seconds,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _train_rows_in_workers(
+    store: ResultsStore,
+    settings: AblationSettings,
+    row_ids: list[int],
+    slots: list[Slot],
+    run: AblationRun,
+    echo: Echo,
+    *,
+    force: bool,
+) -> None:
+    """Train the rows of ``row_ids`` that are not done (all with ``force``) concurrently, one worker process
+    per slot; each record is saved here, by the one writer, as its worker ends."""
+    heads = {row: f"[{n}/{len(row_ids)}] row {row} ({ROW_NAMES[row]})" for n, row in enumerate(row_ids, 1)}
+    todo = []
+    for row in row_ids:
+        if store.done(row) and not force:
+            echo(f"{heads[row]}: done earlier, skipped")
+            run.skipped.append(row)
+        else:
+            todo.append(row)
+    if not todo:
+        return
+    echo(f"training rows {','.join(map(str, todo))} on {', '.join(s.label for s in slots)}, one row per worker")
+
+    t0: dict[int, float] = {}
+
+    def started(task: tuple[AblationSettings, int, Path], slot: Slot, pid: int) -> None:
+        t0[task[1]] = time.perf_counter()
+        echo(f"{heads[task[1]]}: training on {slot.label} (worker pid {pid})")
+
+    tasks = [(settings, row, run.out_dir) for row in todo]
+    with contextlib.closing(run_tasks(_row_task, tasks, slots, started)) as outcomes:  # an interrupt stops them
+        for outcome in outcomes:
+            row, slot = outcome.task[1], outcome.slot
+            if outcome.result is not None:
+                rec = {**outcome.result, "device": slot.label}
+            else:
+                rec = _crashed_row(settings, row, run.out_dir, slot, outcome.error, time.perf_counter() - t0[row])
+            store.put(rec)
+            _row_saved(rec, f"{heads[row]} on {slot.label}", run, echo)
 
 
 def _recall_pass(
@@ -367,6 +453,36 @@ def _recall_pass(
             run.ran.append(r)
 
 
+def _worker_slots(
+    gpus: str | list[int] | None, cpu_workers: int, settings: AblationSettings, device: torch.device
+) -> list[Slot]:
+    """The worker slots of ``gpus`` or ``cpu_workers`` (none: rows train in this process, one by one)."""
+    from hymba.train.parallel import launch
+
+    if launch().world_size > 1:
+        raise UsageError(
+            "hymba ablate is one process (rows are independent runs): spread the rows over GPUs with "
+            "--gpus 0,1,... instead of launching it with torchrun"
+        )
+    if gpus is not None and cpu_workers:
+        raise UsageError("--gpus and CPU workers exclude each other")
+    if not isinstance(cpu_workers, int) or isinstance(cpu_workers, bool) or cpu_workers < 0:
+        raise UsageError(f"cpu_workers={cpu_workers!r} is invalid: must be a non-negative integer")
+    if cpu_workers:
+        if device.type != "cpu":
+            raise UsageError(f"CPU workers need train.device=cpu, not {settings.train.device!r}")
+        return cpu_slots(cpu_workers)
+    if gpus is None:
+        return []
+    ids = parse_gpus(gpus if isinstance(gpus, str) else ",".join(map(str, gpus)))
+    if settings.train.device not in ("auto", "cuda"):
+        raise UsageError(
+            f"--gpus gives each worker its GPU; train.device={settings.train.device!r} contradicts it "
+            "(leave it at auto or cuda)"
+        )
+    return gpu_slots(ids)
+
+
 def run_ablation(
     preset: str = "auto",
     rows: str | list[int] | None = None,
@@ -376,6 +492,8 @@ def run_ablation(
     force: bool = False,
     recall: bool | None = None,
     recall_workers: int = 1,
+    gpus: str | list[int] | None = None,
+    cpu_workers: int = 0,
     report: bool = True,
     echo: Echo = _stderr,
 ) -> AblationRun:
@@ -384,8 +502,11 @@ def run_ablation(
     ``rows``: ids or a spec like ``"1,5,13"`` (default all rows). ``out_dir`` defaults to
     ``runs/ablation-<preset>``. ``force`` redoes finished rows. ``recall``:
     None = on for GPU runs only. ``recall_workers`` > 1 measures recall after all rows are trained and
-    timed, that many rows at a time in parallel processes (timings are never taken while they run). Bad
-    presets, rows or overrides raise ``ValueError`` before any work.
+    timed, that many rows at a time in parallel processes (timings are never taken while they run).
+    ``gpus`` (``"auto"``, ``"0,1"`` or ids) trains the rows concurrently, one worker process per GPU;
+    ``cpu_workers`` > 0 does the same with that many CPU worker processes (how the tests exercise the
+    workers without GPUs). Recall then follows once every row is trained, as with ``recall_workers``. Bad
+    presets, rows, overrides or GPUs raise ``ValueError`` or ``UsageError`` before any work.
     """
     from hymba.runtime import resolve_device
 
@@ -397,7 +518,10 @@ def run_ablation(
     if not isinstance(recall_workers, int) or isinstance(recall_workers, bool) or recall_workers < 1:
         raise ValueError(f"--recall-workers {recall_workers!r} is invalid: must be a positive integer")
     device = resolve_device(settings.train.device, key="train.device")
+    slots = _worker_slots(gpus, cpu_workers, settings, device)
     mode = recall_mode(recall, recall_workers, device)
+    if slots and mode == "inline":
+        mode = "pool"  # after the concurrent training, so that it never shares a GPU with a timed row
     run = AblationRun(out, settings)
 
     with ResultsStore(out, settings.fingerprint(), meta=environment(device)) as store:
@@ -410,7 +534,10 @@ def run_ablation(
             f"recall {'off' if mode == 'none' else 'on'} -> {out}"
         )
         try:
-            _train_rows(store, settings, row_ids, device, run, echo, force=force, inline_recall=mode == "inline")
+            if slots:
+                _train_rows_in_workers(store, settings, row_ids, slots, run, echo, force=force)
+            else:
+                _train_rows(store, settings, row_ids, device, run, echo, force=force, inline_recall=mode == "inline")
             if mode == "pool":
                 _recall_pass(store, settings, row_ids, device, recall_workers, run, echo)
         except KeyboardInterrupt:

@@ -78,7 +78,10 @@ def _row_fields() -> frozenset[str]:
 # the fields the rows vary: overriding them would make rows identical
 ROW_FIELDS = _row_fields()
 # training-settings fields that do not change a result (left out of the run's fingerprint)
-COSMETIC = {"train": {"progress", "log_every", "tensorboard", "ckpt_every", "keep_checkpoints"}, "data": {"cache_dir"}}
+COSMETIC = {
+    "train": {"progress", "log_every", "tensorboard", "ckpt_every", "keep_checkpoints", "parallel"},
+    "data": {"cache_dir"},
+}
 
 
 def available_scales() -> list[str]:

@@ -1,7 +1,9 @@
-"""``hymba ablate [--preset auto|tiny|seed|paper] [--rows 1,5,13] [--out DIR] [--set ...] [--force]``.
+"""``hymba ablate [--preset auto|tiny|seed|paper] [--rows 1,5,13] [--out DIR] [--set ...] [--force] [--gpus 0,1]``.
 
-Trains and measures the paper's design-roadmap rows one after another, saving each finished row at once;
-rerunning the same command resumes. Ends with the table beside the paper's numbers and the files written.
+Trains and measures the paper's design-roadmap rows one after another (or, with ``--gpus``, concurrently, one
+worker process per GPU), saving each finished row at once; rerunning the same command resumes. Ends with the
+table beside the paper's numbers and the files written. The hidden ``--cpu-workers N`` runs the concurrent
+path with N CPU worker processes: how the tests exercise it without GPUs.
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "timed (small models leave most of a GPU idle; default 1 = inline, row by row)",
     )
 
+    p.add_argument(
+        "--gpus",
+        default=None,
+        metavar="IDS",
+        help="train rows concurrently, one worker process per GPU: ids like 0,1,3 or auto (every visible GPU); "
+        "recall follows once every row is trained (default: one row after another in this process)",
+    )
+    p.add_argument("--cpu-workers", type=int, default=0, help=argparse.SUPPRESS)  # the tests' stand-in for --gpus
+
 
 def run(args: argparse.Namespace) -> int:
     from hymba.ablation.report import print_report
@@ -61,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         recall=args.recall,
         recall_workers=args.recall_workers,
+        gpus=args.gpus,
+        cpu_workers=args.cpu_workers,
     )
     out = result.out_dir
     print_report(result.table, result.files)

@@ -1,7 +1,8 @@
 """``hymba train [--config FILE.toml] --out DIR [--set section.field=value ...] [--resume]``.
 
 Without ``--config`` it trains the ``tiny`` base model on the built-in Shakespeare corpus. ``--resume``
-continues the run in ``--out`` with the run's own config (``--out/config.json``).
+continues the run in ``--out`` with the run's own config (``--out/config.json``). Under ``torchrun`` every rank
+runs this command and trains its part (``hymba.train.parallel``); rank 0 alone prints.
 """
 
 from __future__ import annotations
@@ -45,6 +46,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hymba.train.parallel import RankZeroFailed, launch
+
+    rank = launch().rank
+    try:
+        return _run(args, rank)
+    except RankZeroFailed as e:  # a step only rank 0 performs failed there; rank 0 prints why
+        return 2 if e.usage else 1
+    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError):
+        if rank > 0:  # bad input fails every rank alike (the rest goes through rank 0): one message, from rank 0
+            return 2
+        raise
+
+
+def _run(args: argparse.Namespace, rank: int) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from hymba.train.trainer import TrainingDiverged, TrainingInterrupted, config_diff, format_diff, saved_config, train
@@ -69,11 +84,15 @@ def run(args: argparse.Namespace) -> int:
         with logging_redirect_tqdm():
             result = train(cfg, args.out, resume=args.resume)
     except TrainingDiverged as e:
-        print(f"hymba train: error: {e}", file=sys.stderr)
+        if rank == 0:
+            print(f"hymba train: error: {e}", file=sys.stderr)
         return 1
     except TrainingInterrupted as e:
-        print(f"hymba train: interrupted by {e}", file=sys.stderr)
+        if rank == 0:
+            print(f"hymba train: interrupted by {e}", file=sys.stderr)
         return 128 + e.signum
+    if rank > 0:
+        return 0
     mfu = f"  mfu {result.mfu:.1%}" if result.mfu is not None else ""
     speed = "n/a" if result.train_tokens_per_s is None else f"{result.train_tokens_per_s:,.0f}"
     print(

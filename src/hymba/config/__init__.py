@@ -6,7 +6,7 @@ the value and what would be valid.
 """
 
 from hymba.config.model import FUSIONS, SWA_PLANS, ModelConfig, backends
-from hymba.config.run import DEVICES, PRECISIONS, DataConfig, RunConfig, TrainConfig, tiny_model
+from hymba.config.run import DEVICES, PARALLEL, PRECISIONS, DataConfig, RunConfig, TrainConfig, tiny_model
 from hymba.config.scales import SCALES, roadmap, scale_names, scale_settings
 from hymba.config.section import (
     Section,
@@ -22,6 +22,7 @@ from hymba.config.section import (
 __all__ = [
     "DEVICES",
     "FUSIONS",
+    "PARALLEL",
     "PRECISIONS",
     "SCALES",
     "SWA_PLANS",

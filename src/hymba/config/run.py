@@ -19,6 +19,8 @@ from hymba.config.section import Section, dump_sections, load_sections, section_
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+# how a torchrun launch shares the work (hymba.train.parallel): auto = ddp with more than one process, else none
+PARALLEL = ("auto", "none", "ddp", "fsdp")
 
 
 @dataclass
@@ -68,8 +70,9 @@ class TrainConfig(Section):
     device: str = "auto"  # "auto" = cuda when available
     precision: str = "auto"  # "auto" = bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False  # torch.compile the model
+    parallel: str = "auto"  # under torchrun: ddp, fsdp (FSDP2 sharding) or none; auto = ddp when world size > 1
     seq_len: int = 128
-    batch_size: int = 16  # sequences per micro-batch
+    batch_size: int = 16  # sequences per micro-batch, per rank under torchrun
     grad_accum: int = 1  # micro-batches per optimizer step
     max_steps: int = 300  # optimizer steps
     lr: float = 3e-3
@@ -109,6 +112,7 @@ class TrainConfig(Section):
         if not (isinstance(self.device, str) and self.device.startswith("cuda:")):
             self.check_choice("device", DEVICES, " or cuda:N")
         self.check_choice("precision", PRECISIONS)
+        self.check_choice("parallel", PARALLEL)
         self.check_interval("min_lr_ratio", 0, 1, "[]")
         self.check_interval("beta1", 0, 1, "[)")
         self.check_interval("beta2", 0, 1, "[)")
@@ -158,4 +162,4 @@ class RunConfig:
         )
 
 
-__all__ = ["DEVICES", "PRECISIONS", "DataConfig", "RunConfig", "TrainConfig", "tiny_model"]
+__all__ = ["DEVICES", "PARALLEL", "PRECISIONS", "DataConfig", "RunConfig", "TrainConfig", "tiny_model"]

@@ -3,7 +3,9 @@
 Training batches are windows of ``seq_len + 1`` tokens at random offsets; inputs are the first ``seq_len``
 tokens and targets the last ``seq_len`` (targets[t] is the token after inputs[t], nanoGPT style). Batch ``i``
 depends only on ``(seed, i)``, so the loader's whole state is the index of the next batch and a resumed run
-sees exactly the batches an uninterrupted one would.
+sees exactly the batches an uninterrupted one would. Under data parallelism batch ``i`` is the global batch of
+all ranks and each rank reads its own slice of it, so the state (and a checkpoint) does not depend on the
+number of ranks.
 """
 
 from __future__ import annotations
@@ -37,20 +39,32 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 class TrainBatches:
-    """Random training windows; ``state_dict()`` is the data-loader state saved in checkpoints."""
+    """Random training windows; ``state_dict()`` is the data-loader state saved in checkpoints.
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int = 0):
+    ``batch_size`` sequences per rank: batch ``index`` is a global batch of ``batch_size * world_size``
+    windows drawn from ``(seed, index)``, and rank ``rank`` reads the ``rank``-th slice of it. The ranks read
+    disjoint slices whose union is exactly what one process with ``batch_size * world_size`` reads.
+    """
+
+    def __init__(
+        self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
+    ):
         if len(tokens) < seq_len + 2:
             raise ValueError(
                 f"the training split has {len(tokens)} tokens; seq_len={seq_len} needs at least {seq_len + 2}"
             )
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of {world_size} process(es)")
         self.tokens, self.seq_len, self.batch_size, self.seed = tokens, seq_len, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.global_batch = batch_size * world_size
         self.next_index = 0
 
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets [B, T] (int64) of batch ``index``."""
+        """Inputs and targets [B, T] (int64) of this rank's slice of batch ``index``."""
         rng = np.random.Generator(np.random.PCG64([self.seed, index]))
-        starts = rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size)
+        starts = rng.integers(0, len(self.tokens) - self.seq_len, size=self.global_batch)
+        starts = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
         w = np.stack([np.asarray(self.tokens[s : s + self.seq_len + 1], dtype=np.int64) for s in starts])  # (B, T+1)
         w = torch.from_numpy(w)
         return w[:, :-1], w[:, 1:]
@@ -64,16 +78,31 @@ class TrainBatches:
         return out
 
     def state_dict(self) -> dict[str, Any]:
+        """The position in global terms: ``batch_size`` is the global batch (all ranks), ``world_size`` is
+        recorded for error messages only."""
         return {
             "seed": self.seed,
             "next_index": self.next_index,
             "seq_len": self.seq_len,
-            "batch_size": self.batch_size,
+            "batch_size": self.global_batch,
+            "world_size": self.world_size,
             "n_tokens": len(self.tokens),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue at ``state``'s position; the global batch must be the saved one, whatever the world size."""
         mine = self.state_dict()
+        saved, ranks = state.get("batch_size"), state.get("world_size", 1)
+        if isinstance(saved, int) and isinstance(ranks, int) and saved != self.global_batch:
+            if saved % self.world_size:
+                fix = f"launch a number of ranks that divides {saved}"
+            else:
+                fix = f"pass --set train.batch_size={saved // self.world_size} to keep it"
+            raise ValueError(
+                f"cannot resume: the checkpoint's global batch is {saved} sequences (train.batch_size="
+                f"{saved // ranks} on {ranks} rank(s)), this run's is {self.global_batch} ({self.batch_size} on "
+                f"{self.world_size}); {fix}"
+            )
         for k in ("seed", "seq_len", "batch_size", "n_tokens"):
             if state.get(k) != mine[k]:
                 raise ValueError(

@@ -48,21 +48,26 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def weights_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state dict for safetensors: CPU, contiguous, a tied output head stored once (as
-    ``embed.weight``; ``hymba.eval`` restores the alias)."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+def weights_state(model: nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The model's state dict (or ``state``, one gathered for it, e.g. from FSDP shards) for safetensors: CPU,
+    contiguous, a tied output head stored once (as ``embed.weight``; ``hymba.eval`` restores the alias)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in (model.state_dict() if state is None else state).items()}
     if getattr(getattr(model, "config", None), "tie_embeddings", False):
         state.pop("lm_head.weight", None)
     return state
 
 
-def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Atomically write the model's weights as safetensors."""
+def save_weights(
+    model: nn.Module,
+    path: Path,
+    metadata: dict[str, str] | None = None,
+    state: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Atomically write the model's weights (or ``state``, see :func:`weights_state`) as safetensors."""
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file(weights_state(model), tmp, metadata=metadata)
+        save_file(weights_state(model, state), tmp, metadata=metadata)
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
@@ -100,17 +105,29 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def save_checkpoint(
-    out_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int = 2
+    out_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | dict[str, Any],
+    state: dict[str, Any],
+    keep: int = 2,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically, point ``latest`` at it and keep only the newest ``keep``."""
+    """Write checkpoint ``step`` atomically, point ``latest`` at it and keep only the newest ``keep``.
+
+    ``optimizer`` is the optimizer or its state dict, ``weights`` the model's state dict where it is not
+    ``model.state_dict()``: both as one process holds them (``hymba.train.parallel.full_state`` gathers them
+    from a sharded run), so that any number of processes can resume.
+    """
     rd = RunDir(out_dir)
     root, final = rd.checkpoints, rd.checkpoint(step)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
+    optim_state = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     try:
         umask_mode(tmp, directory=True)
-        save_weights(model, tmp / RunDir.WEIGHTS, metadata={"step": str(step)})
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), **state}, tmp / STATE_FILE)
+        save_weights(model, tmp / RunDir.WEIGHTS, metadata={"step": str(step)}, state=weights)
+        torch.save({"step": step, "optimizer": optim_state, **state}, tmp / STATE_FILE)
         fsync_path(tmp / STATE_FILE)
         manifest = {"step": step, "sha256": {n: _sha256(tmp / n) for n in (RunDir.WEIGHTS, STATE_FILE)}}
         (tmp / MANIFEST_FILE).write_text(json_dumps(manifest, indent=2) + "\n")

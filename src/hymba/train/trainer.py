@@ -6,6 +6,12 @@ resolved config (``config.json``/``config.toml``), the git revision (``run.json`
 ``metrics.jsonl``, checkpoints, and at the end ``model.safetensors`` + ``tokenizer.json`` (what ``hymba eval``
 loads) and ``results.json`` (the names: ``hymba.rundir.RunDir``). Device, autocast and peak FLOP/s come from
 ``hymba.runtime``.
+
+Under ``torchrun`` the loop runs data-parallel (DDP) or sharded (FSDP2) through ``hymba.train.parallel``:
+``train.batch_size`` is per rank, each rank reads its slice of every global batch, inner accumulation steps
+skip the gradient all-reduce, and the schedule follows optimizer steps, so N ranks with batch b train like one
+process with batch N*b. Rank 0 alone reads and writes the run directory, logs and shows progress; checkpoints
+hold the full, unsharded state, so a run resumes on any number of ranks with the same global batch.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from hymba.data import IGNORE_INDEX, TrainBatches, prepare, val_batches
 from hymba.io import atomic_write, json_dumps, lock_directory
 from hymba.model import HymbaLM
 from hymba.rundir import RunDir
-from hymba.runtime import autocast_context, autocast_dtype, peak_flops, resolve_device
+from hymba.runtime import autocast_context, autocast_dtype, peak_flops
+from hymba.train import parallel
 from hymba.train.checkpoint import latest_checkpoint, load_newest_checkpoint, save_checkpoint, save_weights
 
 log = logging.getLogger(__name__)
@@ -61,7 +68,9 @@ class TrainResult:
     model: HymbaLM = dataclasses.field(repr=False)
 
     def metrics(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items() if k != "model"}
+        # not dataclasses.asdict: it would deep-copy the model (which FSDP refuses)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
 
 
 # ---- optimisation -----------------------------------------------------------------------------------------
@@ -235,12 +244,13 @@ def _remove(paths: list[Path]) -> None:
             p.unlink(missing_ok=True)
 
 
-def _write_run_files(out: Path, resolved: RunConfig, tokenizer) -> None:
+def _write_run_files(out: Path, resolved: RunConfig, tokenizer, par: parallel.Parallel) -> None:
     _write_config(out, resolved)
     tokenizer.save(RunDir(out).tokenizer)
     run = {
         "git": git_revision(),
         "argv": sys.argv,
+        "parallel": {"mode": par.mode, "world_size": par.world_size},
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -276,7 +286,9 @@ def _refuse_finished(out: Path, max_steps: int) -> None:
         )
 
 
-def _record_resume(out: Path, resolved: RunConfig, changed: dict[str, tuple[Any, Any]], ckpt: Path) -> None:
+def _record_resume(
+    out: Path, resolved: RunConfig, changed: dict[str, tuple[Any, Any]], ckpt: Path, par: parallel.Parallel
+) -> None:
     """Append this resume (checkpoint, command, changed train settings) to ``run.json``; the changed settings
     also go into ``config.json``/``config.toml``, so the next resume continues with them."""
     path = RunDir(out).run_json
@@ -288,6 +300,7 @@ def _record_resume(out: Path, resolved: RunConfig, changed: dict[str, tuple[Any,
             "checkpoint": ckpt.name,
             "argv": sys.argv,
             "git": git_revision(),
+            "parallel": {"mode": par.mode, "world_size": par.world_size},
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "changed": {k: {"old": a, "new": b} for k, (a, b) in changed.items()},
         }
@@ -346,11 +359,11 @@ class _MetricsLog:
 class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped training after a step, and that step was checkpointed."""
 
-    def __init__(self, signum: int, step: int, checkpoint: Path, out: Path):
+    def __init__(self, signum: int, step: int, checkpoint: Path, out: Path, launcher: str = ""):
         self.signum = signum
         super().__init__(
             f"{signal.Signals(signum).name} at step {step}; saved {checkpoint}; continue with: "
-            f"hymba train --out {out} --resume"
+            f"{launcher}hymba train --out {out} --resume"
         )
 
 
@@ -393,43 +406,74 @@ def train(
     (``saved_config``), changed train settings are recorded in ``run.json``. The directory is locked while
     training. SIGINT/SIGTERM checkpoint the current step and raise ``TrainingInterrupted``. The model is
     ``model_config_override or run_cfg.model`` with ``vocab_size`` set to the tokenizer's. Raises
-    ``TrainingDiverged`` when the loss or gradient norm stops being finite.
+    ``TrainingDiverged`` when the loss or gradient norm stops being finite. Under torchrun every rank calls
+    this and gets the same result (see the module docstring); a step only rank 0 performs that fails there
+    raises ``parallel.RankZeroFailed`` on the others.
     """
     out = Path(out_dir)
-    rd = RunDir(out)
-    lock, made = _open_run_dir(out, resume)
-    handler = logging.FileHandler(rd.train_log)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    pkg_log = logging.getLogger("hymba")
-    pkg_log.addHandler(handler)
-    old_level = pkg_log.level
-    if pkg_log.getEffectiveLevel() > logging.INFO:
-        pkg_log.setLevel(logging.INFO)
-    failed_in_setup = False
-    try:
-        return _train(run_cfg, out, resume, model_config_override)
-    except BaseException:
-        failed_in_setup = not resume and not rd.metrics.exists()  # opened just before the first step
-        raise
-    finally:
-        pkg_log.removeHandler(handler)
-        pkg_log.setLevel(old_level)
-        handler.close()
-        if failed_in_setup:  # bad input: leave no half-made run directory behind
-            _remove([out] if out in made else [p for p in out.iterdir() if p.name != RunDir.LOCK or p in made])
-        lock.close()
+    with parallel.start(run_cfg.train) as par:
+        opened = par.on_rank0(lambda: _open_run_dir(out, resume))
+        if not par.is_rank0:
+            pkg_log = logging.getLogger("hymba")
+            old_level = pkg_log.level
+            pkg_log.setLevel(logging.WARNING)  # only rank 0 logs
+            try:
+                return _train(run_cfg, out, resume, model_config_override, par)
+            finally:
+                pkg_log.setLevel(old_level)
+        lock, made = opened
+        rd = RunDir(out)
+        handler = logging.FileHandler(rd.train_log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        pkg_log = logging.getLogger("hymba")
+        pkg_log.addHandler(handler)
+        old_level = pkg_log.level
+        if pkg_log.getEffectiveLevel() > logging.INFO:
+            pkg_log.setLevel(logging.INFO)
+        failed_in_setup = False
+        try:
+            return _train(run_cfg, out, resume, model_config_override, par)
+        except BaseException:
+            failed_in_setup = not resume and not rd.metrics.exists()  # opened just before the first step
+            raise
+        finally:
+            pkg_log.removeHandler(handler)
+            pkg_log.setLevel(old_level)
+            handler.close()
+            if failed_in_setup:  # bad input: leave no half-made run directory behind
+                _remove([out] if out in made else [p for p in out.iterdir() if p.name != RunDir.LOCK or p in made])
+            lock.close()
 
 
-def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | None) -> TrainResult:
+class _NoMetrics:
+    """What ranks other than 0 log to: nothing."""
+
+    def write(self, step: int, **values: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _train(
+    run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | None, par: parallel.Parallel
+) -> TrainResult:
     tc = run_cfg.train
     rd = RunDir(out)
-    changed = {}
-    if resume:  # refused before any work: a changed model or data config, a finished run
+    changed: dict[str, tuple[Any, Any]] = {}
+
+    def refuse() -> None:  # before any work: a changed model or data config, a finished run
+        nonlocal changed
         changed = _check_resumable(out, RunConfig(model=override or run_cfg.model, data=run_cfg.data, train=tc))
         _refuse_finished(out, tc.max_steps)
-    device = resolve_device(tc.device, key="train.device")
+
+    if resume:
+        par.on_rank0(refuse)
+    device = par.device
     amp = autocast_dtype(tc.precision, device)
-    data = prepare(run_cfg.data)
+    data = par.on_rank0(lambda: prepare(run_cfg.data))  # rank 0 fills the token cache; the others then read it
+    if data is None:
+        data = prepare(run_cfg.data)
     log.info(
         "corpus %s: %d train / %d val tokens, vocabulary %d (%s)",
         run_cfg.data.source,
@@ -444,34 +488,55 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
     torch.manual_seed(tc.seed)
     model = HymbaLM(model_cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    optimizer = build_optimizer(model, tc)
-    batches = TrainBatches(data.train, tc.seq_len, tc.batch_size, seed=tc.seed)
+    flops_per_token = model.flops_per_token(tc.seq_len)
+    batches = TrainBatches(
+        data.train, tc.seq_len, tc.batch_size, seed=tc.seed, rank=par.rank, world_size=par.world_size
+    )
     step = 0
+    weights = optim_state = None
     if resume:
-        ckpt, state = load_newest_checkpoint(out, model, optimizer)
+
+        def load() -> dict[str, Any]:  # rank 0 reads the checkpoint into the plain model, before any wrapping
+            ckpt, state = load_newest_checkpoint(out, model)
+            if int(state["step"]) > tc.max_steps:
+                raise ValueError(
+                    f"cannot resume: {ckpt} is at step {state['step']}, past train.max_steps={tc.max_steps}"
+                )
+            batches.load_state_dict(state["data"])  # checked here, so that a misfit is reported once
+            _record_resume(out, resolved, changed, ckpt, par)
+            _truncate_metrics(rd.metrics, int(state["step"]))
+            log.info("resumed from %s at step %d", ckpt, state["step"])
+            return state
+
+        state = par.on_rank0(load)
+        if par.is_rank0:
+            optim_state = state.pop("optimizer")
+            weights = {k: v.detach().cpu() for k, v in model.state_dict().items()} if par.distributed else None
+        state = par.broadcast(state)
         step = int(state["step"])
-        if step > tc.max_steps:
-            raise ValueError(f"cannot resume: {ckpt} is at step {step}, past train.max_steps={tc.max_steps}")
         batches.load_state_dict(state["data"])
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        _record_resume(out, resolved, changed, ckpt)
-        _truncate_metrics(rd.metrics, step)
-        log.info("resumed from %s at step %d", ckpt, step)
     else:
-        _write_run_files(out, resolved, data.tokenizer)
+        par.on_rank0(lambda: _write_run_files(out, resolved, data.tokenizer, par))
     log.info(
-        "model: %d parameters, %s; device %s, %s",
+        "model: %d parameters, %s; device %s, %s, %s",
         n_params,
         model.param_breakdown(),
         device,
         "bf16 autocast" if amp else "fp32",
+        par.describe(),
     )
-    forward = torch.compile(model) if tc.compile else model
+    wrapped = par.wrap(model)
+    model = par.unwrap(wrapped)
+    optimizer = build_optimizer(model, tc)
+    if resume:
+        par.load_full_state(wrapped, optimizer, weights, optim_state)
+        del weights, optim_state
+    forward = torch.compile(wrapped) if tc.compile else wrapped
     peak = peak_flops(device, tc.peak_flops)
-    flops_per_token = model.flops_per_token(tc.seq_len)
-    tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum
+    tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum * par.world_size  # all ranks
     eval_bs = tc.eval_batch_size or tc.batch_size
 
     def checkpoint() -> Path:
@@ -479,16 +544,31 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         }
-        return save_checkpoint(
-            out, step, model, optimizer, {"data": batches.state_dict(), "rng": rng}, keep=tc.keep_checkpoints
-        )
+        weights, optim = par.full_state(wrapped, optimizer)  # every rank takes part; rank 0 gets them
+        if par.is_rank0:
+            save_checkpoint(
+                out,
+                step,
+                model,
+                optim,
+                {"data": batches.state_dict(), "rng": rng},
+                keep=tc.keep_checkpoints,
+                weights=weights,
+            )
+        return rd.checkpoint(step)
 
-    metrics = _MetricsLog(out, tc.tensorboard)
+    metrics = par.on_rank0(lambda: _MetricsLog(out, tc.tensorboard)) or _NoMetrics()
     step_times: list[float] = []
     model.train()
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=tc.max_steps, initial=step, disable=not tc.progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=tc.max_steps,
+        initial=step,
+        disable=not (tc.progress and par.is_rank0),
+        unit="step",
+        dynamic_ncols=True,
+    )
     with _StopOnSignal() as stop, contextlib.closing(bar), contextlib.closing(metrics):
         while step < tc.max_steps:
             t0 = time.perf_counter()
@@ -496,15 +576,16 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss_sum = torch.zeros((), device=device)
-            for _ in range(tc.grad_accum):
+            for micro in range(tc.grad_accum):
                 x, y = next(batches)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with autocast_context(device, amp):
-                    loss = forward(x, labels=y).loss / tc.grad_accum
-                loss.backward()
+                with par.grad_sync(wrapped, sync=micro == tc.grad_accum - 1):
+                    with autocast_context(device, amp):
+                        loss = forward(x, labels=y).loss / tc.grad_accum
+                    loss.backward()
                 loss_sum += loss.detach()
-            loss_val = float(loss_sum)  # also synchronises, so step times are real
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or math.inf))
+            loss_val = par.mean(loss_sum)  # also synchronises, so step times are real
+            grad_norm = par.clip_grad_norm(wrapped, tc.grad_clip or math.inf)
             if not (math.isfinite(loss_val) and math.isfinite(grad_norm)):
                 last = latest_checkpoint(out)
                 raise TrainingDiverged(
@@ -523,38 +604,45 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
                 metrics.write(
                     step, loss=loss_val, lr=lr, grad_norm=grad_norm, tokens_per_s=tok_s, tokens=step * tokens_per_step
                 )
-            if tc.eval_every and step % tc.eval_every == 0 and step < tc.max_steps:
+            # `model`, not DDP's wrapper, whose forward would sync buffers with ranks that are not evaluating
+            if tc.eval_every and step % tc.eval_every == 0 and step < tc.max_steps and par.evaluates:
                 ev = evaluate(model, data.val, tc.seq_len, eval_bs, device, tc.eval_max_tokens, tc.precision)
                 metrics.write(step, val_loss=ev["loss"], val_ppl=ev["ppl"], val_acc=ev["acc"])
                 log.info("step %d: val loss %.4f, ppl %.2f, acc %.4f", step, ev["loss"], ev["ppl"], ev["acc"])
             saved = None
             if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.max_steps:
                 saved = checkpoint()
-            if stop.signum is not None:
-                raise TrainingInterrupted(stop.signum, step, saved or checkpoint(), out)
+            signum = par.max(stop.signum or 0)  # every rank stops after the same step
+            if signum:
+                launcher = f"torchrun --nproc_per_node {par.world_size} -m " if par.world_size > 1 else ""
+                raise TrainingInterrupted(signum, step, saved or checkpoint(), out, launcher)
 
     # steady state: leave out warm-up / compilation steps, but always keep at least one
     skip = min(tc.throughput_skip_steps, max(0, len(step_times) - 1))
     steady = step_times[skip:]
     tokens_per_s = tokens_per_step * len(steady) / sum(steady) if steady else None  # None: no step ran
-    mfu = flops_per_token * tokens_per_s / peak if peak and steady else None
+    mfu = flops_per_token * tokens_per_s / (peak * par.world_size) if peak and steady else None
 
-    ev = evaluate(model, data.val, tc.seq_len, eval_bs, device, precision=tc.precision)
-    save_weights(model, rd.weights, metadata={"step": str(step)})
+    ev = evaluate(model, data.val, tc.seq_len, eval_bs, device, precision=tc.precision) if par.evaluates else None
+    weights, _ = par.full_state(wrapped)
+    ev = par.broadcast(ev)
     model.eval()
     result = TrainResult(
         val_loss=ev["loss"],
         val_ppl=ev["ppl"],
         val_acc=ev["acc"],
         val_tokens=ev["tokens"],
-        train_tokens_per_s=tokens_per_s,
-        mfu=mfu,
+        train_tokens_per_s=par.broadcast(tokens_per_s),
+        mfu=par.broadcast(mfu),
         steps=step,
         n_params=n_params,
         vocab_size=data.vocab_size,
         out_dir=out,
         model=model,
     )
+    if not par.is_rank0:
+        return result
+    save_weights(model, rd.weights, metadata={"step": str(step)}, state=weights)
     with open(rd.metrics, "a") as f:
         f.write(
             json_dumps({"step": step, "final": True, **{k: v for k, v in result.metrics().items() if k != "out_dir"}})
