@@ -45,6 +45,7 @@ class RunDir:
     TENSORBOARD: ClassVar[str] = "tensorboard"
     TOKENIZER: ClassVar[str] = "tokenizer.json"
     WEIGHTS: ClassVar[str] = "model.safetensors"  # also the weights' name inside a checkpoint
+    WEIGHTS_INDEX: ClassVar[str] = "model.safetensors.index.json"  # sharded weights (the released layout)
     RESULTS: ClassVar[str] = "results.json"  # a training run's final metrics; an ablation's row records
     LM_EVAL: ClassVar[str] = "lm_eval.json"
     CHECKPOINTS: ClassVar[str] = "checkpoints"
