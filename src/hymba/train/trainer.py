@@ -36,6 +36,7 @@ from hymba.model import HymbaLM
 from hymba.rundir import RunDir
 from hymba.runtime import autocast_context, autocast_dtype, peak_flops, resolve_device
 from hymba.train.checkpoint import latest_checkpoint, load_newest_checkpoint, save_checkpoint, save_weights
+from hymba.train.init import resolve_init
 
 log = logging.getLogger(__name__)
 
@@ -427,6 +428,10 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
     if resume:  # refused before any work: a changed model or data config, a finished run
         changed = _check_resumable(out, RunConfig(model=override or run_cfg.model, data=run_cfg.data, train=tc))
         _refuse_finished(out, tc.max_steps)
+    init_state = None
+    if tc.init and not resume:  # a resumed run continues from its own checkpoints
+        run_cfg, init_state = resolve_init(run_cfg)
+        override = None
     device = resolve_device(tc.device, key="train.device")
     amp = autocast_dtype(tc.precision, device)
     data = prepare(run_cfg.data)
@@ -438,11 +443,20 @@ def _train(run_cfg: RunConfig, out: Path, resume: bool, override: ModelConfig | 
         data.vocab_size,
         "cached" if data.cache_hit else "new",
     )
-    model_cfg = (override or run_cfg.model).replace(vocab_size=data.vocab_size)
+    model_cfg = override or run_cfg.model
+    if not tc.init:
+        model_cfg = model_cfg.replace(vocab_size=data.vocab_size)
+    elif data.vocab_size > model_cfg.vocab_size:  # started from weights: their vocabulary stays
+        raise ValueError(
+            f"train.init: the tokenizer has {data.vocab_size} tokens, the model only {model_cfg.vocab_size}"
+        )
     resolved = RunConfig(model=model_cfg, data=run_cfg.data, train=tc)
 
     torch.manual_seed(tc.seed)
     model = HymbaLM(model_cfg).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+        del init_state
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = build_optimizer(model, tc)
     batches = TrainBatches(data.train, tc.seq_len, tc.batch_size, seed=tc.seed)
