@@ -4,13 +4,13 @@ sharded weights, one clear error per bad checkpoint, and generation from such a 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from hymba.config import ModelConfig
-from hymba.data.tokenizer import train_unigram
 from hymba.model import HymbaLM
 from hymba.model.hymba import left_pad
 from hymba.model.pretrained import (
@@ -21,8 +21,8 @@ from hymba.model.pretrained import (
 )
 from hymba.train.checkpoint import load_run
 
-RELEASED = "/work/shared/released/hymba-1.5b-base-config.json"
-TEXT = "the quick brown fox jumps over the lazy dog. " * 20 + "pack my box with five dozen liquor jugs. " * 20
+# config.json of nvidia/Hymba-1.5B-Base as released
+RELEASED = Path(__file__).parent / "data" / "hymba-1.5b-base-config.json"
 
 # the tensor names of one layer in the official modeling code (HymbaDecoderLayer / HymbaBlock / HymbaMLP)
 OFFICIAL_LAYER = {
@@ -48,89 +48,12 @@ OFFICIAL_LAYER = {
 }
 
 
-def released_style_config(vocab_size: int) -> dict:
-    """A tiny config.json as NVIDIA's release writes it: NTK RoPE, a KV-reuse triple, meta tokens, a window
-    far smaller than the prompts, runtime fields."""
-    L = 6
-    return {
-        "architectures": ["HymbaForCausalLM"],
-        "auto_map": {"AutoConfig": "configuration_hymba.HymbaConfig"},
-        "model_type": "hymba",
-        "attn_implementation": "flex",
-        "attn_implementation_new": "flex",
-        "vocab_size": vocab_size,
-        "hidden_size": 32,
-        "num_hidden_layers": L,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "intermediate_size": 48,
-        "kq_head_dim": -1,
-        "v_head_dim": 16,
-        "attn_hidden_size": -1,
-        "kq_norm": "none",
-        "mamba_d_state": 4,
-        "mamba_d_conv": 4,
-        "mamba_expand": 2,
-        "mamba_dt_rank": 3,
-        "mamba_conv_bias": True,
-        "mamba_proj_bias": False,
-        "mamba_inner_layernorms": True,
-        "num_memory_tokens": 3,
-        "memory_tokens_interspersed_every": 0,
-        "global_attn_idx": [0, 5],
-        "kv_reuse_group": [[1, 2, 3]],
-        "kv_reuse_every_i_layer": -1,
-        "kv_weight_reuse": False,
-        "sliding_window": 3,
-        "rope": True,
-        "rope_theta": 10000.0,
-        "rope_type": "ntk",
-        "max_position_embeddings": 512,
-        "orig_max_position_embeddings": 128,
-        "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": True,
-        "initializer_range": 0.2,
-        "num_experts": 1,
-        "num_experts_per_tok": 1,
-        "num_mamba": 1,
-        "hidden_act": "silu",
-        "mlp_hidden_act": "silu",
-        "attention_dropout": 0.0,
-        "conv_dim": {str(i): 64 for i in range(L)},
-        "layer_type": ["h"] * L,
-        "pad_token_id": 0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-        "torch_dtype": "float32",
-        "transformers_version": "4.44.0",
-        "use_cache": False,
-    }
-
-
-@pytest.fixture(scope="module")
-def released_dir(tmp_path_factory):
-    """A released-layout directory: the config above, weights under the official names, a tokenizer.json."""
-    path = tmp_path_factory.mktemp("released")
-    tok = train_unigram([TEXT], vocab_size=300, pad_token="<unk>", bos_token="<s>", eos_token="</s>")
-    raw = released_style_config(tok.vocab_size)
-    torch.manual_seed(0)
-    model = HymbaLM(config_from_released(raw))
-    with torch.no_grad():  # norms and biases away from their init, so a swapped one shows
-        for p in model.parameters():
-            if p.ndim == 1:
-                p.add_(0.3 * torch.randn_like(p))
-    model.save_pretrained(path)
-    (path / "config.json").write_text(json.dumps(raw, indent=2))
-    tok.save(path / "tokenizer.json")
-    return path, model, tok
-
-
 def test_window_and_rope_conversion_by_hand():
     assert window_from_released(1024) == 1025  # q - k <= 1024: 1025 keys
     # theta * (2 * 8192 / 2048 - 1) ** (64 / 62) = 10000 * 7 ** (32 / 31)
     assert ntk_rope_base(10000.0, 64, 8192, 2048) == pytest.approx(74534.8, abs=0.05)
     assert ntk_rope_base(10000.0, 64, 8192, 2048) == pytest.approx(10000 * 7 ** (32 / 31), rel=1e-12)
-    raw = json.loads(open(RELEASED).read())
+    raw = json.loads(RELEASED.read_text())
     c = config_from_released(raw)
     assert c.window == 1025 and c.rope_base == pytest.approx(74534.8, abs=0.05)
     assert c.global_layers() == [0, 15, 31] and len([i for i, p in enumerate(c.kv_producer()) if p == i]) == 17
@@ -145,10 +68,10 @@ def test_window_and_rope_conversion_by_hand():
     assert out["rope_type"] == "default" and out["rope_theta"] == c.rope_base
 
 
-def test_released_window_sees_w_plus_one_keys():
+def test_released_window_sees_w_plus_one_keys(released_style):
     """With our window = W + 1 a query sees exactly the keys the official mask allows (q - k <= W): a token
     just inside that span changes the output, one just outside does not."""
-    raw = released_style_config(300)
+    raw = released_style(300)
     W = raw["sliding_window"]
     c = config_from_released(raw).replace(
         n_layers=1, swa_plan="all", kv_share=False, kv_share_groups=None, ssm=True, n_meta_tokens=0
@@ -275,8 +198,8 @@ def test_bad_checkpoint_is_one_clear_error(released_dir, tmp_path, damage, messa
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_unknown_fields_are_listed_once(caplog):
-    raw = released_style_config(300)
+def test_unknown_fields_are_listed_once(caplog, released_style):
+    raw = released_style(300)
     raw["shiny_new_option"] = 1
     raw["another"] = "x"
     with caplog.at_level("WARNING", logger="hymba.model.pretrained"):
@@ -342,7 +265,7 @@ def test_train_init_starts_from_the_checkpoint(released_dir, tmp_path):
     trained, tok, cfg = load_run(out)
     _, released_tok, _ = load_run(path)
     assert tok.tokenizer.get_vocab() == released_tok.tokenizer.get_vocab()
-    assert tok.encode(TEXT[:200]) == released_tok.encode(TEXT[:200])
+    assert tok.encode("the lazy dog jumps") == released_tok.encode("the lazy dog jumps")
     assert cfg.model == model.config and cfg.train.init == str(path) and tok.eos_id == 2
     start = HymbaLM.from_pretrained(path).state_dict()
     for k, v in trained.state_dict().items():  # lr 1e-12: two steps move no weight visibly; a fresh init differs
