@@ -2,6 +2,7 @@
 sharded weights, one clear error per bad checkpoint, and generation from such a directory."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -279,3 +280,39 @@ def test_train_init_errors(tmp_path):
         text=True,
     )
     assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_cli_on_a_released_directory(released_dir, tmp_path):
+    pytest.importorskip("lm_eval")
+    path, _, _ = released_dir
+    data = Path(__file__).parents[1] / "eval" / "data"
+    out = tmp_path / "lm_eval.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "hymba.cli", "eval", str(path), "--tasks", "hymba_toy_mc", "--include-path", str(data)]
+        + ["--limit", "4", "--batch-size", "2", "--device", "cpu", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=data,
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf")},
+    )
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["checkpoint"] == str(path) and res["tasks"]["hymba_toy_mc"]["n"] == 4
+
+
+def test_prompts_start_with_bos_when_the_tokenizer_adds_it(released_dir, tmp_path):
+    from tokenizers import Tokenizer, processors
+
+    from hymba.eval.generate import generate_text
+
+    path, _, _ = released_dir
+    assert not load_run(path)[1].prompt_bos  # the fixture's tokenizer adds nothing
+    d = _copy(path, tmp_path / "bos")
+    tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tok.save(str(d / "tokenizer.json"))  # as the released Llama-style tokenizer.json does
+    model, t, _ = load_run(d)
+    assert t.prompt_bos and t.bos_id == 1
+    new = model.generate(torch.tensor([[1, *t.encode("pack my")]]), 5)[0].tolist()
+    new = new[: new.index(2)] if 2 in new else new
+    assert generate_text(model, t, ["pack my"], 5, temperature=0.0) == [t.decode(new, skip_special_tokens=True)]

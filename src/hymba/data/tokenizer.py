@@ -17,8 +17,18 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 class TextTokenizer:
     """A ``tokenizers.Tokenizer`` with named special tokens; ``encode`` never adds BOS/EOS by itself."""
 
-    def __init__(self, tokenizer: Tokenizer, pad_token: str, bos_token: str, eos_token: str, source: str = ""):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        pad_token: str,
+        bos_token: str,
+        eos_token: str,
+        source: str = "",
+        prompt_bos: bool = False,
+    ):
         self.tokenizer = tokenizer
+        # generation prompts start with BOS (a released Llama-style tokenizer adds it, and its model expects it)
+        self.prompt_bos = prompt_bos
         ids = {name: tokenizer.token_to_id(name) for name in (pad_token, bos_token, eos_token)}
         if ids[eos_token] is None:
             raise ValueError(
@@ -29,6 +39,8 @@ class TextTokenizer:
         self.bos_id: int | None = ids[bos_token]
         self.eos_id: int = ids[eos_token]
         self.special_tokens = (pad_token, bos_token, eos_token)
+        if prompt_bos and self.bos_id is None:
+            raise ValueError(f"tokenizer {source} has no {bos_token!r} to start prompts with")
 
     @classmethod
     def from_file(cls, path: str | Path, pad_token: str, bos_token: str, eos_token: str) -> TextTokenizer:

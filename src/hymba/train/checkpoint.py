@@ -222,7 +222,8 @@ def load_pretrained_run(
     path: Path | str, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32
 ) -> tuple[HymbaLM, TextTokenizer, RunConfig]:
     """What :func:`load_run` gives for a released-layout directory (``HymbaLM.from_pretrained``): the model,
-    its ``tokenizer.json`` with the special tokens ``config.json``'s ``pad/bos/eos_token_id`` name, and a
+    its ``tokenizer.json`` with the special tokens ``config.json``'s ``pad/bos/eos_token_id`` name (prompts start
+    with BOS when the tokenizer's own post-processor adds it, as the released Llama-style one does), and a
     run config holding the model config, those tokens and ``train.seq_len`` = ``max_position_embeddings``
     (the length generation and evaluation default to)."""
     path = Path(path)
@@ -243,8 +244,15 @@ def load_pretrained_run(
         if key == "eos_token_id" and name is None:
             raise ValueError(f"{rd.config_json}: eos_token_id={token_id!r} is not a token of {rd.tokenizer}")
         names[key] = name or fallback
+    bos = tok.token_to_id(names["bos_token_id"])
+    # a Llama-style tokenizer.json adds BOS through its post-processor: prompts then start with it
+    prompt_bos = (
+        bos is not None and tok.encode("a").ids[:1] == [bos] != tok.encode("a", add_special_tokens=False).ids[:1]
+    )
     model = HymbaLM.from_pretrained(path, device=device, dtype=dtype)
-    tokenizer = TextTokenizer(tok, names["pad_token_id"], names["bos_token_id"], names["eos_token_id"], str(path))
+    tokenizer = TextTokenizer(
+        tok, names["pad_token_id"], names["bos_token_id"], names["eos_token_id"], str(path), prompt_bos=prompt_bos
+    )
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(
             f"{path}: tokenizer has {tokenizer.vocab_size} tokens, vocab_size is only {model.config.vocab_size}"
