@@ -29,8 +29,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutputWithPast
+
+try:
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+except ImportError as e:
+    raise ImportError(f"hymba.hf needs transformers 5, the hf extra: pip install 'hymba[hf]' ({e})") from e
 
 from hymba.config import ModelConfig
 from hymba.model import HymbaLM

@@ -23,7 +23,7 @@ from hymba.model.pretrained import (
 from hymba.train.checkpoint import load_run
 
 # config.json of nvidia/Hymba-1.5B-Base as released
-RELEASED = Path(__file__).parent / "data" / "hymba-1.5b-base-config.json"
+RELEASED = Path(__file__).parents[2] / "configs" / "models" / "hymba-1.5b-base.config.json"
 
 # the tensor names of one layer in the official modeling code (HymbaDecoderLayer / HymbaBlock / HymbaMLP)
 OFFICIAL_LAYER = {
@@ -271,6 +271,15 @@ def test_train_init_starts_from_the_checkpoint(released_dir, tmp_path):
     start = HymbaLM.from_pretrained(path).state_dict()
     for k, v in trained.state_dict().items():  # lr 1e-12: two steps move no weight visibly; a fresh init differs
         torch.testing.assert_close(v, start[k], rtol=0, atol=1e-6, msg=k)
+    # a resume continues from the run's own checkpoint, as for any run
+    r = subprocess.run(
+        [sys.executable, "-m", "hymba.cli", "train", "--out", str(out), "--resume", "--set", "train.max_steps=3"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "results.json").read_text())["steps"] == 3
+    assert "resumed from" in (out / "train.log").read_text()
 
 
 def test_train_init_errors(tmp_path):
@@ -279,7 +288,14 @@ def test_train_init_errors(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "train.init=" in r.stderr and "nope" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+    r = subprocess.run(
+        [sys.executable, "-m", "hymba.cli", "train", "--init", str(tmp_path), "--out", str(tmp_path / "o"), "--resume"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "--init starts a fresh run" in r.stderr
 
 
 def test_eval_cli_on_a_released_directory(released_dir, tmp_path):
@@ -316,3 +332,19 @@ def test_prompts_start_with_bos_when_the_tokenizer_adds_it(released_dir, tmp_pat
     new = model.generate(torch.tensor([[1, *t.encode("pack my")]]), 5)[0].tolist()
     new = new[: new.index(2)] if 2 in new else new
     assert generate_text(model, t, ["pack my"], 5, temperature=0.0) == [t.decode(new, skip_special_tokens=True)]
+
+
+@pytest.mark.gpu
+def test_released_directory_on_cuda(released_dir):
+    """The same directory on CUDA (flex attention where it serves, the Triton scan): logits as on CPU, and a
+    ragged batch generates what each prompt does alone."""
+    path, _, _ = released_dir
+    cpu = HymbaLM.from_pretrained(path)
+    gpu = HymbaLM.from_pretrained(path, device="cuda")
+    ids = torch.randint(0, cpu.config.vocab_size, (2, 40))
+    torch.testing.assert_close(gpu(ids.cuda()).logits.cpu(), cpu(ids).logits, rtol=1e-4, atol=1e-4)
+    prompts = [ids[0, :30].tolist(), ids[1, :7].tolist(), ids[0, 5:21].tolist()]
+    batch_ids, mask = left_pad(prompts, 2)
+    batch = gpu.generate(batch_ids.cuda(), 6, attention_mask=mask.cuda())
+    for row, p in zip(batch, prompts):
+        assert torch.equal(row, gpu.generate(torch.tensor([p]).cuda(), 6)[0])
