@@ -1,10 +1,10 @@
 """``hymba eval DIR --tasks piqa,arc_easy,...``: lm-evaluation-harness on trained checkpoints.
 
 DIR is a training run (``hymba train``) or a checkpoint in NVIDIA's released layout: results go to
-``DIR/lm_eval.json`` (``hymba.eval.harness``). Or DIR
-is an ablation (``hymba ablate --out DIR``): every finished row's checkpoint is evaluated the same way (rows
-already scored on the same tasks are skipped, so a stopped run resumes), and the ablation report is rewritten
-with a Commonsense column (``hymba.ablation.evaluate``). Needs the ``eval`` extra.
+``DIR/lm_eval.json`` (``hymba.eval.harness``). Or DIR is an ablation (``hymba ablate --out DIR``): every finished
+row's checkpoint is evaluated the same way (rows already scored on the same tasks are skipped, so a stopped run
+resumes), and the ablation report is rewritten with a Commonsense column (``hymba.ablation.evaluate``). Needs
+the ``eval`` extra.
 """
 
 from __future__ import annotations

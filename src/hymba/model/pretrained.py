@@ -175,7 +175,11 @@ def config_from_released(raw: dict[str, Any], where: str = "config.json") -> Mod
 
     def require(field: str, ok: Any, default: Any, why: str) -> Any:
         v = get(field, default)
-        if not (ok(v) if callable(ok) else v in ok):
+        try:
+            good = ok(v) if callable(ok) else v in ok
+        except (TypeError, ValueError, AttributeError):  # a value of the wrong kind (a list for a dict, ...)
+            good = False
+        if not good:
             raise _unsupported(field, v, why, where)
         return v
 

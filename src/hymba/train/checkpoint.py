@@ -231,12 +231,7 @@ def load_pretrained_run(
     raw = read_config(path)
     if not rd.tokenizer.is_file():
         raise FileNotFoundError(f"{path} has no {RunDir.TOKENIZER} (the released directories ship one)")
-    from tokenizers import Tokenizer
-
-    try:
-        tok = Tokenizer.from_file(str(rd.tokenizer))
-    except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
-        raise ValueError(f"tokenizer file {rd.tokenizer} is corrupt ({str(e).splitlines()[0]})") from None
+    tok = TextTokenizer.read(rd.tokenizer)
     names = {}
     for key, fallback in (("pad_token_id", "<|pad|>"), ("bos_token_id", "<|bos|>"), ("eos_token_id", "<|eos|>")):
         token_id = raw.get(key)

@@ -27,7 +27,10 @@ def resolve_init(run_cfg: RunConfig) -> tuple[RunConfig, dict[str, torch.Tensor]
     path = Path(run_cfg.train.init).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"train.init={run_cfg.train.init!r}: {path} is not a checkpoint directory")
-    model, tokenizer, cfg = load_run(path)
+    try:
+        model, tokenizer, cfg = load_run(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"train.init={run_cfg.train.init!r}: {e}") from None
     m = run_cfg.model
     model_cfg = cfg.model.replace(attn_backend=m.attn_backend, scan_backend=m.scan_backend)
     data = run_cfg.data.replace(
