@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="start from this checkpoint directory (a released Hymba download, e.g. nvidia/Hymba-1.5B-Base, or "
-        "a `hymba train` run): its model, weights and tokenizer; the rest as for a fresh run (train.init)",
+        "a `hymba train` run): its model, weights and tokenizer; the rest as for a fresh run (train.init; "
+        "default: a freshly initialised model)",
     )
     p.add_argument(
         "--resume",
