@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	# dev: tests and lint; hf: transformers, so CI tests hymba.hf
+	$(PY) -m pip install -q -e ".[dev,hf]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -12,6 +12,11 @@ A training run (``hymba train --out DIR``, ``hymba.train.train``)::
     DIR/lm_eval.json                 ``hymba eval``'s scores
     DIR/.lock                        held by the process writing to DIR
 
+A checkpoint in NVIDIA's released layout (``HymbaLM.save_pretrained``, a download of nvidia/Hymba-1.5B-Base;
+``hymba.model.pretrained``) shares ``config.json`` (HymbaConfig fields instead of the run config),
+``model.safetensors`` (official tensor names) and ``tokenizer.json``; sharded weights are listed in
+``model.safetensors.index.json``.
+
 An ablation (``hymba ablate --out DIR``, ``hymba.ablation``)::
 
     DIR/results.json, results.csv    one record per row (``hymba.ablation.store``, the source of truth)
@@ -45,6 +50,7 @@ class RunDir:
     TENSORBOARD: ClassVar[str] = "tensorboard"
     TOKENIZER: ClassVar[str] = "tokenizer.json"
     WEIGHTS: ClassVar[str] = "model.safetensors"  # also the weights' name inside a checkpoint
+    WEIGHTS_INDEX: ClassVar[str] = "model.safetensors.index.json"  # sharded weights (the released layout)
     RESULTS: ClassVar[str] = "results.json"  # a training run's final metrics; an ablation's row records
     LM_EVAL: ClassVar[str] = "lm_eval.json"
     CHECKPOINTS: ClassVar[str] = "checkpoints"

@@ -1,9 +1,10 @@
 """``hymba eval DIR --tasks piqa,arc_easy,...``: lm-evaluation-harness on trained checkpoints.
 
-DIR is a training run (``hymba train``): results go to ``DIR/lm_eval.json`` (``hymba.eval.harness``). Or DIR
-is an ablation (``hymba ablate --out DIR``): every finished row's checkpoint is evaluated the same way (rows
-already scored on the same tasks are skipped, so a stopped run resumes), and the ablation report is rewritten
-with a Commonsense column (``hymba.ablation.evaluate``). Needs the ``eval`` extra.
+DIR is a training run (``hymba train``) or a checkpoint in NVIDIA's released layout: results go to
+``DIR/lm_eval.json`` (``hymba.eval.harness``). Or DIR is an ablation (``hymba ablate --out DIR``): every finished
+row's checkpoint is evaluated the same way (rows already scored on the same tasks are skipped, so a stopped run
+resumes), and the ablation report is rewritten with a Commonsense column (``hymba.ablation.evaluate``). Needs
+the ``eval`` extra.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "run_dir",
         type=Path,
-        help="run directory written by `hymba train` (weights + config + tokenizer), "
+        help="run directory written by `hymba train` (weights + config + tokenizer), a released checkpoint "
+        "directory (e.g. a download of nvidia/Hymba-1.5B-Base), "
         "or an ablation directory (`hymba ablate --out`): every finished row, then the report",
     )
     p.add_argument("--tasks", required=True, help="comma-separated lm-eval task names, e.g. piqa,arc_easy,hellaswag")

@@ -1,5 +1,8 @@
 """``hymba generate RUN_DIR --prompt TEXT [--prompt TEXT ...]``: sample text from a trained checkpoint.
 
+RUN_DIR is a ``hymba train`` run or a checkpoint in NVIDIA's released layout (a download of
+nvidia/Hymba-1.5B-Base: ``config.json``, ``model.safetensors``, ``tokenizer.json``; ``hymba.model.pretrained``).
+
 Several prompts run as one left-padded batch through the decoding cache (``hymba.eval.generate``); each row
 stops at the end-of-text token. A prompt plus its new tokens must fit ``--max-length`` (default: the length the
 model was trained at, ``train.seq_len``), checked before anything is allocated.
@@ -17,7 +20,9 @@ from hymba.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", type=Path, help="run directory written by `hymba train`")
+    p.add_argument(
+        "run_dir", type=Path, help="run directory written by `hymba train`, or a released checkpoint directory"
+    )
     p.add_argument("--prompt", action="append", required=True, help="prompt text (repeatable: one batch)")
     p.add_argument(
         "--max-new-tokens", type=int, default=100, help="tokens to generate per prompt (default: %(default)s)"
@@ -26,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--max-length",
         type=int,
         default=None,
-        help="longest prompt + new tokens (default: the run's training length train.seq_len)",
+        help="longest prompt + new tokens (default: the run's training length train.seq_len; a released "
+        "checkpoint's max_position_embeddings)",
     )
     p.add_argument(
         "--temperature", type=float, default=0.8, help="sampling temperature, 0 = greedy (default: %(default)s)"

@@ -37,6 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         '(repeatable; values are TOML: 3, 1e-3, true, [0, 5], "text")',
     )
     p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this checkpoint directory (a released Hymba download, e.g. nvidia/Hymba-1.5B-Base, or "
+        "a `hymba train` run): its model, weights and tokenizer; the rest as for a fresh run (train.init; "
+        "default: a freshly initialised model)",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --out from its newest intact checkpoint, with the run's own config "
@@ -66,6 +74,8 @@ def _run(args: argparse.Namespace, rank: int) -> int:
 
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} exists and is not a directory")
+    if args.resume and args.init is not None:
+        raise UsageError("--init starts a fresh run; --resume continues the run in --out from its checkpoints")
     if args.resume:
         cfg = saved_config(args.out, args.overrides)
         if args.config is not None:
@@ -79,6 +89,8 @@ def _run(args: argparse.Namespace, rank: int) -> int:
                 )
     else:
         cfg = RunConfig.load(args.config, args.overrides)
+        if args.init is not None:
+            cfg.train = cfg.train.replace(init=str(args.init))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         with logging_redirect_tqdm():

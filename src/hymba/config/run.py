@@ -93,6 +93,9 @@ class TrainConfig(Section):
     peak_flops: float = 0.0  # accelerator peak FLOP/s for MFU; 0 = look up the GPU's bf16 dense peak
     progress: bool = True  # tqdm progress bar
     tensorboard: bool = False  # needs the `tensorboard` extra
+    # start from the weights, model config and tokenizer of this directory (a released Hymba checkpoint or a
+    # `hymba train` run; hymba.train.init); "" = a freshly initialised model
+    init: str = ""
 
     SECTION = "train"
 

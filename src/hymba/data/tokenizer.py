@@ -17,8 +17,18 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 class TextTokenizer:
     """A ``tokenizers.Tokenizer`` with named special tokens; ``encode`` never adds BOS/EOS by itself."""
 
-    def __init__(self, tokenizer: Tokenizer, pad_token: str, bos_token: str, eos_token: str, source: str = ""):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        pad_token: str,
+        bos_token: str,
+        eos_token: str,
+        source: str = "",
+        prompt_bos: bool = False,
+    ):
         self.tokenizer = tokenizer
+        # generation prompts start with BOS (a released Llama-style tokenizer adds it, and its model expects it)
+        self.prompt_bos = prompt_bos
         ids = {name: tokenizer.token_to_id(name) for name in (pad_token, bos_token, eos_token)}
         if ids[eos_token] is None:
             raise ValueError(
@@ -29,20 +39,26 @@ class TextTokenizer:
         self.bos_id: int | None = ids[bos_token]
         self.eos_id: int = ids[eos_token]
         self.special_tokens = (pad_token, bos_token, eos_token)
+        if prompt_bos and self.bos_id is None:
+            raise ValueError(f"tokenizer {source} has no {bos_token!r} to start prompts with")
 
-    @classmethod
-    def from_file(cls, path: str | Path, pad_token: str, bos_token: str, eos_token: str) -> TextTokenizer:
+    @staticmethod
+    def read(path: str | Path) -> Tokenizer:
+        """The ``tokenizers.Tokenizer`` of a ``tokenizer.json``; a missing or unreadable file is an error naming it."""
         path = Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file not found: {path}")
         try:
-            tok = Tokenizer.from_file(str(path))
+            return Tokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
             raise ValueError(
                 f"tokenizer file {path} is corrupt or not a tokenizers JSON file "
                 f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
             ) from None
-        return cls(tok, pad_token, bos_token, eos_token, source=str(path))
+
+    @classmethod
+    def from_file(cls, path: str | Path, pad_token: str, bos_token: str, eos_token: str) -> TextTokenizer:
+        return cls(cls.read(path), pad_token, bos_token, eos_token, source=str(Path(path).expanduser()))
 
     @property
     def vocab_size(self) -> int:

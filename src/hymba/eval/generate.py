@@ -27,6 +27,8 @@ def generate_text(
     encoded = [tokenizer.encode(p) for p in prompts]
     if any(not e for e in encoded):
         raise UsageError("--prompt: an empty prompt encodes to no tokens")
+    if tokenizer.prompt_bos:  # the tokenizer's own template starts every text with BOS (released checkpoints)
+        encoded = [[tokenizer.bos_id, *e] for e in encoded]
     longest = max(range(len(encoded)), key=lambda i: len(encoded[i]))
     if max_length is not None and len(encoded[longest]) + max_new_tokens > max_length:
         raise UsageError(

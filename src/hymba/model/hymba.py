@@ -400,6 +400,25 @@ class HymbaLM(nn.Module):
             out += [torch.full_like(out[0], eos_id)] * (max_new_tokens - len(out))
         return torch.stack(out, dim=1)
 
+    # ---- the released checkpoint format (hymba.model.pretrained) ------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, path, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None
+    ) -> HymbaLM:
+        """A model from a directory in NVIDIA's released layout (``config.json`` + ``model.safetensors`` or
+        shards with ``model.safetensors.index.json``, official tensor names), in eval mode on ``device``
+        (default CPU) in ``dtype`` (default: as stored). See :mod:`hymba.model.pretrained`."""
+        from hymba.model.pretrained import load_pretrained
+
+        return load_pretrained(path, device=device, dtype=dtype)
+
+    def save_pretrained(self, path, extra_config: dict | None = None, max_shard_bytes: int | None = None) -> None:
+        """Write the model in the released layout (what :meth:`from_pretrained` and the official code read);
+        ``max_shard_bytes`` splits the weights into shards. See :func:`hymba.model.pretrained.save_pretrained`."""
+        from hymba.model.pretrained import save_pretrained
+
+        save_pretrained(self, path, extra_config=extra_config, max_shard_bytes=max_shard_bytes)
+
     # ---- accounting --------------------------------------------------------------------------------
     def param_breakdown(self) -> dict[str, int]:
         """Parameter counts by group: attention, ssm, ffn, embedding, norm, meta, total.

@@ -27,11 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from hymba.config import RunConfig
+from hymba.config import DataConfig, RunConfig, TrainConfig
 from hymba.data.tokenizer import TextTokenizer
 from hymba.io import atomic_path, atomic_write, fsync_path, json_dumps, umask_mode
 from hymba.model import HymbaLM
+from hymba.model.pretrained import DEFAULT_MAX_POSITIONS, is_pretrained_dir, read_config
 from hymba.rundir import RunDir
+from hymba.runtime import resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +195,17 @@ def load_newest_checkpoint(
     raise error
 
 
-def load_run(run_dir: Path | str, device: str | torch.device = "cpu") -> tuple[HymbaLM, TextTokenizer, RunConfig]:
-    """``(model in eval mode, tokenizer, resolved run config)`` of a run directory."""
+def load_run(
+    run_dir: Path | str, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32
+) -> tuple[HymbaLM, TextTokenizer, RunConfig]:
+    """``(model in eval mode, tokenizer, resolved run config)`` of a run directory, or of a directory in the
+    released layout (:func:`load_pretrained_run`)."""
     run_dir = Path(run_dir)
     rd = RunDir(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    if is_pretrained_dir(run_dir):
+        return load_pretrained_run(run_dir, device, dtype)
     for path in (rd.config_json, rd.tokenizer):
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir} is not a training run directory: {path.name} is missing")
@@ -225,4 +232,48 @@ def load_run(run_dir: Path | str, device: str | torch.device = "cpu") -> tuple[H
                 f"{run_dir} has neither {RunDir.WEIGHTS} nor a checkpoint under {RunDir.CHECKPOINTS}/"
             )
         load_checkpoint(ckpt, model)
-    return model.to(device).eval(), tokenizer, cfg
+    return model.to(device=device, dtype=resolve_dtype(dtype)).eval(), tokenizer, cfg
+
+
+def load_pretrained_run(
+    path: Path | str, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32
+) -> tuple[HymbaLM, TextTokenizer, RunConfig]:
+    """What :func:`load_run` gives for a released-layout directory (``HymbaLM.from_pretrained``): the model,
+    its ``tokenizer.json`` with the special tokens ``config.json``'s ``pad/bos/eos_token_id`` name (prompts start
+    with BOS when the tokenizer's own post-processor adds it, as the released Llama-style one does), and a
+    run config holding the model config, those tokens and ``train.seq_len`` = ``max_position_embeddings``
+    (the length generation and evaluation default to)."""
+    path = Path(path)
+    rd = RunDir(path)
+    raw = read_config(path)
+    if not rd.tokenizer.is_file():
+        raise FileNotFoundError(f"{path} has no {RunDir.TOKENIZER} (the released directories ship one)")
+    tok = TextTokenizer.read(rd.tokenizer)
+    names = {}
+    for key, fallback in (("pad_token_id", "<|pad|>"), ("bos_token_id", "<|bos|>"), ("eos_token_id", "<|eos|>")):
+        token_id = raw.get(key)
+        name = tok.id_to_token(token_id) if isinstance(token_id, int) else None
+        if key == "eos_token_id" and name is None:
+            raise ValueError(f"{rd.config_json}: eos_token_id={token_id!r} is not a token of {rd.tokenizer}")
+        names[key] = name or fallback
+    bos = tok.token_to_id(names["bos_token_id"])
+    # a Llama-style tokenizer.json adds BOS through its post-processor: prompts then start with it
+    prompt_bos = (
+        bos is not None and tok.encode("a").ids[:1] == [bos] != tok.encode("a", add_special_tokens=False).ids[:1]
+    )
+    model = HymbaLM.from_pretrained(path, device=device, dtype=dtype)
+    tokenizer = TextTokenizer(
+        tok, names["pad_token_id"], names["bos_token_id"], names["eos_token_id"], str(path), prompt_bos=prompt_bos
+    )
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(
+            f"{path}: tokenizer has {tokenizer.vocab_size} tokens, vocab_size is only {model.config.vocab_size}"
+        )
+    data = DataConfig(
+        tokenizer=str(rd.tokenizer),
+        pad_token=names["pad_token_id"],
+        bos_token=names["bos_token_id"],
+        eos_token=names["eos_token_id"],
+    )
+    seq_len = raw.get("max_position_embeddings") or DEFAULT_MAX_POSITIONS
+    return model, tokenizer, RunConfig(model=model.config, data=data, train=TrainConfig(seq_len=seq_len))

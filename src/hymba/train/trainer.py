@@ -43,6 +43,7 @@ from hymba.rundir import RunDir
 from hymba.runtime import autocast_context, autocast_dtype, peak_flops
 from hymba.train import parallel
 from hymba.train.checkpoint import latest_checkpoint, load_newest_checkpoint, save_checkpoint, save_weights
+from hymba.train.init import resolve_init
 
 log = logging.getLogger(__name__)
 
@@ -469,6 +470,10 @@ def _train(
 
     if resume:
         par.on_rank0(refuse)
+    init_state = None
+    if tc.init and not resume:  # a resumed run continues from its own checkpoints
+        run_cfg, init_state = resolve_init(run_cfg)
+        override = None
     device = par.device
     amp = autocast_dtype(tc.precision, device)
     data = par.on_rank0(lambda: prepare(run_cfg.data))  # rank 0 fills the token cache; the others then read it
@@ -482,11 +487,20 @@ def _train(
         data.vocab_size,
         "cached" if data.cache_hit else "new",
     )
-    model_cfg = (override or run_cfg.model).replace(vocab_size=data.vocab_size)
+    model_cfg = override or run_cfg.model
+    if not tc.init:
+        model_cfg = model_cfg.replace(vocab_size=data.vocab_size)
+    elif data.vocab_size > model_cfg.vocab_size:  # started from weights: their vocabulary stays
+        raise ValueError(
+            f"train.init: the tokenizer has {data.vocab_size} tokens, the model only {model_cfg.vocab_size}"
+        )
     resolved = RunConfig(model=model_cfg, data=run_cfg.data, train=tc)
 
     torch.manual_seed(tc.seed)
     model = HymbaLM(model_cfg).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+        del init_state
     n_params = sum(p.numel() for p in model.parameters())
     flops_per_token = model.flops_per_token(tc.seq_len)
     batches = TrainBatches(
