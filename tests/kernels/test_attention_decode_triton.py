@@ -14,8 +14,13 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are defined
 pytest.importorskip("triton")
 
-from hymba.kernels.attention import MaskSpec, attention, attention_naive, attention_sdpa  # noqa: E402
-from hymba.kernels.attention import triton_decode  # noqa: E402
+from hymba.kernels.attention import (  # noqa: E402
+    MaskSpec,
+    attention,
+    attention_naive,
+    attention_sdpa,
+    triton_decode,
+)
 from hymba.kernels.attention.triton_decode import attention_decode_triton  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"

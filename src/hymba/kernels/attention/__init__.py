@@ -5,8 +5,9 @@ grouped heads reading their K/V once, split over the keys; CUDA, or CPU under ``
 ``auto`` takes ``triton`` on CUDA for one query per row (decoding) when Triton is importable, ``flex`` on CUDA
 for the plain layout (training, unpadded prefill) and ``sdpa`` otherwise (padded batches, CPU, head dims
 FlexAttention cannot tile, sequences shorter than one 128-token flex block), logging its choice once. A
-requested ``triton`` serves one query per row only; longer queries are an error. Should FlexAttention still fail to compile for a shape, ``auto`` logs
-the error and runs that shape on ``sdpa`` from then on; a requested ``flex`` raises it.
+requested ``triton`` serves one query per row only; longer queries are an error. Should FlexAttention still
+fail to compile for a shape, ``auto`` logs the error and runs that shape on ``sdpa`` from then on; a requested
+``flex`` raises it.
 """
 
 from __future__ import annotations
