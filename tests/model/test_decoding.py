@@ -1,5 +1,10 @@
+import os
+
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # the Triton decode kernels, interpreted (before they load)
 
 from hymba import HymbaLM
 from hymba.bench import cache_size, generation_throughput, load_model_config
@@ -11,6 +16,10 @@ from hymba.presets import ablation_rows
 ROWS = ablation_rows("tiny", vocab_size=61, window=8, n_layers=6)
 T = 40
 
+# Exactness tests use weights large enough (init_std 0.2) that every path moves the logits: at 0.02 a model
+# is near-uniform and a wrong K/V slot or a doubled meta token hides under the tolerance.
+STRONG = ablation_rows("tiny", vocab_size=61, window=8, n_layers=6, init_std=0.2)
+
 
 @pytest.mark.parametrize("row", sorted(ROWS))
 def test_prefill_then_decode_equals_full_forward(row):
@@ -21,6 +30,37 @@ def test_prefill_then_decode_equals_full_forward(row):
         full = m(ids).logits
         logits, cache = m.prefill(ids[:, :13], max_len=T)
         steps = [logits] + [m.decode_step(ids[:, t], cache) for t in range(13, T)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture
+def triton_decode(monkeypatch):
+    """Decode steps on the Triton kernels (SSM conv and state update, attention) whatever the device: compiled
+    on CUDA, interpreted on CPU; prefill stays on ``auto``'s choice."""
+    pytest.importorskip("triton")
+    import hymba.kernels.attention as attn
+    import hymba.kernels.scan as scan
+
+    monkeypatch.setattr(scan, "_auto_step", lambda device_type: "triton")
+    monkeypatch.setattr(attn, "_auto_decode", lambda device_type: "triton")
+
+
+# the interpreter takes about a second per decode step of these models: the full Hymba row on CPU by default
+TRITON_ROWS = [pytest.param(r, marks=[] if r == 13 or torch.cuda.is_available() else pytest.mark.slow) for r in STRONG]
+
+
+@pytest.mark.parametrize("row", TRITON_ROWS)
+def test_prefill_then_decode_on_the_triton_kernels_equals_full_forward(row, triton_decode):
+    """Unpadded rows decoded past the window (8) on the Triton decode step; row 13 is the full Hymba (meta
+    tokens, SWA, KV sharing, SSM)."""
+    torch.manual_seed(row)
+    m = HymbaLM(STRONG[row]).eval()
+    ids = torch.randint(0, 61, (3, 17))
+    with torch.no_grad():
+        full = m(ids).logits
+        logits, cache = m.prefill(ids[:, :5], max_len=17)
+        steps = [logits] + [m.decode_step(ids[:, t], cache) for t in range(5, 17)]
+    assert full.std() > 0.5
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
 
 
@@ -45,9 +85,6 @@ def test_prefill_in_batch_chunks_fills_the_same_cache(row):
         torch.testing.assert_close(m.decode_step(nxt, c2), m.decode_step(nxt, c1), rtol=1e-5, atol=1e-5)
 
 
-# Exactness tests use weights large enough (init_std 0.2) that every path moves the logits: at 0.02 a model
-# is near-uniform and a wrong K/V slot or a doubled meta token hides under the tolerance.
-STRONG = ablation_rows("tiny", vocab_size=61, window=8, n_layers=6, init_std=0.2)
 CASES = [
     ("cpu", False),
     pytest.param("cuda", False, marks=pytest.mark.gpu),
@@ -69,7 +106,18 @@ def _fp32_cuda():
 def test_ragged_cached_decoding_equals_each_prompt_alone(row, device, graph, _fp32_cuda):
     """Left-padded rows, teacher-forced through prefill + decode (eager or CUDA graph), against each prompt
     alone through the full forward. Lengths 3, 21, 12 with window 8 and 16 meta tokens: prompts shorter and
-    longer than the window, pads (18, 0, 9) longer and shorter than the meta block, an unpadded row."""
+    longer than the window, pads (18, 0, 9) longer and shorter than the meta block, an unpadded row.
+    (On CUDA ``auto`` decodes on the Triton kernels; on CPU on the references.)"""
+    _check_ragged_decoding(row, device, graph)
+
+
+@pytest.mark.parametrize("row", TRITON_ROWS)
+def test_ragged_cached_decoding_on_the_triton_kernels_equals_each_prompt_alone(row, triton_decode):
+    """The same on CPU with the decode step on the interpreted Triton kernels."""
+    _check_ragged_decoding(row, "cpu", False)
+
+
+def _check_ragged_decoding(row, device, graph):
     torch.manual_seed(row)
     m = HymbaLM(STRONG[row]).to(device).eval()
     prompts = [torch.randint(1, 61, (n,)).tolist() for n in (3, 21, 12)]

@@ -112,14 +112,21 @@ def selective_scan(
     return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
 
+def _auto_step(device_type: str) -> str:
+    """The backend ``auto`` runs the one-token decoding ops on."""
+    return "triton" if device_type == "cuda" and _has_triton() else "ref"
+
+
 def resolve_step(backend: str, device_type: str) -> str:
     """The backend the one-token decoding ops run for a scan backend name (see the module docstring)."""
     if backend == "auto":
-        if device_type == "cuda" and _has_triton():
-            log_choice("selective_state_update", "triton", "CUDA: the fused Triton decode step")
-            return "triton"
-        log_choice("selective_state_update", "ref", "triton not installed" if device_type == "cuda" else device_type)
-        return "ref"
+        chosen = _auto_step(device_type)
+        if chosen == "triton":
+            why = f"the fused Triton decode step on {device_type}"
+        else:
+            why = "triton not installed" if device_type == "cuda" else device_type
+        log_choice("selective_state_update", chosen, why)
+        return chosen
     return resolve(backend, device_type)
 
 
