@@ -7,8 +7,16 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # the Triton decode kernels, interpreted (before they load)
 
 from hymba import HymbaLM
-from hymba.bench import cache_size, generation_throughput, load_model_config
+from hymba.bench import (
+    cache_size,
+    copy_bandwidth,
+    decode_step_bytes,
+    generation_benchmark,
+    generation_throughput,
+    load_model_config,
+)
 from hymba.config import ModelConfig
+from hymba.model import HybridCache
 from hymba.model.hymba import left_pad
 from hymba.presets import ablation_rows
 
@@ -117,7 +125,14 @@ def test_ragged_cached_decoding_on_the_triton_kernels_equals_each_prompt_alone(r
     _check_ragged_decoding(row, "cpu", False)
 
 
-def _check_ragged_decoding(row, device, graph):
+@pytest.mark.gpu
+@pytest.mark.parametrize("row", [6, 13])
+def test_ragged_decoding_from_a_graph_of_the_compiled_step_equals_each_prompt_alone(row, _fp32_cuda):
+    """The ``compiled_graph`` decode mode (torch.compile'd step, captured): the same exactness."""
+    _check_ragged_decoding(row, "cuda", True, compile=True)
+
+
+def _check_ragged_decoding(row, device, graph, compile=False):
     torch.manual_seed(row)
     m = HymbaLM(STRONG[row]).to(device).eval()
     prompts = [torch.randint(1, 61, (n,)).tolist() for n in (3, 21, 12)]
@@ -126,7 +141,7 @@ def _check_ragged_decoding(row, device, graph):
     ids, mask = left_pad(prompts, pad_id=5)  # the pad id is arbitrary: it must not matter
     with torch.no_grad():
         logits, cache = m.prefill(ids.to(device), mask.to(device), max_len=ids.shape[1] + new)
-        step = m.decoder(cache, cuda_graph=graph)
+        step = m.decoder(cache, cuda_graph=graph, compile=compile)
         got = torch.stack([logits[:, -1]] + [step(cont[:, t])[:, -1].clone() for t in range(new - 1)], 1)
         for i, p in enumerate(prompts):
             seq = torch.cat([torch.tensor(p, device=device), cont[i, :-1]])[None]
@@ -244,6 +259,40 @@ def test_greedy_generate_is_deterministic_and_sampling_follows_the_seed():
     greedy = m.generate(ids, 1)
     with torch.no_grad():
         assert torch.equal(greedy[:, 0], m(ids).logits[:, -1].argmax(-1))
+
+
+def test_decode_step_bytes_of_the_released_model_at_the_paper_protocol():
+    """Hymba-1.5B, batch 128, 8K prompt + 64 new tokens: the bytes a decode step must read (issue 15: about
+    13.6 GB), from the parameter count and the cache's own formula, not from the function under test."""
+    cfg = load_model_config("configs/models/hymba-1.5b.toml")
+    with torch.device("meta"):
+        m = HymbaLM(cfg).to(torch.bfloat16)
+    cache = HybridCache.allocate(cfg, 128, 8192 + 64, device="meta", dtype=torch.bfloat16)
+    got = decode_step_bytes(m, cache)
+    assert got["weights"] == 2 * m.param_breakdown()["total"]  # tied embeddings: the table once, as lm_head
+    M, per_slot = cfg.n_meta_tokens, 128 * cfg.kv_heads * (cfg.qk_head_dim + cfg.v_head_dim) * 2
+    slots = [M + (8192 + 64 if p.window is None else p.window) for p in m.plan]
+    assert got["kv"] == sum(per_slot * slots[p.index] for p in m.plan if p.has_kv)
+    assert got["reread"] == sum(per_slot * slots[p.kv_producer] for p in m.plan if p.attention and not p.has_kv)
+    d = cfg.d_inner
+    assert got["state"] == cfg.n_layers * 128 * d * (2 * (cfg.d_conv - 1) + 4 * cfg.d_state)
+    assert got["total"] == got["weights"] + got["kv"] + got["state"]
+    assert 13.0e9 < got["total"] < 14.2e9
+
+
+def test_generation_benchmark_reports_the_step_against_the_bandwidth_floor():
+    m = HymbaLM(ROWS[13]).eval()
+    (r,) = generation_benchmark(m, prompt_len=12, batch=2, new_tokens=3, device="cpu", bandwidth=1e10)
+    assert r["decode"] == "eager" and r["copy_bw_gbs"] == 10.0
+    assert r["step_ms"] == pytest.approx(1e3 * r["decode_s"] / 3)
+    assert r["step_bytes"] == decode_step_bytes(m, m.allocate_cache(2, 15))["total"]
+    assert r["floor_ms"] == pytest.approx(1e3 * r["step_bytes"] / 1e10)
+    assert r["hbm_fraction"] == pytest.approx(r["floor_ms"] / r["step_ms"])
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        generation_benchmark(m, prompt_len=12, batch=2, new_tokens=3, device="cpu", modes=("cuda_graph",))
+    with pytest.raises(ValueError, match="unknown"):
+        generation_benchmark(m, prompt_len=12, batch=2, new_tokens=3, device="cpu", modes=("fast",))
+    assert copy_bandwidth("cpu", nbytes=2**20, iters=2) > 1e8
 
 
 def test_generation_throughput_reports_the_decode_phase():
