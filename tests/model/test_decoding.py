@@ -282,7 +282,11 @@ def test_decode_step_bytes_of_the_released_model_at_the_paper_protocol():
 
 def test_generation_benchmark_reports_the_step_against_the_bandwidth_floor():
     m = HymbaLM(ROWS[13]).eval()
-    (r,) = generation_benchmark(m, prompt_len=12, batch=2, new_tokens=3, device="cpu", bandwidth=1e10)
+    seen = []
+    (r,) = generation_benchmark(
+        m, prompt_len=12, batch=2, new_tokens=3, device="cpu", bandwidth=1e10, on_result=seen.append
+    )
+    assert seen == [r]
     assert r["decode"] == "eager" and r["copy_bw_gbs"] == 10.0
     assert r["step_ms"] == pytest.approx(1e3 * r["decode_s"] / 3)
     assert r["step_bytes"] == decode_step_bytes(m, m.allocate_cache(2, 15))["total"]

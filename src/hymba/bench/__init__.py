@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -117,6 +118,7 @@ def _timed_generation(
     prefill_chunk: int,
     modes: tuple[str, ...],
     bandwidth: float | None,
+    on_result,
 ) -> list[dict[str, float]]:
     g = torch.Generator(device="cpu").manual_seed(0)
     ids = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).to(device)
@@ -180,6 +182,8 @@ def _timed_generation(
             r["prefill_peak_mem_gb"] = prefill_peak
             r["peak_mem_gb"] = max(prefill_peak, torch.cuda.max_memory_allocated(device) / 1e9)
         out.append(r)
+        if on_result is not None:
+            on_result(r)
         del step
     return out
 
@@ -196,6 +200,7 @@ def generation_benchmark(
     prefill_tokens: int = 65536,
     modes: tuple[str, ...] | None = None,
     bandwidth: float | None = None,
+    on_result: Callable[[dict], None] | None = None,
 ) -> list[dict[str, float]]:
     """Paper protocol: a batch of random prompts, halve the batch on out-of-memory until it fits, prefill
     once, then generate ``new_tokens`` greedily in each decode mode (:data:`DECODE_MODES`; default
@@ -205,7 +210,8 @@ def generation_benchmark(
     memory bounded by the chunk, not the batch); a graph capture or compile is not timed. Warm-up runs at the
     timed shapes are excluded; the device is synchronised around every timed region. ``bandwidth`` (bytes/s;
     default :func:`copy_bandwidth` measured now) turns the bytes a step must read
-    (:func:`decode_step_bytes`) into the step's floor and the fraction of it reached.
+    (:func:`decode_step_bytes`) into the step's floor and the fraction of it reached. ``on_result`` is called
+    with each mode's dict as soon as it is measured (a long compile of a later mode loses no earlier result).
 
     Returns one dict per mode: decode, tokens_per_s, step_ms, step_bytes (and its parts in GB: weights_gb,
     kv_gb, state_gb; kv_reread_gb beside it), floor_ms, hbm_fraction, copy_bw_gbs, batch_used, prompt_len,
@@ -227,7 +233,9 @@ def generation_benchmark(
     model.eval()
     while True:
         try:
-            return _timed_generation(model, batch, prompt_len, new_tokens, device, warmup, chunk, modes, bandwidth)
+            return _timed_generation(
+                model, batch, prompt_len, new_tokens, device, warmup, chunk, modes, bandwidth, on_result
+            )
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if batch // 2 < min_batch:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from hymba.bench import DECODE_MODES, generation_benchmark
 from hymba.cli.args import add_device_arg, add_model_args, model_config_from_args, parse_device
@@ -58,15 +59,8 @@ def run(args: argparse.Namespace) -> int:
             )
         if not gpu and modes != ("eager",):
             raise UsageError(f"--decode {args.decode}: only eager decoding runs on {dev}; CUDA graphs need CUDA")
-    results = generation_benchmark(
-        model,
-        prompt_len=pick(args.prompt_len, 8192, 256),
-        batch=pick(args.batch, 128, 4),
-        new_tokens=pick(args.new_tokens, 64, 16),
-        device=dev,
-        modes=modes,
-    )
-    for r in results:
+
+    def report(r: dict) -> None:
         if args.json:
             print(json.dumps({"model": name, "device": str(dev), "dtype": str(dtype).removeprefix("torch."), **r}))
         else:
@@ -76,4 +70,15 @@ def run(args: argparse.Namespace) -> int:
                 f"{r['step_ms']:.2f} ms/step for {r['step_gb']:.2f} GB: {100 * r['hbm_fraction']:.0f}% of the "
                 f"{r['copy_bw_gbs']:.0f} GB/s copy bandwidth"
             )
+        sys.stdout.flush()
+
+    generation_benchmark(
+        model,
+        prompt_len=pick(args.prompt_len, 8192, 256),
+        batch=pick(args.batch, 128, 4),
+        new_tokens=pick(args.new_tokens, 64, 16),
+        device=dev,
+        modes=modes,
+        on_result=report,
+    )
     return 0
