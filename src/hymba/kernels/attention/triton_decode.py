@@ -132,10 +132,10 @@ def _split_kernel(
         else:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
-    row = bh * n_splits + sp
-    tl.store(m_ptr + row * GP + g, m_i)
-    tl.store(l_ptr + row * GP + g, l_i)
-    tl.store(o_ptr + (row * GP + g[:, None]) * DVP + dv[None, :], acc)
+    row = bh * n_splits + sp  # only the G real heads' partials: the pad rows of the tile are never read
+    tl.store(m_ptr + row * GP + g, m_i, mask=mg)
+    tl.store(l_ptr + row * GP + g, l_i, mask=mg)
+    tl.store(o_ptr + (row * GP + g[:, None]) * DVP + dv[None, :], acc, mask=mg[:, None] & (dv[None, :] < DV))
 
 
 @triton.jit
@@ -159,22 +159,24 @@ def _combine_kernel(
     hk = bh % HKV
     g = tl.arange(0, GP)
     dv = tl.arange(0, DVP)
+    mg = g < G
+    mo = mg[:, None] & (dv[None, :] < DV)
     m_all = tl.full([GP], -1.0e30, tl.float32)
     for sp in range(0, n_splits):
-        m_all = tl.maximum(m_all, tl.load(m_ptr + (bh * n_splits + sp) * GP + g))
+        m_all = tl.maximum(m_all, tl.load(m_ptr + (bh * n_splits + sp) * GP + g, mask=mg, other=-1.0e30))
     l_all = tl.zeros([GP], tl.float32)
     acc = tl.zeros([GP, DVP], tl.float32)
     for sp in range(0, n_splits):
         row = bh * n_splits + sp
-        w = tl.exp(tl.load(m_ptr + row * GP + g) - m_all)
-        l_all += w * tl.load(l_ptr + row * GP + g)
-        acc += w[:, None] * tl.load(o_ptr + (row * GP + g[:, None]) * DVP + dv[None, :])
+        w = tl.exp(tl.load(m_ptr + row * GP + g, mask=mg, other=-1.0e30) - m_all)
+        l_all += w * tl.load(l_ptr + row * GP + g, mask=mg, other=0.0)
+        acc += w[:, None] * tl.load(o_ptr + (row * GP + g[:, None]) * DVP + dv[None, :], mask=mo, other=0.0)
     # a query that sees no key (never read: padding) gets zeros, not NaN
     out = acc / tl.where(l_all > 0, l_all, 1.0)[:, None]
     tl.store(
         out_ptr + b * s_ob + (hk * G + g[:, None]) * s_oh + dv[None, :] * s_od,
         out.to(out_ptr.dtype.element_ty),
-        mask=(g[:, None] < G) & (dv[None, :] < DV),
+        mask=mo,
     )
 
 
@@ -188,8 +190,9 @@ def _sm_count(device: torch.device) -> int:
 
 
 def n_splits_for(batch_kv_heads: int, slots: int, device: torch.device) -> int:
-    """Splits over the keys: enough programs for about 4 waves of the SMs, no split under 4 key blocks."""
-    want = triton.cdiv(4 * _sm_count(device), batch_kv_heads)
+    """Splits over the keys: programs for about 16 per SM (a few resident at a time: several waves, so the
+    last one's tail is short), no split under 4 key blocks."""
+    want = triton.cdiv(16 * _sm_count(device), batch_kv_heads)
     return max(1, min(want, triton.cdiv(slots, 4 * BLOCK_N)))
 
 
