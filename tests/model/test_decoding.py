@@ -297,6 +297,9 @@ def test_generation_benchmark_reports_the_step_against_the_bandwidth_floor():
     with pytest.raises(ValueError, match="unknown"):
         generation_benchmark(m, prompt_len=12, batch=2, new_tokens=3, device="cpu", modes=("fast",))
     assert copy_bandwidth("cpu", nbytes=2**20, iters=2) > 1e8
+    # a second mode decodes from the restored prefilled cache (the same bytes, the same prefill)
+    a, b = generation_benchmark(m, prompt_len=12, batch=2, new_tokens=3, device="cpu", modes=("eager", "eager"))
+    assert a["prefill_s"] == b["prefill_s"] and a["step_bytes"] == b["step_bytes"] == r["step_bytes"]
 
 
 def test_generation_throughput_reports_the_decode_phase():

@@ -138,6 +138,7 @@ def _timed_generation(
     prefill_peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
     nbytes = decode_step_bytes(model, cache)
     saved = _snapshot(cache) if len(modes) > 1 else None
+    saved_gb = sum(t.numel() * t.element_size() for t in saved) / 1e9 if saved else 0.0  # not the protocol's memory
     length = cache.length
     out = []
     for i, mode in enumerate(modes):
@@ -180,7 +181,7 @@ def _timed_generation(
         }
         if device.type == "cuda":
             r["prefill_peak_mem_gb"] = prefill_peak
-            r["peak_mem_gb"] = max(prefill_peak, torch.cuda.max_memory_allocated(device) / 1e9)
+            r["peak_mem_gb"] = max(prefill_peak, torch.cuda.max_memory_allocated(device) / 1e9 - saved_gb)
         out.append(r)
         if on_result is not None:
             on_result(r)
@@ -216,7 +217,8 @@ def generation_benchmark(
     Returns one dict per mode: decode, tokens_per_s, step_ms, step_bytes (and its parts in GB: weights_gb,
     kv_gb, state_gb; kv_reread_gb beside it), floor_ms, hbm_fraction, copy_bw_gbs, batch_used, prompt_len,
     new_tokens, prefill_s, decode_s, cache_mb, prefill_chunk, and on CUDA prefill_peak_mem_gb and
-    peak_mem_gb (prefill or this mode's decoding, whichever is higher).
+    peak_mem_gb (prefill or this mode's decoding, whichever is higher; the copy of the prefilled cache that lets
+    every mode start from it is left out).
     """
     if prompt_len < 1 or batch < 1 or new_tokens < 1:
         raise ValueError(f"prompt_len={prompt_len}, batch={batch}, new_tokens={new_tokens} must all be >= 1")
