@@ -19,9 +19,7 @@ from hymba.kernels import BackendUnavailable, log, log_choice
 from hymba.kernels.attention.ref import MaskSpec, attention_naive, attention_sdpa, build_mask
 
 BACKENDS = ("auto", "sdpa", "flex", "triton")
-# looked up once: the dispatch runs inside torch.compile'd decode steps
-_TRITON = importlib.util.find_spec("triton") is not None
-_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+_TRITON = importlib.util.find_spec("triton") is not None  # looked up once: the dispatch runs in compiled steps
 FLEX_BLOCK = 128  # FlexAttention's default block; shorter sequences with GQA fail to compile (torch 2.11, H200)
 _flex_failed: set[tuple] = set()  # shapes whose flex compile failed under `auto`
 
@@ -65,7 +63,7 @@ def _auto_decode(device_type: str) -> str:
 def _decode_triton(q, k, v, spec: MaskSpec):
     if not _TRITON:
         raise BackendUnavailable("attention backend 'triton' needs the triton package (pip install triton)")
-    if q.device.type != "cuda" and not _INTERPRETED:
+    if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":  # read on CPU only
         raise BackendUnavailable("attention backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
     from hymba.kernels.attention.triton_decode import attention_decode_triton
 
