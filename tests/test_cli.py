@@ -36,3 +36,19 @@ def test_invalid_model_config_file_names_the_field(tmp_path):
 def test_bench_on_cpu(capsys):
     assert main(["bench", "--row", "9", "--prompt-len", "16", "--batch", "2", "--new-tokens", "3"]) == 0
     assert "generated tok/s (batch 2, prompt 16, 3 new" in capsys.readouterr().out
+
+
+def test_bench_json_reports_the_step_against_the_bandwidth_floor_and_bad_modes_are_usage_errors():
+    import json
+
+    base = [sys.executable, "-m", "hymba.cli", "bench", "--row", "13", "--prompt-len", "8", "--batch", "1"]
+    r = subprocess.run([*base, "--new-tokens", "2", "--device", "cpu", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    (line,) = r.stdout.strip().splitlines()
+    out = json.loads(line)
+    assert out["decode"] == "eager" and out["model"] == "row 13 (tiny)"
+    assert out["step_ms"] > 0 and 0 < out["hbm_fraction"] and out["copy_bw_gbs"] > 0 and out["step_bytes"] > 0
+    for modes, msg in (("eager,warp", "unknown mode 'warp'"), ("cuda_graph", "CUDA graphs need CUDA")):
+        r = subprocess.run([*base, "--device", "cpu", "--decode", modes], capture_output=True, text=True)
+        assert r.returncode == 2 and f"--decode {modes}" in r.stderr and msg in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr

@@ -1,15 +1,32 @@
+import os
+
 import pytest
 import torch
 
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # the Triton decode kernels, interpreted (before they load)
+
 from hymba import HymbaLM
-from hymba.bench import cache_size, generation_throughput, load_model_config
+from hymba.bench import (
+    cache_size,
+    copy_bandwidth,
+    decode_step_bytes,
+    generation_benchmark,
+    generation_throughput,
+    load_model_config,
+)
 from hymba.config import ModelConfig
+from hymba.model import HybridCache
 from hymba.model.hymba import left_pad
 from hymba.presets import ablation_rows
 
 # window 8 so that 40-token sequences run far past it; meta tokens where the row has them
 ROWS = ablation_rows("tiny", vocab_size=61, window=8, n_layers=6)
 T = 40
+
+# Exactness tests use weights large enough (init_std 0.2) that every path moves the logits: at 0.02 a model
+# is near-uniform and a wrong K/V slot or a doubled meta token hides under the tolerance.
+STRONG = ablation_rows("tiny", vocab_size=61, window=8, n_layers=6, init_std=0.2)
 
 
 @pytest.mark.parametrize("row", sorted(ROWS))
@@ -21,6 +38,37 @@ def test_prefill_then_decode_equals_full_forward(row):
         full = m(ids).logits
         logits, cache = m.prefill(ids[:, :13], max_len=T)
         steps = [logits] + [m.decode_step(ids[:, t], cache) for t in range(13, T)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture
+def triton_decode(monkeypatch):
+    """Decode steps on the Triton kernels (SSM conv and state update, attention) whatever the device: compiled
+    on CUDA, interpreted on CPU; prefill stays on ``auto``'s choice."""
+    pytest.importorskip("triton")
+    import hymba.kernels.attention as attn
+    import hymba.kernels.scan as scan
+
+    monkeypatch.setattr(scan, "_auto_step", lambda device_type: "triton")
+    monkeypatch.setattr(attn, "_auto_decode", lambda device_type: "triton")
+
+
+# the interpreter takes about a second per decode step of these models: the full Hymba row on CPU by default
+TRITON_ROWS = [pytest.param(r, marks=[] if r == 13 or torch.cuda.is_available() else pytest.mark.slow) for r in STRONG]
+
+
+@pytest.mark.parametrize("row", TRITON_ROWS)
+def test_prefill_then_decode_on_the_triton_kernels_equals_full_forward(row, triton_decode):
+    """Unpadded rows decoded past the window (8) on the Triton decode step; row 13 is the full Hymba (meta
+    tokens, SWA, KV sharing, SSM)."""
+    torch.manual_seed(row)
+    m = HymbaLM(STRONG[row]).eval()
+    ids = torch.randint(0, 61, (3, 17))
+    with torch.no_grad():
+        full = m(ids).logits
+        logits, cache = m.prefill(ids[:, :5], max_len=17)
+        steps = [logits] + [m.decode_step(ids[:, t], cache) for t in range(5, 17)]
+    assert full.std() > 0.5
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
 
 
@@ -45,9 +93,6 @@ def test_prefill_in_batch_chunks_fills_the_same_cache(row):
         torch.testing.assert_close(m.decode_step(nxt, c2), m.decode_step(nxt, c1), rtol=1e-5, atol=1e-5)
 
 
-# Exactness tests use weights large enough (init_std 0.2) that every path moves the logits: at 0.02 a model
-# is near-uniform and a wrong K/V slot or a doubled meta token hides under the tolerance.
-STRONG = ablation_rows("tiny", vocab_size=61, window=8, n_layers=6, init_std=0.2)
 CASES = [
     ("cpu", False),
     pytest.param("cuda", False, marks=pytest.mark.gpu),
@@ -69,7 +114,25 @@ def _fp32_cuda():
 def test_ragged_cached_decoding_equals_each_prompt_alone(row, device, graph, _fp32_cuda):
     """Left-padded rows, teacher-forced through prefill + decode (eager or CUDA graph), against each prompt
     alone through the full forward. Lengths 3, 21, 12 with window 8 and 16 meta tokens: prompts shorter and
-    longer than the window, pads (18, 0, 9) longer and shorter than the meta block, an unpadded row."""
+    longer than the window, pads (18, 0, 9) longer and shorter than the meta block, an unpadded row.
+    (On CUDA ``auto`` decodes on the Triton kernels; on CPU on the references.)"""
+    _check_ragged_decoding(row, device, graph)
+
+
+@pytest.mark.parametrize("row", TRITON_ROWS)
+def test_ragged_cached_decoding_on_the_triton_kernels_equals_each_prompt_alone(row, triton_decode):
+    """The same on CPU with the decode step on the interpreted Triton kernels."""
+    _check_ragged_decoding(row, "cpu", False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("row", [6, 13])
+def test_ragged_decoding_from_a_graph_of_the_compiled_step_equals_each_prompt_alone(row, _fp32_cuda):
+    """The ``compiled_graph`` decode mode (torch.compile'd step, captured): the same exactness."""
+    _check_ragged_decoding(row, "cuda", True, compile=True)
+
+
+def _check_ragged_decoding(row, device, graph, compile=False):
     torch.manual_seed(row)
     m = HymbaLM(STRONG[row]).to(device).eval()
     prompts = [torch.randint(1, 61, (n,)).tolist() for n in (3, 21, 12)]
@@ -78,7 +141,7 @@ def test_ragged_cached_decoding_equals_each_prompt_alone(row, device, graph, _fp
     ids, mask = left_pad(prompts, pad_id=5)  # the pad id is arbitrary: it must not matter
     with torch.no_grad():
         logits, cache = m.prefill(ids.to(device), mask.to(device), max_len=ids.shape[1] + new)
-        step = m.decoder(cache, cuda_graph=graph)
+        step = m.decoder(cache, cuda_graph=graph, compile=compile)
         got = torch.stack([logits[:, -1]] + [step(cont[:, t])[:, -1].clone() for t in range(new - 1)], 1)
         for i, p in enumerate(prompts):
             seq = torch.cat([torch.tensor(p, device=device), cont[i, :-1]])[None]
@@ -196,6 +259,47 @@ def test_greedy_generate_is_deterministic_and_sampling_follows_the_seed():
     greedy = m.generate(ids, 1)
     with torch.no_grad():
         assert torch.equal(greedy[:, 0], m(ids).logits[:, -1].argmax(-1))
+
+
+def test_decode_step_bytes_of_the_released_model_at_the_paper_protocol():
+    """Hymba-1.5B, batch 128, 8K prompt + 64 new tokens: the bytes a decode step must read (issue 15: about
+    13.6 GB), from the parameter count and the cache's own formula, not from the function under test."""
+    cfg = load_model_config("configs/models/hymba-1.5b.toml")
+    with torch.device("meta"):
+        m = HymbaLM(cfg).to(torch.bfloat16)
+    cache = HybridCache.allocate(cfg, 128, 8192 + 64, device="meta", dtype=torch.bfloat16)
+    got = decode_step_bytes(m, cache)
+    assert got["weights"] == 2 * m.param_breakdown()["total"]  # tied embeddings: the table once, as lm_head
+    M, per_slot = cfg.n_meta_tokens, 128 * cfg.kv_heads * (cfg.qk_head_dim + cfg.v_head_dim) * 2
+    slots = [M + (8192 + 64 if p.window is None else p.window) for p in m.plan]
+    assert got["kv"] == sum(per_slot * slots[p.index] for p in m.plan if p.has_kv)
+    assert got["reread"] == sum(per_slot * slots[p.kv_producer] for p in m.plan if p.attention and not p.has_kv)
+    d = cfg.d_inner
+    assert got["state"] == cfg.n_layers * 128 * d * (2 * (cfg.d_conv - 1) + 4 * cfg.d_state)
+    assert got["total"] == got["weights"] + got["kv"] + got["state"]
+    assert 13.0e9 < got["total"] < 14.2e9
+
+
+def test_generation_benchmark_reports_the_step_against_the_bandwidth_floor():
+    m = HymbaLM(ROWS[13]).eval()
+    seen = []
+    (r,) = generation_benchmark(
+        m, prompt_len=12, batch=2, new_tokens=3, device="cpu", bandwidth=1e10, on_result=seen.append
+    )
+    assert seen == [r]
+    assert r["decode"] == "eager" and r["copy_bw_gbs"] == 10.0
+    assert r["step_ms"] == pytest.approx(1e3 * r["decode_s"] / 3)
+    assert r["step_bytes"] == decode_step_bytes(m, m.allocate_cache(2, 15))["total"]
+    assert r["floor_ms"] == pytest.approx(1e3 * r["step_bytes"] / 1e10)
+    assert r["hbm_fraction"] == pytest.approx(r["floor_ms"] / r["step_ms"])
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        generation_benchmark(m, prompt_len=12, batch=2, new_tokens=3, device="cpu", modes=("cuda_graph",))
+    with pytest.raises(ValueError, match="unknown"):
+        generation_benchmark(m, prompt_len=12, batch=2, new_tokens=3, device="cpu", modes=("fast",))
+    assert copy_bandwidth("cpu", nbytes=2**20, iters=2) > 1e8
+    # a second mode decodes from the restored prefilled cache (the same bytes, the same prefill)
+    a, b = generation_benchmark(m, prompt_len=12, batch=2, new_tokens=3, device="cpu", modes=("eager", "eager"))
+    assert a["prefill_s"] == b["prefill_s"] and a["step_bytes"] == b["step_bytes"] == r["step_bytes"]
 
 
 def test_generation_throughput_reports_the_decode_phase():

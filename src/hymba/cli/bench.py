@@ -1,12 +1,15 @@
-"""`hymba bench`: generation throughput with the paper's protocol (random weights are fine for timing)."""
+"""`hymba bench`: generation throughput with the paper's protocol (random weights are fine for timing), per
+decode mode, against the memory-bandwidth floor measured in the same run."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from hymba.bench import generation_throughput
+from hymba.bench import DECODE_MODES, generation_benchmark
 from hymba.cli.args import add_device_arg, add_model_args, model_config_from_args, parse_device
+from hymba.errors import UsageError
 from hymba.model import HymbaLM
 from hymba.runtime import DTYPES
 
@@ -24,7 +27,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype", choices=sorted(DTYPES), default=None, help="weights' dtype (default: bf16 on CUDA, fp32 on CPU)"
     )
-    p.add_argument("--eager", action="store_true", help="decode step by step in Python, not from a CUDA graph")
+    modes = p.add_mutually_exclusive_group()
+    modes.add_argument("--eager", action="store_true", help="decode step by step in Python, not from a CUDA graph")
+    modes.add_argument(
+        "--decode",
+        default=None,
+        metavar="MODE[,MODE...]",
+        help=f"decode modes to time from one prefill, of {', '.join(DECODE_MODES)} (default: cuda_graph on CUDA, "
+        "eager on CPU)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -38,19 +49,36 @@ def run(args: argparse.Namespace) -> int:
     def pick(value, on_gpu, on_cpu):
         return value if value is not None else (on_gpu if gpu else on_cpu)
 
-    r = generation_throughput(
+    modes = ("eager",) if args.eager else None
+    if args.decode is not None:
+        modes = tuple(m.strip() for m in args.decode.split(","))
+        bad = [m for m in modes if m not in DECODE_MODES]
+        if bad or not modes:
+            raise UsageError(
+                f"--decode {args.decode}: unknown mode {bad[0] if bad else ''!r}; modes are {DECODE_MODES}"
+            )
+        if not gpu and modes != ("eager",):
+            raise UsageError(f"--decode {args.decode}: only eager decoding runs on {dev}; CUDA graphs need CUDA")
+
+    def report(r: dict) -> None:
+        if args.json:
+            print(json.dumps({"model": name, "device": str(dev), "dtype": str(dtype).removeprefix("torch."), **r}))
+        else:
+            print(
+                f"{name} on {dev}: {r['tokens_per_s']:.1f} generated tok/s (batch {r['batch_used']}, prompt "
+                f"{r['prompt_len']}, {r['new_tokens']} new, {r['decode']} decode; prefill {r['prefill_s']:.2f}s); "
+                f"{r['step_ms']:.2f} ms/step for {r['step_gb']:.2f} GB: {100 * r['hbm_fraction']:.0f}% of the "
+                f"{r['copy_bw_gbs']:.0f} GB/s copy bandwidth"
+            )
+        sys.stdout.flush()
+
+    generation_benchmark(
         model,
         prompt_len=pick(args.prompt_len, 8192, 256),
         batch=pick(args.batch, 128, 4),
         new_tokens=pick(args.new_tokens, 64, 16),
         device=dev,
-        cuda_graph=False if args.eager else None,
+        modes=modes,
+        on_result=report,
     )
-    if args.json:
-        print(json.dumps({"model": name, "device": str(dev), **r}))
-    else:
-        print(
-            f"{name} on {dev}: {r['tokens_per_s']:.1f} generated tok/s (batch {r['batch_used']}, prompt "
-            f"{r['prompt_len']}, {r['new_tokens']} new, {r['decode']} decode; prefill {r['prefill_s']:.2f}s)"
-        )
     return 0

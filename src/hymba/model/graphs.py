@@ -5,6 +5,11 @@ host, not the GPU, sets the pace. The hybrid cache has static shapes (preallocat
 rings, fixed SSM state) and :meth:`HymbaLM.decode_step_graphable` indexes it with device tensors only,
 so the whole step can be captured once (``torch.cuda.CUDAGraph``) and replayed. The eager
 :meth:`HymbaLM.decode_step` is the reference it is tested against.
+
+With ``compile=True`` the captured step is the ``torch.compile``'d one (Inductor, default mode: its own
+kernels fuse the step's elementwise glue, norms, rotary and casts, between the matmuls and our decode kernels,
+which are custom ops). The graph is still ours: compiled during the warm-up runs, then captured like the
+eager step.
 """
 
 from __future__ import annotations
@@ -23,10 +28,16 @@ class GraphedDecoder:
     >>> logits = step(next_ids)   # same as model.decode_step(next_ids, cache)
     """
 
-    def __init__(self, model, cache: HybridCache, warmup: int = 2):
+    def __init__(self, model, cache: HybridCache, warmup: int = 2, compile: bool = False):
         if cache.next_pos is None or cache.next_pos.device.type != "cuda":
             raise ValueError("GraphedDecoder needs a cache prefilled on a CUDA device")
         self.model, self.cache = model, cache
+        step = model.decode_step_graphable
+        if compile:
+            # every model instance (and batch) is a recompile of the one method; past dynamo's default limit
+            # of 8 it would silently run eagerly
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            step = torch.compile(step, dynamic=False)
         self.ids = torch.zeros(cache.next_pos.shape[0], 1, dtype=torch.long, device=cache.next_pos.device)
         with torch.no_grad():
             # Warm-up runs (Triton autotuning, cuBLAS handles) write one token; put the state back after each.
@@ -35,13 +46,13 @@ class GraphedDecoder:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                for _ in range(warmup):
-                    model.decode_step_graphable(self.ids, cache)
+                for _ in range(max(warmup, 1)):
+                    step(self.ids, cache)
                     self._restore(saved)
             torch.cuda.current_stream().wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):  # recorded, not run: the cache is untouched
-                self.logits = model.decode_step_graphable(self.ids, cache)
+                self.logits = step(self.ids, cache)
 
     def _state(self) -> list[Tensor]:
         c = self.cache

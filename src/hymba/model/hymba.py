@@ -306,14 +306,19 @@ class HymbaLM(nn.Module):
         cache.next_pos.add_(1)
         return self.lm_head(self.norm(x))
 
-    def decoder(self, cache: HybridCache, cuda_graph: bool = False) -> Callable[[Tensor], Tensor]:
+    def decoder(
+        self, cache: HybridCache, cuda_graph: bool = False, compile: bool = False
+    ) -> Callable[[Tensor], Tensor]:
         """``step(next_ids) -> logits [B, 1, vocab]`` for a prefilled cache: :meth:`decode_step`, or the same
-        step replayed from a CUDA graph (:class:`~hymba.model.graphs.GraphedDecoder`, captured here)."""
+        step replayed from a CUDA graph (:class:`~hymba.model.graphs.GraphedDecoder`, captured here), with
+        ``compile`` the ``torch.compile``'d step captured."""
+        if compile and not cuda_graph:
+            raise ValueError("decoder(compile=True) compiles the step a CUDA graph captures: it needs cuda_graph=True")
         if not cuda_graph:
             return partial(self.decode_step, cache=cache)
         from hymba.model.graphs import GraphedDecoder
 
-        return GraphedDecoder(self, cache)
+        return GraphedDecoder(self, cache, compile=compile)
 
     def generation_bytes(self, batch: int, prompt_len: int, max_len: int, padded: bool = False) -> int:
         """About the peak memory (bytes) a prefill of ``batch`` x ``prompt_len`` tokens into a cache of

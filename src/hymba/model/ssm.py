@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hymba.config import ModelConfig
-from hymba.kernels.scan import selective_scan, selective_state_update
+from hymba.kernels.scan import causal_conv1d_update, selective_scan, selective_state_update
 from hymba.model.layers import RMSNorm
 
 T = TypeVar("T")
@@ -164,24 +164,14 @@ class Mamba1(SSMHead):
         return y.transpose(1, 2), SSMState(conv, state)
 
     def step(self, x: Tensor, z: Tensor, state: SSMState[Tensor]) -> Tensor:
-        """x, z [B, d_inner] -> y [B, d_inner]; shifts the conv inputs and advances the recurrent state."""
-        A = -torch.exp(self.A_log.float())
-        inputs = torch.cat([state.conv, x[..., None].to(state.conv.dtype)], dim=-1)  # (B, d_inner, d_conv)
-        state.conv.copy_(inputs[..., 1:])
-        u = F.silu((inputs * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias).to(x.dtype)
+        """x, z [B, d_inner] -> y [B, d_inner]; shifts the conv inputs and advances the recurrent state, each
+        in place by one kernel (the scan backend's decode ops); D and the dt bias are read in their own dtype."""
+        backend = self.c.scan_backend
+        u = causal_conv1d_update(state.conv, x, self.conv1d.weight, self.conv1d.bias, silu=True, backend=backend)
         dt, B, C = self._dt_B_C(u)
+        A = -torch.exp(self.A_log.float())  # as the full forward computes it
         return selective_state_update(
-            state.ssm,
-            u,
-            dt,
-            A,
-            B,
-            C,
-            self.D.float(),
-            z,
-            self.dt_bias.float(),
-            delta_softplus=True,
-            backend=self.c.scan_backend,
+            state.ssm, u, dt, A, B, C, self.D, z, self.dt_bias, delta_softplus=True, backend=backend
         )
 
     def flops_per_token(self, seq_len: int) -> float:

@@ -1,17 +1,25 @@
-"""Attention dispatch: ``sdpa`` (explicit mask, any device; the reference) or ``flex`` (FlexAttention, CUDA).
+"""Attention dispatch: ``sdpa`` (explicit mask, any device; the reference), ``flex`` (FlexAttention, CUDA) or
+``triton`` (our decode kernel, :mod:`hymba.kernels.attention.triton_decode`: one query per row over a cache,
+grouped heads reading their K/V once, split over the keys; CUDA, or CPU under ``TRITON_INTERPRET=1``).
 
-``auto`` takes ``flex`` on CUDA for the plain layout (training, unpadded prefill) and ``sdpa`` otherwise
-(decoding, padded batches, CPU, head dims FlexAttention cannot tile, sequences shorter than one 128-token
-flex block), logging its choice once. Should FlexAttention still fail to compile for a shape, ``auto`` logs
-the error and runs that shape on ``sdpa`` from then on; a requested ``flex`` raises it.
+``auto`` takes ``triton`` on CUDA for one query per row (decoding) when Triton is importable, ``flex`` on CUDA
+for the plain layout (training, unpadded prefill) and ``sdpa`` otherwise (padded batches, CPU, head dims
+FlexAttention cannot tile, sequences shorter than one 128-token flex block), logging its choice once. A
+requested ``triton`` serves one query per row only; longer queries are an error. Should FlexAttention still
+fail to compile for a shape, ``auto`` logs the error and runs that shape on ``sdpa`` from then on; a requested
+``flex`` raises it.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 from hymba.kernels import BackendUnavailable, log, log_choice
 from hymba.kernels.attention.ref import MaskSpec, attention_naive, attention_sdpa, build_mask
 
-BACKENDS = ("auto", "sdpa", "flex")
+BACKENDS = ("auto", "sdpa", "flex", "triton")
+_TRITON = importlib.util.find_spec("triton") is not None  # looked up once: the dispatch runs in compiled steps
 FLEX_BLOCK = 128  # FlexAttention's default block; shorter sequences with GQA fail to compile (torch 2.11, H200)
 _flex_failed: set[tuple] = set()  # shapes whose flex compile failed under `auto`
 
@@ -47,10 +55,37 @@ def auto_takes_flex(device_type: str, plain: bool, q_dim: int, v_dim: int, q_len
     return device_type == "cuda" and plain and _sdpa_reason(q_dim, v_dim, q_len) is None
 
 
+def _auto_decode(device_type: str) -> str:
+    """The backend ``auto`` runs one query per row on."""
+    return "triton" if device_type == "cuda" and _TRITON else "sdpa"
+
+
+def _decode_triton(q, k, v, spec: MaskSpec):
+    if not _TRITON:
+        raise BackendUnavailable("attention backend 'triton' needs the triton package (pip install triton)")
+    if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":  # read on CPU only
+        raise BackendUnavailable("attention backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
+    from hymba.kernels.attention.triton_decode import attention_decode_triton
+
+    return attention_decode_triton(q, k, v, spec)
+
+
 def attention(q, k, v, spec: MaskSpec, backend: str = "auto"):
     """q [B, H, Tq, Dk], k [B, Hkv, Tk, Dk], v [B, Hkv, Tk, Dv] -> [B, H, Tq, Dv]."""
     if backend not in BACKENDS:
         raise ValueError(f"attention backend {backend!r} unknown; expected one of {BACKENDS}")
+    if backend == "triton":
+        if q.shape[2] != 1:
+            raise BackendUnavailable(
+                f"attention backend 'triton' serves decoding (one query per row), got {q.shape[2]} queries"
+            )
+        return _decode_triton(q, k, v, spec)
+    if backend == "auto" and q.shape[2] == 1:
+        chosen = _auto_decode(q.device.type)
+        log_choice("attention", chosen, f"one query per row on {q.device.type}")
+        if chosen == "triton":
+            return _decode_triton(q, k, v, spec)
+        return attention_sdpa(q, k, v, spec)
     plain = spec.n_meta is not None and q.shape[2] == k.shape[2]
     if backend == "flex":
         if q.device.type != "cuda":

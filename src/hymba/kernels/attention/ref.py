@@ -73,6 +73,13 @@ def attention_sdpa(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
             k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], 1) for t in (k, v))
         with sdpa_kernel(_TRAINING_SDPA):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if gqa and q.shape[2] == 1:
+        # One query per row (decoding): the G query heads of a K/V head become G queries of that head, so
+        # every kernel reads each K/V head once and none needs grouped-head support. [B, Hkv, G, Dk]
+        B, H, _, Dk = q.shape
+        Hkv = k.shape[1]
+        o = F.scaled_dot_product_attention(q.reshape(B, Hkv, H // Hkv, Dk), k, v, attn_mask=mask)
+        return o.reshape(B, H, 1, v.shape[-1])
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 

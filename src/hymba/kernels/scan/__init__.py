@@ -2,8 +2,13 @@
 build), or ``mamba_ssm`` (the CUDA kernels of state-spaces' mamba_ssm package, when it is installed).
 
 ``auto`` takes, for CUDA tensors, ``mamba_ssm`` when that package is importable, else ``triton`` when Triton is,
-else ``ref``; on CPU ``ref``. It logs its choice once. The one-token decoding update
-(:func:`selective_state_update`) has no Triton kernel yet: under ``triton`` it runs the reference.
+else ``ref``; on CPU ``ref``. It logs its choice once.
+
+The one-token decoding ops, :func:`selective_state_update` and :func:`causal_conv1d_update` (the Mamba-1 conv's
+state shift), have their own ``auto``: our fused Triton kernels (:mod:`hymba.kernels.scan.triton_step`) for
+CUDA tensors when Triton is importable, else ``ref``; they read and write their state once, in place.
+``mamba_ssm`` runs mamba_ssm's state update; that package has no conv update (it lives in the separate
+causal-conv1d package), so the conv update runs our Triton kernel under ``mamba_ssm`` too.
 """
 
 from __future__ import annotations
@@ -12,7 +17,12 @@ import importlib.util
 import os
 
 from hymba.kernels import BackendUnavailable, log_choice
-from hymba.kernels.scan.ref import selective_scan_quadratic, selective_scan_ref, selective_state_update_ref
+from hymba.kernels.scan.ref import (
+    causal_conv1d_update_ref,
+    selective_scan_quadratic,
+    selective_scan_ref,
+    selective_state_update_ref,
+)
 
 BACKENDS = ("auto", "ref", "triton", "mamba_ssm")
 
@@ -102,22 +112,58 @@ def selective_scan(
     return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
 
+def _auto_step(device_type: str) -> str:
+    """The backend ``auto`` runs the one-token decoding ops on."""
+    return "triton" if device_type == "cuda" and _has_triton() else "ref"
+
+
+def resolve_step(backend: str, device_type: str) -> str:
+    """The backend the one-token decoding ops run for a scan backend name (see the module docstring)."""
+    if backend == "auto":
+        chosen = _auto_step(device_type)
+        if chosen == "triton":
+            why = f"the fused Triton decode step on {device_type}"
+        else:
+            why = "triton not installed" if device_type == "cuda" else device_type
+        log_choice("selective_state_update", chosen, why)
+        return chosen
+    return resolve(backend, device_type)
+
+
 def selective_state_update(
     state, x, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend: str = "auto"
 ):
     """One decoding step, updating ``state`` [B, D, N] in place; see ``selective_state_update_ref``."""
-    if resolve(backend, x.device.type) == "mamba_ssm":
+    chosen = resolve_step(backend, x.device.type)
+    if chosen == "triton":
+        from hymba.kernels.scan.triton_step import selective_state_update_triton
+
+        return selective_state_update_triton(state, x, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if chosen == "mamba_ssm":
         from mamba_ssm.ops.triton.selective_state_update import selective_state_update as fused
 
         return fused(state, x, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return selective_state_update_ref(state, x, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
+def causal_conv1d_update(conv_state, x, weight, bias=None, silu: bool = True, backend: str = "auto"):
+    """One decoding token of the depthwise causal conv, shifting ``conv_state`` [B, D, K-1] in place; see
+    ``causal_conv1d_update_ref``."""
+    if resolve_step(backend, x.device.type) in ("triton", "mamba_ssm"):
+        from hymba.kernels.scan.triton_step import causal_conv1d_update_triton
+
+        return causal_conv1d_update_triton(conv_state, x, weight, bias, silu)
+    return causal_conv1d_update_ref(conv_state, x, weight, bias, silu)
+
+
 __all__ = [
     "selective_scan",
     "selective_state_update",
+    "causal_conv1d_update",
     "selective_scan_ref",
     "selective_scan_quadratic",
     "selective_state_update_ref",
+    "causal_conv1d_update_ref",
     "resolve",
+    "resolve_step",
 ]

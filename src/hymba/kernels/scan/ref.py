@@ -175,3 +175,23 @@ def selective_state_update_ref(
     if z is not None:
         y = y * F.silu(_up(z))
     return y.to(dtype_in)
+
+
+def causal_conv1d_update_ref(
+    conv_state: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None = None, silu: bool = True
+) -> Tensor:
+    """One decoding token of a depthwise causal conv (Mamba's conv1d), shifting ``conv_state`` in place.
+
+    Args:
+        conv_state: [B, D, K-1], the last K-1 inputs (oldest first); x: [B, D] this token's input;
+        weight: [D, K] or [D, 1, K] (nn.Conv1d's); bias: [D]; silu: apply SiLU to the output.
+    Returns:
+        y [B, D] in x's dtype: sum_k weight[:, k] * inputs[:, k] + bias over the K inputs (the stored ones, then
+        x), computed in fp32; ``conv_state`` then holds the last K-1 inputs.
+    """
+    inputs = torch.cat([conv_state, x[..., None].to(conv_state.dtype)], dim=-1)  # (B, D, K)
+    y = (_up(inputs) * _up(weight.reshape(weight.shape[0], -1))).sum(-1)
+    if bias is not None:
+        y = y + _up(bias)
+    conv_state.copy_(inputs[..., 1:])
+    return (F.silu(y) if silu else y).to(x.dtype)
