@@ -166,6 +166,8 @@ class RecallOutcome:
 
         rec = dict(record)
         sweep = _row_recall(rec, settings)
+        if sweep is None and self.run is None:  # nothing measured under these settings yet: keep the old sweep
+            return {**rec, "recall_acc": None, "recall_best_lr": None, "recall_error": self.error}
         if sweep is None:
             if isinstance(rec.get("recall"), dict):
                 rec["recall_previous"] = rec["recall"]
