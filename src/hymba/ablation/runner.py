@@ -561,6 +561,9 @@ def run_ablation(
         except KeyboardInterrupt:
             measured = sum(_recall_current(store.rows[r], settings) for r in row_ids if _recall_ready(store, r))
             recall_txt = "" if mode == "none" else f", {measured} with recall"
+            if recall_only:
+                runs = sum(len((_row_recall(store.rows[r], settings) or {}).get("runs", [])) for r in store.rows)
+                recall_txt = f" (recall only), {measured} with complete recall, {runs} recall runs"
             echo(
                 f"interrupted: {sum(store.done(r) for r in row_ids)} of {len(row_ids)} rows saved{recall_txt} in "
                 f"{out}; rerun the same command to continue"
