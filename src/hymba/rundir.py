@@ -21,6 +21,7 @@ An ablation (``hymba ablate --out DIR``, ``hymba.ablation``)::
 
     DIR/results.json, results.csv    one record per row (``hymba.ablation.store``, the source of truth)
     DIR/table.{csv,md,json}, *.png   the report (``hymba.ablation.report``)
+    DIR/recall_curves.json           the recall sweeps' learning curves (row, learning rate, seed)
     DIR/rows/<id>/train/             the row's training run (a training run directory, as above)
     DIR/rows/<id>/error.txt          the traceback of a failed row
     DIR/.lock
@@ -64,6 +65,7 @@ class RunDir:
     ROW_ERROR: ClassVar[str] = "error.txt"
     TABLES: ClassVar[dict[str, str]] = {"csv": "table.csv", "md": "table.md", "json": "table.json"}
     PLOTS: ClassVar[dict[str, str]] = {"efficiency": "efficiency.png", "quality": "quality.png"}
+    RECALL_CURVES: ClassVar[str] = "recall_curves.json"  # every row's MQAR learning curves, per learning rate
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))

@@ -15,7 +15,6 @@ from hymba.ablation.report import COLUMNS
 from hymba.ablation.runner import run_ablation
 from hymba.ablation.store import ResultsError
 from hymba.cli import main
-from hymba.train.trainer import TrainingDiverged
 
 PYTHON = sys.executable
 
@@ -130,26 +129,26 @@ def test_a_failed_recall_keeps_the_trained_row_and_is_retried_alone(tmp_path, hy
     measured = _rows(out)["7"]
     assert measured["recall_acc"] is not None
 
-    def diverges(settings, row, device):
-        raise TrainingDiverged("MQAR training diverged at step 2 of 2")
+    def diverges(settings, row, device, lr, seed):
+        raise RuntimeError("recall crashed")
 
     monkeypatch.setattr(runner_mod, "recall_row", diverges)
     msgs = []
-    run = run_ablation("micro", "7,6", out, recall=True, overrides=["recall.lr=2e-3"], echo=msgs.append)
+    run = run_ablation("micro", "7,6", out, recall=True, overrides=["recall.lrs=[2e-3]"], echo=msgs.append)
     rows = _rows(out)
     # row 7 (trained earlier): the 3e-3 value is not shown as the 2e-3 one (it stays in the record with its
     # settings); row 6 (trained now) stays done
-    assert rows["7"]["recall_acc"] is None and rows["7"]["recall"]["settings"]["lr"] == 3e-3
-    assert rows["7"]["recall_error"].startswith("TrainingDiverged: MQAR training diverged")
+    assert rows["7"]["recall_acc"] is None and rows["7"]["recall"]["settings"]["lrs"] == [3e-3]
+    assert rows["7"]["recall_error"].startswith("RuntimeError: recall crashed")
     assert rows["7"]["val_ppl"] == measured["val_ppl"] and rows["7"]["finished_at"] == measured["finished_at"]
     assert rows["6"]["status"] == "done" and rows["6"]["recall_acc"] is None and rows["6"]["val_ppl"] > 0
-    assert not run.failed and any("row 6" in m and "recall failed: TrainingDiverged" in m for m in msgs)
+    assert not run.failed and any("row 6" in m and "failed: RuntimeError: recall crashed" in m for m in msgs)
     monkeypatch.setattr(runner_mod, "recall_row", real)
     trained = rows["6"]["finished_at"]
-    run = run_ablation("micro", "7,6", out, recall=True, overrides=["recall.lr=2e-3"], echo=lambda m: None)
+    run = run_ablation("micro", "7,6", out, recall=True, overrides=["recall.lrs=[2e-3]"], echo=lambda m: None)
     rows = _rows(out)  # the rerun measures recall only: no row is trained again
     assert run.ran == [7, 6] and rows["6"]["finished_at"] == trained and "recall_error" not in rows["7"]
-    assert rows["7"]["recall"]["settings"]["lr"] == 2e-3 and rows["6"]["recall_acc"] is not None
+    assert rows["7"]["recall"]["settings"]["lrs"] == [2e-3] and rows["6"]["recall_acc"] is not None
 
 
 def test_an_interrupt_during_inline_recall_keeps_the_trained_row(tmp_path, hymba_cache, monkeypatch):
@@ -157,7 +156,7 @@ def test_an_interrupt_during_inline_recall_keeps_the_trained_row(tmp_path, hymba
     out = tmp_path / "abl"
     real = runner_mod.recall_row
 
-    def interrupted(settings, row, device):
+    def interrupted(settings, row, device, lr, seed):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner_mod, "recall_row", interrupted)
@@ -178,14 +177,14 @@ def test_recall_under_other_settings_leaves_the_table_when_recall_runs_again(tmp
     out = tmp_path / "abl"
     run_ablation("micro", "7,6", out, recall=True, echo=lambda m: None)
     msgs = []
-    run = run_ablation("micro", "7", out, recall=True, overrides=["recall.lr=2e-3"], echo=msgs.append)
+    run = run_ablation("micro", "7", out, recall=True, overrides=["recall.lrs=[2e-3]"], echo=msgs.append)
     rows = _rows(out)
-    assert rows["6"]["recall_acc"] is None and rows["6"]["recall"]["settings"]["lr"] == 3e-3
-    assert rows["7"]["recall_acc"] is not None and rows["7"]["recall"]["settings"]["lr"] == 2e-3
+    assert rows["6"]["recall_acc"] is None and rows["6"]["recall"]["settings"]["lrs"] == [3e-3]
+    assert rows["7"]["recall_acc"] is not None and rows["7"]["recall"]["settings"]["lrs"] == [2e-3]
     assert any("recall of rows 6,7 was measured under other [recall] settings" in m for m in msgs), msgs
     assert run.table.set_index("ID").loc[6, "Recall acc"] != run.table.set_index("ID").loc[6, "Recall acc"]  # NaN
     run_ablation("micro", "7", out, recall=False, echo=lambda m: None)  # the preset's lr again, recall off
-    assert _rows(out)["7"]["recall_acc"] is None and _rows(out)["7"]["recall"]["settings"]["lr"] == 2e-3
+    assert _rows(out)["7"]["recall_acc"] is None and _rows(out)["7"]["recall"]["settings"]["lrs"] == [2e-3]
 
 
 def test_recall_workers_measure_trained_rows_in_parallel_processes(tmp_path, hymba_cache):
@@ -196,11 +195,11 @@ def test_recall_workers_measure_trained_rows_in_parallel_processes(tmp_path, hym
     rows = _rows(out)
     settings = runner_mod.AblationSettings.load("micro")
     for row in (6, 7):  # each record holds its own row's recall, the same as measured in this process
-        expected = runner_mod.recall_row(settings, row, runner_mod.torch.device("cpu"))
-        got = rows[str(row)]["recall"]
-        assert got["final_loss"] == pytest.approx(expected["recall"]["final_loss"], rel=1e-4)
-        assert rows[str(row)]["recall_acc"] == pytest.approx(expected["recall_acc"], abs=0.02)
-    assert rows["6"]["recall"]["final_loss"] != rows["7"]["recall"]["final_loss"]
+        expected = runner_mod.recall_row(settings, row, runner_mod.torch.device("cpu"), 3e-3, 0)
+        (got,) = rows[str(row)]["recall"]["runs"]
+        assert got["final_loss"] == pytest.approx(expected["final_loss"], rel=1e-4)
+        assert rows[str(row)]["recall_acc"] == pytest.approx(expected["accuracy"], abs=0.02)
+    assert rows["6"]["recall"]["runs"][0]["final_loss"] != rows["7"]["recall"]["runs"][0]["final_loss"]
     again = run_ablation("micro", "6,7", out, recall=True, recall_workers=2, echo=lambda m: None)
     assert again.skipped == [6, 7] and not again.ran  # recall is current: nothing measured twice
 

@@ -82,14 +82,14 @@ def test_settings_validation_and_roundtrip():
         MQARSettings.from_dict({"vocabulary": 64})
     with pytest.raises(ValueError, match="eval"):
         MQARSettings(eval=[64])
-    with pytest.raises(ValueError, match="lr"):
-        MQARSettings(lr=0)
+    with pytest.raises(ValueError, match="lrs"):
+        MQARSettings(lrs=[0])
 
 
 def test_settings_errors_name_the_recall_key():
     """MQARSettings is the ablation's [recall] section: errors read as `--set recall.<key>=...` spells them."""
-    with pytest.raises(ValueError, match=r"^recall\.lr=0 is invalid: must be > 0"):
-        MQARSettings(lr=0)
+    with pytest.raises(ValueError, match=r"^recall\.lrs=\[0\] is invalid: expected a non-empty list"):
+        MQARSettings(lrs=[0])
     with pytest.raises(
         ValueError,
         match=r"^recall\.eval=\[\[64, 40\]\] is invalid: the setting \[64, 40\] has "

@@ -26,7 +26,7 @@ LEARN = MQARSettings(
     eval=[(64, 4)],
     train_steps=600,
     batch_size=128,
-    lr=1e-3,
+    lrs=[1e-3],
     lr_schedule="constant",
     weight_decay=0.0,
     warmup_steps=20,
@@ -44,17 +44,22 @@ def _threads():
 
 def test_attention_learns_mqar_and_stops_once_it_has():
     # the budget (600 steps) with an early stop at 0.95 on the check stream, checked every 50 steps
-    r = run_recall(ATTN, dataclasses.replace(LEARN, stop_accuracy=0.95, check_every=50), seed=0)
+    r = run_recall(ATTN, dataclasses.replace(LEARN, target=0.95, eval_every=50), seed=0)
     assert r.accuracy > 0.9, r.to_dict()
     assert r.to_dict()["steps"] < LEARN.train_steps and r.to_dict()["steps"] % 50 == 0, r.to_dict()
+    # the curve: one point per check, the last one at the target, the loss falling
+    curve = r.to_dict()["curve"]
+    assert [p["step"] for p in curve] == list(range(50, r.to_dict()["steps"] + 1, 50)) and r.stopped_early
+    assert curve[-1]["accuracy"] >= 0.95 > max(p["accuracy"] for p in curve[:-1])
+    assert curve[-1]["loss"] < curve[0]["loss"]
 
 
 def test_early_stop_settings_are_validated():
     for bad in (0, 1.5, True, "x"):
-        with pytest.raises(ValueError, match="stop_accuracy"):
-            MQARSettings(stop_accuracy=bad)
-    with pytest.raises(ValueError, match="check_every"):
-        MQARSettings(check_every=0)
+        with pytest.raises(ValueError, match="recall.target"):
+            MQARSettings(target=bad)
+    with pytest.raises(ValueError, match="recall.eval_every"):
+        MQARSettings(eval_every=0)
 
 
 def test_attention_that_cannot_see_the_keys_stays_at_chance():
@@ -64,7 +69,7 @@ def test_attention_that_cannot_see_the_keys_stays_at_chance():
         eval=[(64, 8)],
         train_steps=60,
         batch_size=32,
-        lr=3e-3,
+        lrs=[3e-3],
         warmup_steps=10,
         eval_sequences=256,
     )
@@ -85,7 +90,7 @@ def _far_query_fraction(s: MQARSettings) -> float:
 
 
 def test_recall_accuracy_is_deterministic_and_takes_a_dict():
-    s = dict(vocab=16, train=[[16, 2]], eval=[[16, 2]], train_steps=3, batch_size=4, eval_sequences=8)
+    s = dict(vocab=16, train=[[16, 2]], eval=[[16, 2]], train_steps=3, batch_size=4, eval_sequences=8, lrs=[3e-3])
     a = recall_accuracy(ATTN, s, seed=3)
     b = recall_accuracy(ATTN, MQARSettings.from_dict(s), seed=3)
     assert a == b and 0.0 <= a <= 1.0
@@ -96,7 +101,9 @@ def test_diverged_training_is_an_error_not_a_zero_recall():
     # 0% "recall" (seen on an H200 at seed scale), so training stops with an error naming the step and lr
     from hymba import HymbaLM
 
-    s = MQARSettings(vocab=16, train=[(16, 2)], eval=[(16, 2)], train_steps=10, batch_size=4, eval_sequences=8)
+    s = MQARSettings(
+        vocab=16, train=[(16, 2)], eval=[(16, 2)], train_steps=10, batch_size=4, eval_sequences=8, lrs=[3e-3]
+    )
     model = HymbaLM(ATTN.replace(vocab_size=16))
 
     def poison(step, loss):
@@ -104,7 +111,7 @@ def test_diverged_training_is_an_error_not_a_zero_recall():
             with torch.no_grad():
                 next(model.parameters()).fill_(float("nan"))
 
-    with pytest.raises(TrainingDiverged, match=r"diverged at step 4 of 10: loss=nan.*\(recall.lr=0.003\)"):
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 4 of 10: loss=nan.*\(lr=0.003 of recall.lrs\)"):
         train_mqar(model, s, callback=poison)
 
 
@@ -129,7 +136,7 @@ def test_divergence_found_when_losses_are_read_back_in_batches(device, poisoned_
 
     model.register_forward_pre_hook(poison)
     with pytest.raises(TrainingDiverged, match=rf"diverged at step {poisoned_step} of {s.train_steps}: loss=nan"):
-        train_mqar(model, s, device=device)
+        train_mqar(model, s, lr=3e-3, device=device)
 
 
 @pytest.mark.gpu
@@ -162,7 +169,7 @@ def test_out_of_memory_accumulates_micro_batches_instead_of_failing(caplog):
 
     split.forward = small_memory
     with caplog.at_level("WARNING", logger="hymba.eval.mqar"):
-        a, b = train_mqar(whole, s), train_mqar(split, s)
+        a, b = train_mqar(whole, s, lr=3e-3), train_mqar(split, s, lr=3e-3)
         acc_a, acc_b = evaluate_mqar(whole, s), evaluate_mqar(split, s)
     assert len(b) == len(a) == 4
     assert b == pytest.approx(a, rel=1e-5)

@@ -109,13 +109,33 @@ def _fp32_cuda():
         torch.backends.cudnn.allow_tf32 = True
 
 
+# the paper's ablation layout (V head dim fixed, each branch projected on its own): the same exactness
+PAPER_LAYOUT = ablation_rows("tiny", vocab_size=61, window=8, n_layers=6, init_std=0.2, v_head_dim=8)
+
+
+@pytest.mark.parametrize("row", sorted(PAPER_LAYOUT))
+def test_prefill_then_decode_equals_full_forward_with_v_head_dim(row):
+    torch.manual_seed(row)
+    m = HymbaLM(PAPER_LAYOUT[row]).eval()
+    ids = torch.randint(0, 61, (3, T))
+    with torch.no_grad():
+        full = m(ids).logits
+        logits, cache = m.prefill(ids[:, :13], max_len=T)
+        steps = [logits] + [m.decode_step(ids[:, t], cache) for t in range(13, T)]
+    assert full.std() > 0.5
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
+    if PAPER_LAYOUT[row].n_heads:
+        assert all(e.v.shape[-1] == 8 for e in cache.kv.values())
+
+
 @pytest.mark.parametrize("device,graph", CASES)
-@pytest.mark.parametrize("row", sorted(STRONG))
+@pytest.mark.parametrize("row", [*sorted(STRONG), *(f"v{r}" for r in (4, 6, 11, 13))])
 def test_ragged_cached_decoding_equals_each_prompt_alone(row, device, graph, _fp32_cuda):
     """Left-padded rows, teacher-forced through prefill + decode (eager or CUDA graph), against each prompt
     alone through the full forward. Lengths 3, 21, 12 with window 8 and 16 meta tokens: prompts shorter and
     longer than the window, pads (18, 0, 9) longer and shorter than the meta block, an unpadded row.
-    (On CUDA ``auto`` decodes on the Triton kernels; on CPU on the references.)"""
+    ``v<row>``: the row in the paper's ablation layout (``v_head_dim``). (On CUDA ``auto`` decodes on the Triton
+    kernels; on CPU on the references.)"""
     _check_ragged_decoding(row, device, graph)
 
 
@@ -133,8 +153,9 @@ def test_ragged_decoding_from_a_graph_of_the_compiled_step_equals_each_prompt_al
 
 
 def _check_ragged_decoding(row, device, graph, compile=False):
-    torch.manual_seed(row)
-    m = HymbaLM(STRONG[row]).to(device).eval()
+    cfg = PAPER_LAYOUT[int(row[1:])] if isinstance(row, str) else STRONG[row]
+    torch.manual_seed(int(str(row).lstrip("v")))
+    m = HymbaLM(cfg).to(device).eval()
     prompts = [torch.randint(1, 61, (n,)).tolist() for n in (3, 21, 12)]
     new = 10
     cont = torch.randint(1, 61, (3, new), device=device)

@@ -99,7 +99,7 @@ def test_kv_sharing_consumers_have_no_kv_projection_and_count_drops_exactly():
     shared = base.replace(kv_share=True)
     assert shared.kv_groups() == [[1, 2]]
     m0, m1 = HymbaLM(base), HymbaLM(shared)
-    kv_width = base.kv_heads * (base.qk_head_dim + base.v_head_dim)
+    kv_width = base.kv_heads * (base.qk_head_dim + base.value_head_dim)
     assert m1.layers[2].in_proj.weight.shape[0] == m0.layers[2].in_proj.weight.shape[0] - kv_width
     assert m1.layers[1].in_proj.weight.shape == m0.layers[1].in_proj.weight.shape
     n0 = sum(p.numel() for p in m0.parameters())
@@ -220,7 +220,7 @@ def test_released_kv_groups():
     groups = c.kv_groups()
     assert groups[0] == [1, 2] and groups[6] == [13, 14] and groups[7] == [16, 17, 18] and groups[-1] == [29, 30]
     assert len(set(c.kv_producer())) == 17
-    assert c.v_head_dim == 128 and c.attn_out_dim == 3200 == c.d_inner and c.ssm_dt_rank == 100
+    assert c.value_head_dim == 128 and c.attn_out_dim == 3200 == c.d_inner and c.ssm_dt_rank == 100
 
 
 def test_param_breakdown_accounts_for_every_parameter():

@@ -68,6 +68,7 @@ ROW_METRICS: tuple[RowMetric, ...] = (
     RowMetric("kv_mb", "model", "KV cache MB", decimals=3),
     RowMetric("ssm_mb", "model", "SSM state MB", decimals=3),
     RowMetric("recall_acc", "recall", "Recall acc", scale=100.0, decimals=1),
+    RowMetric("recall_best_lr", "recall"),  # the learning rate of the sweep the row is scored at
 )
 METRICS: dict[str, RowMetric] = {m.key: m for m in ROW_METRICS}
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from hymba.ablation.metrics import REPORT_METRICS
 from hymba.ablation.paper import PAPER_COLUMNS, paper_table
-from hymba.ablation.store import read_results
+from hymba.ablation.store import UNTRAINED, read_results
 from hymba.eval.harness import read_summary
 from hymba.io import atomic_write
 from hymba.presets import ROW_NAMES
@@ -72,12 +72,18 @@ def build_table(results: dict[str, Any], commonsense: dict[int, dict[str, Any]] 
     for key in sorted(results["rows"], key=int):
         rec = results["rows"][key]
         row = int(rec["id"])
-        done = rec["status"] == "done"
-        status = "done" if done else f"failed: {rec.get('error') or 'unknown error'}"
+        done, untrained = rec["status"] == "done", rec["status"] == UNTRAINED
+        status = (
+            "done"
+            if done
+            else "recall only (not trained)"
+            if untrained
+            else f"failed: {rec.get('error') or 'unknown error'}"
+        )
         line = {
             "ID": row,
             "Configuration": ROW_NAMES.get(row, rec.get("name", "")),
-            **{m.header: m.cell(rec, done) for m in REPORT_METRICS},
+            **{m.header: m.cell(rec, done or (untrained and m.source == "recall")) for m in REPORT_METRICS},
             "Status": status,
         }
         if commonsense:
@@ -193,6 +199,91 @@ def commonsense_note(commonsense: dict[int, dict[str, Any]] | None) -> str:
     return note
 
 
+# ---- the recall protocol --------------------------------------------------------------------------------
+RECALL_ABOUT = (
+    "Recall acc = MQAR (multi-query associative recall, Zoology) accuracy of each row's layer plan at the "
+    "probe's size, trained from scratch on MQAR: a synthetic proxy for the paper's Recall (SWDE, FDA: "
+    "extraction from long documents), so compare the ordering of rows, not the values. Protocol (Zoology): "
+    "one run per learning rate of the sweep (and per seed), each up to the step cap with an early stop once "
+    "the check accuracy reaches the target; a row is scored at its best learning rate (mean over seeds), "
+    "since SSMs learn MQAR only in a narrow band of learning rates. The probe keeps the row's layer plan "
+    "(global/SWA layers, KV sharing, meta tokens, fusion, GQA, head counts) at its own depth and width, with "
+    "a window shorter than the MQAR sequences so that sliding-window layers show their loss."
+)
+
+
+def _sweeps(results: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The recall sweeps (``record["recall"]`` with ``runs``) of the rows that have one, by row."""
+    return {
+        int(k): rec["recall"]
+        for k, rec in results["rows"].items()
+        if isinstance(rec.get("recall"), dict) and "runs" in rec["recall"]
+    }
+
+
+def recall_curves(results: dict[str, Any]) -> dict[str, Any]:
+    """Every row's recall sweep as learning curves: per run (learning rate, seed) its points
+    ``{"step", "loss", "accuracy"}``, final accuracy, steps and early stop; the probe and settings."""
+    rows = {}
+    for row, sweep in sorted(_sweeps(results).items()):
+        rows[str(row)] = {
+            "name": ROW_NAMES.get(row, ""),
+            "accuracy": sweep.get("accuracy"),
+            "best_lr": sweep.get("best_lr"),
+            "by_lr": sweep.get("by_lr"),
+            "features": sweep.get("features"),
+            "probe": sweep.get("probe"),
+            "settings": sweep.get("settings"),
+            "runs": [
+                {k: r.get(k) for k in ("lr", "seed", "accuracy", "steps", "stopped_early", "seconds", "error", "curve")}
+                for r in sweep["runs"]
+            ],
+        }
+    return {"about": RECALL_ABOUT, "rows": rows}
+
+
+def _sweep_cell(runs: list[dict[str, Any]]) -> str:
+    if not runs:
+        return ""
+    ok = [r for r in runs if r.get("error") is None]
+    if not ok:
+        return "diverged"
+    acc = sum(r["accuracy"] for r in ok) / len(ok)
+    steps = max(r["steps"] for r in ok)
+    return f"{100 * acc:.1f} ({steps}{'*' if all(r.get('stopped_early') for r in ok) else ''})"
+
+
+def recall_sweep_markdown(results: dict[str, Any]) -> str:
+    """Per row and learning rate: accuracy in % (steps trained; * = early stop at the target), the best."""
+    sweeps = _sweeps(results)
+    if not sweeps:
+        return ""
+    lrs = sorted({r["lr"] for sw in sweeps.values() for r in sw["runs"]})
+    lines = [
+        "| ID | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | best lr | Recall acc |",
+        "|---:|" + "---:|" * (len(lrs) + 2),
+    ]
+    for row, sw in sorted(sweeps.items()):
+        cells = [_sweep_cell([r for r in sw["runs"] if r["lr"] == lr]) for lr in lrs]
+        acc = sw.get("accuracy")
+        best = sw.get("best_lr") if acc is not None else None
+        lines.append(
+            f"| {row} | "
+            + " | ".join(cells)
+            + f" | {'' if best is None else f'{best:g}'} | {'' if acc is None else f'{100 * acc:.1f}'} |"
+        )
+    s = next(iter(sweeps.values())).get("settings", {})
+    probe = ", ".join(f"{k}={s.get(k)}" for k in ("n_layers", "d_model", "head_dim", "window") if s.get(k))
+    return (
+        "Recall sweep: accuracy % per learning rate (steps trained; * = stopped at the target accuracy "
+        f"{s.get('target')}); probe {probe or 'at the row size'}, vocab {s.get('vocab')}, train {s.get('train')}, "
+        f"eval {s.get('eval')}, batch {s.get('batch_size')}, cap {s.get('train_steps')} steps, "
+        f"{s.get('seeds')} seed(s), curves every {s.get('eval_every')} steps in {RunDir.RECALL_CURVES}.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 def markdown_report(
     df: pd.DataFrame, corr: pd.DataFrame, results: dict[str, Any], commonsense: dict[int, dict[str, Any]] | None = None
 ) -> str:
@@ -200,8 +291,9 @@ def markdown_report(
     no_recall = (
         " Recall was not measured in this run (`hymba ablate --recall`)."
         if pd.to_numeric(df["Recall acc"], errors="coerce").isna().all()
-        else " Recall acc = MQAR accuracy of each row's architecture trained on MQAR ([recall] settings)."
+        else " " + RECALL_ABOUT
     )
+    sweep = recall_sweep_markdown(results)
     return (
         to_markdown(df) + "\n"
         f"Spearman rank correlation with the paper: {rho}.{no_recall}{commonsense_note(commonsense)}\n\n"
@@ -209,6 +301,7 @@ def markdown_report(
         "(decode phase); the paper's columns are its 300M-parameter, 100B-token models on an A100 "
         "(Commonsense and Recall are different tasks from ours: compare orderings, not values). "
         "The cache correlation uses KV cache + SSM state, as the paper's Mamba-only rows count their state.\n\n"
+        + (sweep + "\n" if sweep else "")
         + describe(results)
         + "\n"
     )
@@ -314,6 +407,9 @@ def write_report(out_dir: str | Path, plots: bool = True) -> tuple[pd.DataFrame,
     atomic_write(files["csv"], df.to_csv(index=False))
     atomic_write(files["md"], markdown_report(df, corr, results, commonsense))
     atomic_write(files["json"], table_json(df, corr, results))
+    if _sweeps(results):
+        files["recall_curves"] = out / RunDir.RECALL_CURVES
+        atomic_write(files["recall_curves"], json.dumps(recall_curves(results), indent=1) + "\n")
     if plots:
         for key, fn in (("efficiency", plot_efficiency), ("quality", plot_quality)):
             files[key] = out / RunDir.PLOTS[key]
@@ -339,6 +435,8 @@ __all__ = [
     "correlations",
     "formatted",
     "print_report",
+    "recall_curves",
+    "recall_sweep_markdown",
     "spearman",
     "to_markdown",
     "write_report",

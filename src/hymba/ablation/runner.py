@@ -38,7 +38,7 @@ import torch
 
 from hymba.ablation.metrics import train_metrics
 from hymba.ablation.settings import CACHE_DTYPE, CACHE_SEQ_LEN, AblationSettings, parse_rows
-from hymba.ablation.store import ResultsStore
+from hymba.ablation.store import UNTRAINED, ResultsStore
 from hymba.ablation.workers import Slot, cpu_slots, gpu_slots, parse_gpus, run_tasks
 from hymba.config import RunConfig
 from hymba.errors import UsageError
@@ -126,68 +126,136 @@ def measure_row(settings: AblationSettings, model: Any, device: torch.device) ->
     }
 
 
-def recall_row(settings: AblationSettings, row: int, device: torch.device) -> dict[str, Any]:
-    """MQAR recall of the row's architecture (fresh weights trained on MQAR, ``[recall]`` settings)."""
+def recall_row(settings: AblationSettings, row: int, device: torch.device, lr: float, seed: int) -> dict[str, Any]:
+    """One run of the row's recall sweep: the row's probe (``hymba.eval.mqar.probe_config``, fresh weights)
+    trained on MQAR at ``lr`` from ``seed``; its record (``RecallResult.to_dict``, with the curve)."""
     from hymba.eval.mqar import run_recall
 
-    r = run_recall(settings.row_model(row), settings.recall, device=device, seed=settings.train.seed)
-    return {"recall_acc": r.accuracy, "recall": {**r.to_dict(), "settings": settings.recall.to_dict()}}
+    return run_recall(settings.row_model(row), settings.recall, lr=lr, device=device, seed=seed).to_dict()
+
+
+def _row_recall(record: dict[str, Any], settings: AblationSettings) -> dict[str, Any] | None:
+    """The record's recall sweep if it was measured under this run's [recall] settings, else None."""
+    r = record.get("recall")
+    return r if isinstance(r, dict) and r.get("settings") == settings.recall.to_dict() and "runs" in r else None
+
+
+def pending_runs(record: dict[str, Any], settings: AblationSettings) -> list[tuple[float, int]]:
+    """The ``(lr, seed)`` runs of the row's sweep that its record lacks under the current [recall] settings
+    (a run that diverged is a result of its learning rate, not missing; a run that crashed is missing)."""
+    from hymba.eval.mqar import sweep_jobs
+
+    have = {(r["lr"], r["seed"]) for r in (_row_recall(record, settings) or {}).get("runs", [])}
+    return [j for j in sweep_jobs(settings.recall, settings.train.seed) if j not in have]
 
 
 def _recall_current(record: dict[str, Any], settings: AblationSettings) -> bool:
-    return (
-        record.get("recall_acc") is not None and record.get("recall", {}).get("settings") == settings.recall.to_dict()
-    )
+    return _row_recall(record, settings) is not None and not pending_runs(record, settings)
 
 
 @dataclass(frozen=True)
 class RecallOutcome:
-    """One row's recall measurement: its record fields, or the error that stopped it, and the time it took."""
+    """One run of a row's recall sweep: its run record (a diverged run is one, with ``error``), or the error
+    that stopped it (the run stays missing and is retried), and the time it took."""
 
     row: int
-    fields: dict[str, Any] | None
+    lr: float
+    seed: int
+    run: dict[str, Any] | None
     error: str | None
     seconds: float
 
-    def merged_into(self, record: dict[str, Any]) -> dict[str, Any]:
-        """``record`` with this outcome: its recall fields, or an empty Recall cell and the error (a value
-        measured earlier stays under ``recall``, with the settings it was measured under)."""
-        if self.error is not None:
-            return {**record, "recall_acc": None, "recall_error": self.error}
-        return {**{k: v for k, v in record.items() if k != "recall_error"}, **self.fields}
+    def merged_into(self, record: dict[str, Any], settings: AblationSettings) -> dict[str, Any]:
+        """``record`` with this run added to its sweep under the current [recall] settings and the row scored
+        again (``hymba.eval.mqar.score_sweep``): ``recall_acc`` once every run is in. A sweep measured under
+        other settings moves to ``recall_previous``; a crashed run leaves ``recall_error``."""
+        from hymba.eval.mqar import plan_features, probe_config, score_sweep
+
+        rec = dict(record)
+        sweep = _row_recall(rec, settings)
+        if sweep is None and self.run is None:  # nothing measured under these settings yet: keep the old sweep
+            return {**rec, "recall_acc": None, "recall_best_lr": None, "recall_error": self.error}
+        if sweep is None:
+            if isinstance(rec.get("recall"), dict):
+                rec["recall_previous"] = rec["recall"]
+            probe = probe_config(settings.row_model(self.row), settings.recall)
+            sweep = {"settings": settings.recall.to_dict(), "probe": probe.to_dict(), "features": plan_features(probe)}
+            sweep["runs"] = []
+        runs = [r for r in sweep["runs"] if (r["lr"], r["seed"]) != (self.lr, self.seed)]
+        if self.run is not None:
+            runs = sorted([*runs, self.run], key=lambda r: (settings.recall.lrs.index(r["lr"]), r["seed"]))
+        score = score_sweep(settings.recall, runs, settings.train.seed)
+        rec["recall"] = {**{k: v for k, v in sweep.items() if k != "runs"}, **score, "runs": runs}
+        rec["recall_acc"] = score["accuracy"]
+        rec["recall_best_lr"] = score["best_lr"] if score["accuracy"] is not None else None
+        error = self.error or score.get("error")
+        if error is not None:
+            rec["recall_error"] = error
+        else:
+            rec.pop("recall_error", None)
+        return rec
 
 
 @dataclass(frozen=True)
 class RecallJob:
-    """One row's recall, picklable so that it runs in a worker process as well as inline."""
+    """One ``(row, lr, seed)`` run of the recall sweep, picklable so that it runs in a worker process as well
+    as inline."""
 
     settings: AblationSettings
     row: int
     device: str
+    lr: float
+    seed: int
     threads: int | None = None  # intra-op threads of a CPU worker
 
     def __call__(self) -> RecallOutcome:
+        from hymba.train.trainer import TrainingDiverged
+
         if self.threads:
             torch.set_num_threads(self.threads)
         t0 = time.perf_counter()
         try:
-            fields = recall_row(self.settings, self.row, torch.device(self.device))
-        except Exception as e:  # noqa: BLE001 - the row's other results stay valid
-            return RecallOutcome(
-                self.row, None, f"{type(e).__name__}: {e}".splitlines()[0][:500], time.perf_counter() - t0
-            )
-        return RecallOutcome(self.row, fields, None, time.perf_counter() - t0)
+            run = recall_row(self.settings, self.row, torch.device(self.device), self.lr, self.seed)
+        except TrainingDiverged as e:  # a result of this learning rate: recorded, not retried
+            error = f"TrainingDiverged: {e}".splitlines()[0][:500]
+            run = {"lr": self.lr, "seed": self.seed, "accuracy": None, "error": error}
+        except Exception as e:  # noqa: BLE001 - the row's other results stay valid; the run is retried
+            error = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+            return RecallOutcome(self.row, self.lr, self.seed, None, error, time.perf_counter() - t0)
+        finally:
+            _free(torch.device(self.device))
+        return RecallOutcome(self.row, self.lr, self.seed, run, None, time.perf_counter() - t0)
 
 
-def _save_recall(store: ResultsStore, outcome: RecallOutcome, echo: Echo) -> bool:
-    """Merge a recall outcome into the row's saved record; False if recall failed."""
-    rec = outcome.merged_into(store.rows[outcome.row])
+def recall_jobs(
+    store: ResultsStore, settings: AblationSettings, rows: list[int], device: torch.device, threads: int | None = None
+) -> list[RecallJob]:
+    """The missing runs of ``rows``' sweeps as jobs; rows with an SSM branch first (their runs are the slow
+    ones, so a pool of workers ends sooner), the given row order otherwise."""
+    jobs = [
+        RecallJob(settings, row, str(device), lr, seed, threads)
+        for row in rows
+        for lr, seed in pending_runs(store.rows[row], settings)
+    ]
+    return sorted(jobs, key=lambda j: not settings.row_model(j.row).ssm)
+
+
+def _save_recall(store: ResultsStore, settings: AblationSettings, outcome: RecallOutcome, echo: Echo) -> bool:
+    """Merge one run into the row's saved record; False if the run crashed (it stays missing)."""
+    rec = outcome.merged_into(store.rows[outcome.row], settings)
     rec["seconds"] = rec.get("seconds", 0.0) + outcome.seconds
     store.put(rec)
+    what = f"lr {outcome.lr:g}, seed {outcome.seed}"
     if outcome.error is not None:
-        echo(f"recall failed: {outcome.error}")
+        echo(f"recall run ({what}) failed: {outcome.error}")
         return False
-    echo(f"recall {rec['recall_acc']:.3f} ({outcome.seconds:.0f}s, {rec['recall']['steps']} MQAR steps)")
+    run = outcome.run
+    if run.get("error"):
+        echo(f"recall run ({what}): {run['error']}")
+    else:
+        echo(f"recall run ({what}): {run['accuracy']:.3f} after {run['steps']} MQAR steps ({outcome.seconds:.0f}s)")
+    if rec["recall_acc"] is not None:
+        echo(f"recall {rec['recall_acc']:.3f} at its best learning rate {rec['recall_best_lr']:g}")
     return True
 
 
@@ -207,22 +275,26 @@ def _init_worker() -> None:
 def _recall_pool(
     store: ResultsStore, settings: AblationSettings, rows: list[int], device: torch.device, workers: int, echo: Echo
 ) -> list[int]:
-    """Recall of trained ``rows``, ``workers`` rows at a time, each in a fresh process (small models leave most
-    of a GPU idle); each record is saved as its row finishes, and an interrupt stops the workers at once.
-    Returns the rows that got recall."""
+    """The missing ``(row, lr, seed)`` runs of ``rows``' recall sweeps, ``workers`` at a time in worker
+    processes (small probes leave most of a GPU idle; a worker keeps its CUDA context and compiled kernels
+    from run to run); each run is saved as it finishes, and an interrupt stops the workers at once. Returns
+    the rows whose sweep is complete."""
     import multiprocessing
 
-    echo(f"recall of rows {','.join(map(str, rows))}, {workers} at a time")
     threads = max(1, torch.get_num_threads() // workers) if device.type == "cpu" else None
-    jobs = [RecallJob(settings, row, str(device), threads) for row in rows]
-    ok = []
-    with multiprocessing.get_context("spawn").Pool(
-        workers, _init_worker, maxtasksperchild=1
-    ) as pool:  # exit = terminate
-        for outcome in pool.imap_unordered(_run_job, jobs):
-            if _save_recall(store, outcome, lambda m: echo(f"row {outcome.row} ({ROW_NAMES[outcome.row]}): {m}")):
-                ok.append(outcome.row)
-    return ok
+    jobs = recall_jobs(store, settings, rows, device, threads)
+    echo(f"recall of rows {','.join(map(str, rows))}: {len(jobs)} runs (row, learning rate, seed), {workers} at a time")
+    with multiprocessing.get_context("spawn").Pool(min(workers, max(1, len(jobs))), _init_worker) as pool:
+        for outcome in pool.imap_unordered(_run_job, jobs):  # leaving the block terminates the workers
+            head = f"row {outcome.row} ({ROW_NAMES[outcome.row]})"
+            _save_recall(store, settings, outcome, lambda m, head=head: echo(f"{head}: {m}"))
+    return [r for r in rows if _recall_current(store.rows[r], settings)]
+
+
+def _measure_recall_inline(store: ResultsStore, settings: AblationSettings, row: int, device: torch.device, echo: Echo):
+    """The missing runs of one row's sweep, one after another in this process."""
+    for job in recall_jobs(store, settings, [row], device):
+        _save_recall(store, settings, job(), echo)
 
 
 def _free(device: torch.device) -> None:
@@ -293,15 +365,44 @@ def _clear_stale_recall(store: ResultsStore, settings: AblationSettings, echo: E
     stale = [
         r
         for r, rec in sorted(store.rows.items())
-        if rec.get("recall_acc") is not None and not _recall_current(rec, settings)
+        if rec.get("recall_acc") is not None and _row_recall(rec, settings) is None
     ]
     for r in stale:
-        store.put({**store.rows[r], "recall_acc": None})
+        store.put({**store.rows[r], "recall_acc": None, "recall_best_lr": None})
     if stale:
         echo(
             f"recall of rows {','.join(map(str, stale))} was measured under other [recall] settings: "
             "cleared from the table (the record keeps it under 'recall')"
         )
+
+
+RECALL_KEYS = ("recall", "recall_acc", "recall_best_lr", "recall_error", "recall_previous")
+
+
+def _keep_recall(old: dict[str, Any] | None, record: dict[str, Any]) -> dict[str, Any]:
+    """A freshly trained row's record with the recall its earlier record held (``--recall-only`` measures
+    recall before the row is trained; the probe trains its own model, so training does not change it)."""
+    if not old:
+        return record
+    return {**record, **{k: old[k] for k in RECALL_KEYS if k in old}}
+
+
+def _recall_ready(store: ResultsStore, row: int) -> bool:
+    """A row whose recall can be measured: trained, or recorded by ``--recall-only`` (untrained)."""
+    return store.rows.get(row, {}).get("status") in ("done", UNTRAINED)
+
+
+def untrained_record(settings: AblationSettings, row: int) -> dict[str, Any]:
+    """The record ``--recall-only`` keeps for a row it did not train: recall only (no LM metrics)."""
+    return {
+        "id": row,
+        "name": ROW_NAMES[row],
+        "status": UNTRAINED,
+        "error": None,
+        "recall_acc": None,
+        "model": settings.row_model(row).to_dict(),
+        "seconds": 0.0,
+    }
 
 
 def _train_rows(
@@ -320,7 +421,7 @@ def _train_rows(
     there keeps the trained row), and a row trained earlier without current recall gets only that."""
 
     def measure_recall(row: int, head: str) -> None:  # a failed recall is in the record and the log
-        _save_recall(store, RecallJob(settings, row, str(device))(), lambda m: echo(f"{head}: {m}"))
+        _measure_recall_inline(store, settings, row, device, lambda m: echo(f"{head}: {m}"))
 
     for n, row in enumerate(row_ids, 1):
         head = f"[{n}/{len(row_ids)}] row {row} ({ROW_NAMES[row]})"
@@ -334,7 +435,7 @@ def _train_rows(
                 run.skipped.append(row)
             continue
         echo(f"{head}: training")
-        rec = run_row(settings, row, run.out_dir, device)
+        rec = _keep_recall(store.rows.get(row), run_row(settings, row, run.out_dir, device))
         store.put(rec)  # saved before recall: an interrupt there keeps the trained row
         if not _row_saved(rec, head, run, echo):
             continue
@@ -443,7 +544,7 @@ def _recall_pass(
 ) -> None:
     """Recall of every trained row of ``row_ids`` without current recall, in ``workers`` processes; a row
     that gets it counts as run, not skipped."""
-    todo = [r for r in row_ids if store.done(r) and not _recall_current(store.rows[r], settings)]
+    todo = [r for r in row_ids if _recall_ready(store, r) and not _recall_current(store.rows[r], settings)]
     if not todo:
         return
     for r in _recall_pool(store, settings, todo, device, workers, echo):
@@ -483,6 +584,32 @@ def _worker_slots(
     return gpu_slots(ids)
 
 
+def _recall_only(
+    store: ResultsStore,
+    settings: AblationSettings,
+    row_ids: list[int],
+    device: torch.device,
+    workers: int,
+    run: AblationRun,
+    echo: Echo,
+) -> None:
+    """``--recall-only``: an ``untrained`` record for each row without one, then (with one worker) each row's
+    missing sweep runs in this process; with more, the pool pass that follows runs them."""
+    for row in row_ids:
+        if row not in store.rows:
+            store.put(untrained_record(settings, row))
+    if workers > 1:
+        return
+    for n, row in enumerate(row_ids, 1):
+        head = f"[{n}/{len(row_ids)}] row {row} ({ROW_NAMES[row]})"
+        if _recall_current(store.rows[row], settings):
+            echo(f"{head}: recall measured earlier, skipped")
+            run.skipped.append(row)
+            continue
+        _measure_recall_inline(store, settings, row, device, lambda m, head=head: echo(f"{head}: {m}"))
+        run.ran.append(row)
+
+
 def run_ablation(
     preset: str = "auto",
     rows: str | list[int] | None = None,
@@ -494,6 +621,7 @@ def run_ablation(
     recall_workers: int = 1,
     gpus: str | list[int] | None = None,
     cpu_workers: int = 0,
+    recall_only: bool = False,
     report: bool = True,
     echo: Echo = _stderr,
 ) -> AblationRun:
@@ -502,11 +630,14 @@ def run_ablation(
     ``rows``: ids or a spec like ``"1,5,13"`` (default all rows). ``out_dir`` defaults to
     ``runs/ablation-<preset>``. ``force`` redoes finished rows. ``recall``:
     None = on for GPU runs only. ``recall_workers`` > 1 measures recall after all rows are trained and
-    timed, that many rows at a time in parallel processes (timings are never taken while they run).
-    ``gpus`` (``"auto"``, ``"0,1"`` or ids) trains the rows concurrently, one worker process per GPU;
-    ``cpu_workers`` > 0 does the same with that many CPU worker processes (how the tests exercise the
-    workers without GPUs). Recall then follows once every row is trained, as with ``recall_workers``. Bad
-    presets, rows, overrides or GPUs raise ``ValueError`` or ``UsageError`` before any work.
+    timed, that many (row, learning rate, seed) runs of the recall sweeps at a time in parallel processes
+    (timings are never taken while they run). ``recall_only`` measures the Recall column without training
+    the language-model rows (the probe trains its own models): rows not trained yet get an ``untrained``
+    record holding their recall, which a later full run keeps when it trains them. ``gpus`` (``"auto"``,
+    ``"0,1"`` or ids) trains the rows concurrently, one worker process per GPU; ``cpu_workers`` > 0 does the
+    same with that many CPU worker processes (how the tests exercise the workers without GPUs). Recall then
+    follows once every row is trained, as with ``recall_workers``. Bad presets, rows, overrides or GPUs raise
+    ``ValueError`` or ``UsageError`` before any work.
     """
     from hymba.runtime import resolve_device
 
@@ -517,9 +648,11 @@ def run_ablation(
         raise ValueError(f"--out {out} exists and is not a directory")
     if not isinstance(recall_workers, int) or isinstance(recall_workers, bool) or recall_workers < 1:
         raise ValueError(f"--recall-workers {recall_workers!r} is invalid: must be a positive integer")
+    if recall_only and recall is False:
+        raise ValueError("--recall-only and --no-recall contradict each other")
     device = resolve_device(settings.train.device, key="train.device")
     slots = _worker_slots(gpus, cpu_workers, settings, device)
-    mode = recall_mode(recall, recall_workers, device)
+    mode = recall_mode(True if recall_only else recall, recall_workers, device)
     if slots and mode == "inline":
         mode = "pool"  # after the concurrent training, so that it never shares a GPU with a timed row
     run = AblationRun(out, settings)
@@ -528,21 +661,35 @@ def run_ablation(
         for note in store.open(force=force):
             echo(note)
         _clear_stale_recall(store, settings, echo)
+        r = settings.recall
+        lm = (
+            "no LM training (--recall-only)"
+            if recall_only
+            else f"{settings.train.max_steps} steps of {settings.train.batch_size}x{settings.train.seq_len} tokens"
+        )
+        sweep = (
+            f"recall: {len(r.lrs) * r.seeds} MQAR runs per row (lr {', '.join(f'{x:g}' for x in r.lrs)}; "
+            f"{r.seeds} seed(s); up to {r.train_steps} steps, stop at {r.target})"
+        )
         echo(
-            f"ablation: preset {settings.preset} on {device}, rows {','.join(map(str, row_ids))}, "
-            f"{settings.train.max_steps} steps of {settings.train.batch_size}x{settings.train.seq_len} tokens, "
-            f"recall {'off' if mode == 'none' else 'on'} -> {out}"
+            f"ablation: preset {settings.preset} on {device}, rows {','.join(map(str, row_ids))}, {lm}, "
+            f"{'recall off' if mode == 'none' else sweep} -> {out}"
         )
         try:
-            if slots:
+            if recall_only:
+                _recall_only(store, settings, row_ids, device, recall_workers, run, echo)
+            elif slots:
                 _train_rows_in_workers(store, settings, row_ids, slots, run, echo, force=force)
             else:
                 _train_rows(store, settings, row_ids, device, run, echo, force=force, inline_recall=mode == "inline")
             if mode == "pool":
                 _recall_pass(store, settings, row_ids, device, recall_workers, run, echo)
         except KeyboardInterrupt:
-            measured = sum(_recall_current(store.rows[r], settings) for r in row_ids if store.done(r))
+            measured = sum(_recall_current(store.rows[r], settings) for r in row_ids if _recall_ready(store, r))
             recall_txt = "" if mode == "none" else f", {measured} with recall"
+            if recall_only:
+                runs = sum(len((_row_recall(store.rows[r], settings) or {}).get("runs", [])) for r in store.rows)
+                recall_txt = f" (recall only), {measured} with complete recall, {runs} recall runs"
             echo(
                 f"interrupted: {sum(store.done(r) for r in row_ids)} of {len(row_ids)} rows saved{recall_txt} in "
                 f"{out}; rerun the same command to continue"
@@ -562,8 +709,11 @@ __all__ = [
     "environment",
     "format_ratio",
     "measure_row",
+    "pending_runs",
+    "recall_jobs",
     "recall_mode",
     "recall_row",
+    "untrained_record",
     "run_ablation",
     "run_row",
     "train_row",

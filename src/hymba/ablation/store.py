@@ -20,6 +20,9 @@ from hymba.io import atomic_write, finite, lock_directory
 from hymba.rundir import RunDir
 
 FORMAT = 1
+# a row's status: trained and measured, failed, or recall only (`hymba ablate --recall-only`: not trained yet)
+UNTRAINED = "untrained"
+STATUSES = ("done", "failed", UNTRAINED)
 
 # results.csv columns (record keys); nested values (model config, breakdowns) stay in results.json
 CSV_FIELDS = (
@@ -59,7 +62,7 @@ def read_results(out_dir: str | Path) -> dict[str, Any]:
         problem = "'rows' or 'settings' missing"
     else:
         for key, rec in data["rows"].items():
-            if not isinstance(rec, dict) or str(rec.get("id")) != key or rec.get("status") not in ("done", "failed"):
+            if not isinstance(rec, dict) or str(rec.get("id")) != key or rec.get("status") not in STATUSES:
                 problem = f"row entry {key!r} is malformed"
                 break
     if problem:
@@ -162,4 +165,13 @@ def records_csv(records: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-__all__ = ["CSV_FIELDS", "CorruptResults", "ResultsError", "ResultsStore", "read_results", "records_csv"]
+__all__ = [
+    "CSV_FIELDS",
+    "STATUSES",
+    "UNTRAINED",
+    "CorruptResults",
+    "ResultsError",
+    "ResultsStore",
+    "read_results",
+    "records_csv",
+]

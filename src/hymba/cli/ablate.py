@@ -1,4 +1,4 @@
-"""``hymba ablate [--preset auto|tiny|seed|paper] [--rows 1,5,13] [--out DIR] [--set ...] [--force] [--gpus 0,1]``.
+"""``hymba ablate [--preset auto|tiny|seed|paper] [--rows 1,5,13] [--out DIR] [--set ...] [--gpus 0,1] [--recall-only]``.
 
 Trains and measures the paper's design-roadmap rows one after another (or, with ``--gpus``, concurrently, one
 worker process per GPU), saving each finished row at once; rerunning the same command resumes. Ends with the
@@ -46,8 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="measure recall N rows at a time in parallel processes, after every row is trained and "
-        "timed (small models leave most of a GPU idle; default 1 = inline, row by row)",
+        help="run N recall runs (row, learning rate, seed) at a time in parallel processes, after every row "
+        "is trained and timed (small probes leave most of a GPU idle; default 1 = inline, row by row)",
+    )
+    p.add_argument(
+        "--recall-only",
+        action="store_true",
+        help="measure only the Recall column (the MQAR probe trains its own models): no language-model "
+        "training; a later run without it trains the rows and keeps their recall",
     )
 
     p.add_argument(
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         recall_workers=args.recall_workers,
         gpus=args.gpus,
         cpu_workers=args.cpu_workers,
+        recall_only=args.recall_only,
     )
     out = result.out_dir
     print_report(result.table, result.files)

@@ -43,6 +43,11 @@ class ModelConfig(Section):
     n_heads: int = 4
     n_kv_heads: int | None = None  # None = n_heads (no GQA); fewer = GQA
     head_dim: int | None = None  # Q/K head dim; None = d_model // n_heads
+    # V head dim. None = the released layout: d_inner / n_heads in hybrid layers (the attention output is as
+    # wide as the SSM's, one shared W_out), the Q/K head dim in attention-only layers. An integer = the paper's
+    # ablation layout: V heads of that size everywhere and, in hybrid mean-fusion layers, each branch projected
+    # on its own (Eq. 3 with W_out split per branch), so attention parameters and KV cache scale with the heads.
+    v_head_dim: int | None = None
     rope: bool = True
     rope_base: float = 10000.0
     # SSM heads (Mamba-1)
@@ -93,7 +98,9 @@ class ModelConfig(Section):
                 self.invalid("n_heads", f"must divide d_model={self.d_model} (or set head_dim explicitly)")
             if self.head_dim is not None and (self.head_dim < 2 or self.head_dim % 2):
                 self.invalid("head_dim", "must be an even integer >= 2 (RoPE rotates pairs)")
-            if self.ssm and self.d_inner % self.n_heads != 0:
+            if self.v_head_dim is not None:
+                self.check_ints("v_head_dim", note=" (or unset: the released layout)")
+            elif self.ssm and self.d_inner % self.n_heads != 0:
                 self.invalid(
                     "n_heads", f"must divide d_inner={self.d_inner} (V head dim = d_inner / n_heads in hybrid layers)"
                 )
@@ -147,16 +154,24 @@ class ModelConfig(Section):
         return 0 if self.n_heads == 0 else (self.head_dim or self.d_model // self.n_heads)
 
     @property
-    def v_head_dim(self) -> int:
-        """Hybrid layers: d_inner / n_heads, so attention output width equals the SSM inner width (as
-        released). Attention-only layers: the standard Llama layout, V head dim = Q/K head dim."""
+    def value_head_dim(self) -> int:
+        """The V head dim in use: ``v_head_dim`` when set; else, as released, d_inner / n_heads in hybrid layers
+        (attention output width = SSM inner width) and the Q/K head dim in attention-only layers (Llama)."""
         if self.n_heads == 0:
             return 0
+        if self.v_head_dim is not None:
+            return self.v_head_dim
         return self.d_inner // self.n_heads if self.ssm else self.qk_head_dim
 
     @property
     def attn_out_dim(self) -> int:
-        return self.n_heads * self.v_head_dim
+        return self.n_heads * self.value_head_dim
+
+    @property
+    def split_out_proj(self) -> bool:
+        """Hybrid mean-fusion layers project each branch on its own (the paper's ablation layout, ``v_head_dim``
+        set); the released layout shares one W_out."""
+        return self.v_head_dim is not None and self.n_heads > 0 and self.ssm and self.fusion == "mean"
 
     @property
     def ssm_dt_rank(self) -> int:

@@ -13,7 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-SCALES = ("tiny", "seed", "paper")  # the scales offered to users (the test suite's `micro` is hidden)
+SCALES = ("tiny", "seed", "paper", "paper-layout")  # offered to users (the test suite's `micro` is hidden)
 
 
 @cache
@@ -29,11 +29,16 @@ def scale_names() -> list[str]:
 
 
 def scale_settings(name: str) -> dict[str, Any]:
-    """All tables of one scale (``model`` and whatever run settings it carries)."""
+    """All tables of one scale (``model`` and whatever run settings it carries). A scale with
+    ``extends = "<other>"`` starts from that scale's tables, field by field overridden by its own."""
     scales = roadmap()["scales"]
     if name not in scales:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(scales)}")
-    return scales[name]
+    own = {k: v for k, v in scales[name].items() if k != "extends"}
+    if "extends" not in scales[name]:
+        return own
+    base = scale_settings(scales[name]["extends"])
+    return {k: {**base.get(k, {}), **own.get(k, {})} for k in {**base, **own}}
 
 
 __all__ = ["SCALES", "roadmap", "scale_names", "scale_settings"]

@@ -3,7 +3,7 @@ ablation's ``[bench]`` and ``[recall]``.
 
 A section is a dataclass deriving from :class:`Section`, named by its ``SECTION`` class attribute. Values are
 checked at construction (every float field finite, then the section's :meth:`Section.validate`), and every
-error names the key as ``--set`` spells it: ``recall.lr=0.0 is invalid: must be > 0``. Reading a TOML table
+error names the key as ``--set`` spells it: ``recall.power_a=0.0 is invalid: must be > 0``. Reading a TOML table
 into a section (:func:`section_from_dict`) rejects unknown keys and wrongly typed values first, naming the
 table. :func:`load_sections` reads a whole file: defaults, an optional roadmap scale (``scale = "tiny"``),
 the file's tables, then ``--set section.field=value`` overrides.

@@ -25,9 +25,12 @@ Sequence layout (length ``seq_len``, ``pairs`` = N, vocabulary V)::
   not yet seen in the query region", which answers the last query of every sequence for free; small
   attention models sit on that plateau (about 0.5 accuracy at N = 4) before they learn the lookup.
 
-The Recall column: each ablation row's architecture (same config, fresh weights, vocabulary replaced by
-the MQAR vocabulary) is trained on MQAR for a fixed budget, then evaluated on held-out sequences;
-:func:`recall_accuracy` returns the fraction of query positions whose argmax prediction is the value.
+The Recall column follows Zoology's protocol. Each ablation row's layer plan at the probe's size
+(:func:`probe_config`: fresh weights, MQAR vocabulary) is trained once per learning rate of a sweep, each
+run up to a step cap with an early stop at a target accuracy, its learning curve kept; the row is scored at
+its best learning rate (:func:`score_sweep`), as the fraction of held-out query positions whose argmax
+prediction is the value. MQAR is a synthetic proxy for the paper's Recall (SWDE, FDA: information
+extraction from long documents): compare orderings of rows, not values.
 """
 
 from __future__ import annotations
@@ -143,33 +146,49 @@ Setting = tuple[int, int]  # (seq_len, pairs)
 
 @dataclass
 class MQARSettings(Section):
-    """How one architecture is trained and scored on MQAR.
+    """How one architecture is trained and scored on MQAR (Zoology's protocol, see :func:`recall_sweep`).
 
     ``train`` and ``eval`` are lists of ``(seq_len, pairs)``; training cycles through the ``train`` settings
     one batch each, evaluation averages accuracy over the ``eval`` settings with equal weight. Include
-    lengths beyond the model's sliding window so that all-SWA rows show their recall loss.
+    lengths beyond the probe's sliding window so that all-SWA rows show their recall loss.
+
+    The sweep: every learning rate of ``lrs`` is a run of its own (fresh weights, ``seeds`` seeds each);
+    the row is scored at the learning rate whose mean accuracy over the seeds is best, as Zoology reports
+    each model at its best learning rate (SSMs learn MQAR only in a narrow band of them).
+
+    The probe size (``n_layers``, ``d_model``, ``head_dim``, ``window``, ``n_meta_tokens``, ``attn_backend``;
+    unset = the row's own value): the row's layer plan at another depth and width, derived in one place
+    (:func:`probe_config`), which refuses a size that loses one of the row's features.
     """
 
     vocab: int = 128
     train: tuple[Setting, ...] = ((64, 4), (128, 8), (256, 16))
     eval: tuple[Setting, ...] = ((64, 4), (128, 8), (256, 16))
     power_a: float = 0.01
-    train_steps: int = 600
+    train_steps: int = 600  # the cap of each run; an early stop at `target` ends it sooner
     batch_size: int = 32
-    lr: float = 3e-3
+    lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # the learning-rate sweep (peak LR of each run)
+    seeds: int = 1  # runs per learning rate (seeds train.seed, train.seed + 1, ...); the mean is scored
     weight_decay: float = 0.1
     warmup_steps: int = 30
     lr_schedule: str = "cosine"  # linear warmup, then "cosine" decay to 10% of lr or "constant"
     grad_clip: float = 1.0
     eval_sequences: int = 256  # per eval setting
     eval_batch_size: int = 64
-    # Early stop: every `check_every` steps score `check_sequences` per eval setting (a stream of their own,
-    # never the final evaluation's) and stop once the mean reaches `stop_accuracy`. None = the fixed budget.
-    # The lookup forms as a phase transition whose step varies a lot by architecture (heads, depth), so a
-    # large `train_steps` cap with an early stop pays for each row only what it needs.
-    stop_accuracy: float | None = None
-    check_every: int = 100
+    # Learning curve and early stop: every `eval_every` steps score `check_sequences` per eval setting (a
+    # stream of their own, never the final evaluation's), keep (step, loss, accuracy) as a curve point, and
+    # stop once the mean reaches `target` (None = the fixed budget). The lookup forms as a phase transition
+    # whose step varies a lot by architecture, so a large cap with an early stop pays only what each needs.
+    target: float | None = 0.99
+    eval_every: int = 100
     check_sequences: int = 64
+    # the probe's size (None = the row's value; see probe_config)
+    n_layers: int | None = None
+    d_model: int | None = None
+    head_dim: int | None = None
+    window: int | None = None
+    n_meta_tokens: int | None = None
+    attn_backend: str | None = None
 
     SECTION = "recall"
 
@@ -184,16 +203,34 @@ class MQARSettings(Section):
             if not ok:
                 self.invalid(name, "expected a non-empty list of [seq_len, pairs] pairs, e.g. [[64, 4], [256, 16]]")
             setattr(self, name, settings)
+        lrs = self.lrs
+        if (
+            not isinstance(lrs, (list, tuple))
+            or not lrs
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in lrs)
+            or not all(math.isfinite(x) and x > 0 for x in lrs)
+            or len(set(lrs)) != len(lrs)
+        ):
+            self.invalid("lrs", "expected a non-empty list of distinct learning rates > 0, e.g. [3e-4, 1e-3, 3e-3]")
+        self.lrs = tuple(float(x) for x in lrs)
         self.check_ints("vocab", low=4)
-        self.check_ints(
-            "train_steps", "batch_size", "eval_sequences", "eval_batch_size", "check_every", "check_sequences"
-        )
+        self.check_ints("train_steps", "batch_size", "eval_sequences", "eval_batch_size", "eval_every")
+        self.check_ints("check_sequences", "seeds")
         self.check_ints("warmup_steps", low=0)
         self.check_choice("lr_schedule", LR_SCHEDULES)
-        self.check_numbers("lr", "power_a", strict=True)
+        self.check_numbers("power_a", strict=True)
         self.check_numbers("weight_decay", "grad_clip", note=" (0 = off)")
-        if self.stop_accuracy is not None:
-            self.check_interval("stop_accuracy", 0, 1, "(]", note=" (or unset: the fixed budget)")
+        if self.target is not None:
+            self.check_interval("target", 0, 1, "(]", note=" (or unset: the fixed budget)")
+        for name in ("n_layers", "d_model", "head_dim", "window"):
+            if getattr(self, name) is not None:
+                self.check_ints(name, note=" (or unset: the row's value)")
+        if self.n_meta_tokens is not None:
+            self.check_ints("n_meta_tokens", low=0, note=" (or unset: the row's value)")
+        if self.attn_backend is not None:
+            from hymba.config.model import backends
+
+            self.check_choice("attn_backend", backends("attention"), " (or unset: the row's value)")
         for name in ("train", "eval"):
             for seq_len, pairs in getattr(self, name):
                 if problem := _instance_problem(self.vocab, seq_len, pairs):
@@ -212,6 +249,7 @@ class MQARSettings(Section):
         d = dataclasses.asdict(self)
         d["train"] = [list(s) for s in self.train]
         d["eval"] = [list(s) for s in self.eval]
+        d["lrs"] = list(self.lrs)
         return d
 
     @classmethod
@@ -231,16 +269,86 @@ def _coerce(settings: MQARSettings | dict[str, Any]) -> MQARSettings:
 # ---- train and evaluate -------------------------------------------------------------------------------
 
 
-def mqar_model_config(model_cfg: ModelConfig, settings: MQARSettings) -> ModelConfig:
-    """The row's architecture with the vocabulary replaced by the MQAR vocabulary."""
-    return model_cfg.replace(vocab_size=settings.vocab)
+def plan_features(c: ModelConfig) -> dict[str, Any]:
+    """What distinguishes a row's layer plan, independent of depth and width: the branches, the attention
+    span (all global, all sliding-window, or how many global layers), KV sharing, meta tokens, fusion, GQA."""
+    n_global = len(c.global_layers())
+    if c.n_heads == 0:
+        span = "none"
+    elif not c.swa_layers():
+        span = "all global"
+    elif n_global == 0:
+        span = "all SWA"
+    else:
+        span = f"{n_global} global"
+    return {
+        "attention": c.n_heads > 0,
+        "ssm": c.ssm,
+        "span": span,
+        "kv_sharing": any(len(g) > 1 for g in c.kv_groups()),
+        "meta_tokens": c.n_meta_tokens > 0,
+        "fusion": c.fusion if c.n_heads > 0 and c.ssm else None,
+        "gqa": 0 < c.kv_heads < c.n_heads,
+    }
 
 
-def _train_config(s: MQARSettings) -> TrainConfig:
+_PROBE_FIELDS = ("n_layers", "d_model", "head_dim", "window", "n_meta_tokens", "attn_backend")
+
+
+def probe_config(model_cfg: ModelConfig, settings: MQARSettings) -> ModelConfig:
+    """The recall probe's model for a row: the row's architecture with the MQAR vocabulary and the probe size
+    of ``settings`` (its ``n_layers``, ``d_model``, ... where set). The row's layer plan carries over as a
+    rule, not as indices: ``swa_plan = "default"`` stays first/middle/last global at the probe's depth, an
+    explicit list of global layers is mapped proportionally; head counts, GQA, fusion and KV sharing stay.
+    Sizes the row derives from ``d_model`` (FFN width, dt rank) are derived again. A probe that loses one of
+    the row's :func:`plan_features` (e.g. 4 layers leave no two adjacent SWA layers to share K/V) or whose
+    window reaches the longest MQAR sequence (SWA rows would not show their loss) is a ``ValueError`` naming
+    the ``recall.*`` key."""
+    s = _coerce(settings)
+    changes: dict[str, Any] = {"vocab_size": s.vocab}
+    for name in _PROBE_FIELDS:
+        value = getattr(s, name)
+        if value is None or (name == "n_meta_tokens" and model_cfg.n_meta_tokens == 0):
+            continue  # meta tokens only where the row has them
+        changes[name] = value
+    if "d_model" in changes and changes["d_model"] != model_cfg.d_model:
+        changes.update(d_ff=None, dt_rank=None)
+    L, L2 = model_cfg.n_layers, changes.get("n_layers", model_cfg.n_layers)
+    if L2 != L:
+        if isinstance(model_cfg.swa_plan, list):
+            changes["swa_plan"] = sorted({round(i * (L2 - 1) / max(1, L - 1)) for i in model_cfg.swa_plan})
+        if model_cfg.kv_share_groups is not None:
+            raise ValueError(
+                f"recall.n_layers={L2} is invalid: the row's explicit model.kv_share_groups cannot be mapped to "
+                "another depth (unset recall.n_layers)"
+            )
+    try:
+        probe = model_cfg.replace(**changes)
+    except ValueError as e:
+        keys = ", ".join(f"recall.{k}" for k in changes if k != "vocab_size")
+        raise ValueError(f"the recall probe ({keys or 'recall.vocab'}): {e}") from None
+    before, after = plan_features(model_cfg), plan_features(probe)
+    lost = [f"{k}: {before[k]} -> {after[k]}" for k in before if before[k] != after[k]]
+    if lost:
+        key = "n_layers" if s.n_layers is not None else "n_meta_tokens"
+        raise ValueError(
+            f"recall.{key}={getattr(s, key)!r} is invalid: the probe loses the row's layer-plan features "
+            f"({'; '.join(lost)}); e.g. KV sharing among SWA layers next to first/middle/last global layers "
+            "needs n_layers >= 6"
+        )
+    if probe.swa_layers() and probe.window >= s.max_seq_len:
+        raise ValueError(
+            f"recall.window={probe.window} is invalid: the probe's sliding window must be shorter than the "
+            f"longest MQAR sequence ({s.max_seq_len} tokens) for SWA rows to show their recall loss"
+        )
+    return probe
+
+
+def _train_config(s: MQARSettings, lr: float) -> TrainConfig:
     """The MQAR budget as the trainer's optimisation settings, so MQAR uses the same AdamW parameter groups
     and warmup/cosine schedule as language-model training ("constant" = no decay after warmup)."""
     return TrainConfig(
-        lr=s.lr,
+        lr=lr,
         warmup_steps=s.warmup_steps,
         max_steps=s.train_steps,
         weight_decay=s.weight_decay,
@@ -252,31 +360,47 @@ def _train_config(s: MQARSettings) -> TrainConfig:
     )
 
 
+def _single_lr(s: MQARSettings, lr: float | None) -> float:
+    if lr is not None:
+        return float(lr)
+    if len(s.lrs) != 1:
+        raise ValueError(f"recall.lrs={list(s.lrs)!r} holds a sweep: pass lr= for one run, or use recall_sweep")
+    return s.lrs[0]
+
+
 def train_mqar(
     model: torch.nn.Module,
     settings: MQARSettings | dict[str, Any],
     *,
+    lr: float | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
     callback: Callable[[int, float], None] | None = None,
+    curve: list[dict[str, float]] | None = None,
 ) -> list[float]:
-    """Train ``model`` in place on MQAR; returns the loss of every step.
+    """Train ``model`` in place on MQAR at peak learning rate ``lr`` (default: the one of ``settings.lrs``);
+    returns the loss of every step.
 
-    ``callback(step, loss)`` runs after every optimiser step (e.g. to evaluate a learning curve). With
-    ``settings.stop_accuracy`` training ends early once a periodic check reaches it (fewer losses returned).
-    A non-finite loss or gradient raises ``TrainingDiverged`` (the ablation records the row's recall as failed)."""
+    ``callback(step, loss)`` runs after every optimiser step. Every ``settings.eval_every`` steps, when
+    ``curve`` is a list or ``settings.target`` is set, the model is scored on the check stream: the point
+    ``{"step", "loss" (mean since the last point), "accuracy"}`` is appended to ``curve``, and training ends
+    once the accuracy reaches ``settings.target`` (fewer losses returned). A non-finite loss or gradient
+    raises ``TrainingDiverged`` (the ablation records the run as failed, never as 0% recall)."""
     s = _coerce(settings)
-    tc = _train_config(s)
+    lr = _single_lr(s, lr)
+    tc = _train_config(s, lr)
     model.train()
     dev = torch.device(device)
     opt = build_optimizer(model, tc)
     amp = autocast_dtype(tc.precision, dev)  # bf16 on CUDA, as language-model training
-    # The host reads the loss back only every `_SYNC_EVERY` steps (every step with a callback or an early-stop
-    # check due), so that on a GPU it can queue the next steps' kernels while the current ones run (small MQAR
+    # The host reads the loss back only every `_SYNC_EVERY` steps (every step with a callback or a check
+    # due), so that on a GPU it can queue the next steps' kernels while the current ones run (small MQAR
     # steps are launch-bound); the speed-up has not been measured.
     pinned = dev.type == "cuda"
     losses: list[float] = []
     pending: list[torch.Tensor] = []  # [loss, grad_norm] of the steps not read back yet
+    checking = s.target is not None or curve is not None
+    since = 0  # losses[since:] are the steps after the last curve point
     micro = s.batch_size  # rows per forward/backward; halved (and the batch accumulated) when memory runs out
     for step in range(s.train_steps):
         seq_len, pairs = s.train[step % len(s.train)]
@@ -296,14 +420,18 @@ def train_mqar(
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip or math.inf)
         opt.step()
         pending.append(torch.stack([loss.detach().float(), grad_norm.float()]))
-        check = s.stop_accuracy is not None and (step + 1) % s.check_every == 0
+        check = checking and (step + 1) % s.eval_every == 0
         if callback is not None or check or (step + 1) % _SYNC_EVERY == 0 or step + 1 == s.train_steps:
-            _read_back(pending, losses, s)
+            _read_back(pending, losses, s, lr)
             if callback is not None:
                 callback(step, losses[-1])
         if check:
             per = _accuracy(model, s, device, seed, _CHECK_STREAM, s.check_sequences)
-            if sum(per.values()) / len(per) >= s.stop_accuracy:
+            acc = sum(per.values()) / len(per)
+            if curve is not None:
+                curve.append({"step": step + 1, "loss": float(np.mean(losses[since:])), "accuracy": acc})
+                since = len(losses)
+            if s.target is not None and acc >= s.target:
                 break
     return losses
 
@@ -348,7 +476,7 @@ def _empty_cache(dev: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _read_back(pending: list[torch.Tensor], losses: list[float], s: MQARSettings) -> None:
+def _read_back(pending: list[torch.Tensor], losses: list[float], s: MQARSettings, lr: float) -> None:
     """Append the pending steps' losses to ``losses``; a non-finite loss or gradient norm raises
     ``TrainingDiverged`` naming the first such step (a diverged run must not be scored as recall)."""
     for loss_val, grad_norm in torch.stack(pending).tolist():
@@ -356,8 +484,8 @@ def _read_back(pending: list[torch.Tensor], losses: list[float], s: MQARSettings
         if not (math.isfinite(loss_val) and math.isfinite(grad_norm)):
             raise TrainingDiverged(
                 f"MQAR training diverged at step {step} of {s.train_steps}: loss={loss_val}, "
-                f"grad_norm={grad_norm} (recall.lr={s.lr}); lower recall.lr or raise "
-                "recall.warmup_steps"
+                f"grad_norm={grad_norm} (lr={lr:g} of recall.lrs); a sweep scores the other learning "
+                "rates, or raise recall.warmup_steps"
             )
         losses.append(loss_val)
     pending.clear()
@@ -426,22 +554,32 @@ def _accuracy(
 
 @dataclass
 class RecallResult:
-    """One architecture's MQAR run: mean accuracy, per-setting accuracy, final training loss, seconds; the
-    steps actually trained are ``len(losses)`` (fewer than the budget after an early stop)."""
+    """One MQAR run (one architecture, learning rate and seed): mean accuracy, per-setting accuracy, final
+    training loss, seconds, the learning curve (``{"step", "loss", "accuracy"}`` every ``eval_every`` steps,
+    on the check stream); the steps actually trained are ``len(losses)`` (fewer than the cap after an early
+    stop at ``target``)."""
 
     accuracy: float
     per_setting: dict[Setting, float]
     final_loss: float
     seconds: float
     losses: list[float] = field(default_factory=list, repr=False)
+    curve: list[dict[str, float]] = field(default_factory=list, repr=False)
+    lr: float | None = None
+    seed: int = 0
+    stopped_early: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "lr": self.lr,
+            "seed": self.seed,
             "accuracy": self.accuracy,
             "final_loss": self.final_loss,
             "seconds": self.seconds,
             "steps": len(self.losses),
+            "stopped_early": self.stopped_early,
             "per_setting": [{"seq_len": t, "pairs": n, "accuracy": a} for (t, n), a in self.per_setting.items()],
+            "curve": self.curve,
         }
 
 
@@ -449,23 +587,84 @@ def run_recall(
     model_cfg: ModelConfig,
     settings: MQARSettings | dict[str, Any],
     *,
+    lr: float | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> RecallResult:
-    """Train a fresh model of ``model_cfg``'s architecture on MQAR, then evaluate it (see module docstring)."""
+    """One run: a fresh model of ``model_cfg``'s probe (:func:`probe_config`) trained on MQAR at ``lr`` (default:
+    the one of ``settings.lrs``), its curve kept, then evaluated on held-out sequences (module docstring)."""
     from hymba import HymbaLM
 
     s = _coerce(settings)
+    lr = _single_lr(s, lr)
     t0 = time.perf_counter()
-    cfg = mqar_model_config(model_cfg, s)
+    cfg = probe_config(model_cfg, s)
     with torch.random.fork_rng(devices=[]):  # fresh weights from `seed`, caller's RNG left untouched
         torch.manual_seed(int(np.random.SeedSequence([seed, _INIT_STREAM]).generate_state(1)[0]))
         model = HymbaLM(cfg).to(device)
-    losses = train_mqar(model, s, device=device, seed=seed)
+    curve: list[dict[str, float]] = []
+    losses = train_mqar(model, s, lr=lr, device=device, seed=seed, curve=curve)
     per = evaluate_mqar(model, s, device=device, seed=seed)
     acc = sum(per.values()) / len(per)
     tail = losses[-max(1, len(losses) // 20) :]
-    return RecallResult(acc, per, sum(tail) / len(tail), time.perf_counter() - t0, losses)
+    stopped = s.target is not None and len(losses) < s.train_steps
+    return RecallResult(acc, per, sum(tail) / len(tail), time.perf_counter() - t0, losses, curve, lr, seed, stopped)
+
+
+def sweep_jobs(settings: MQARSettings, seed: int = 0) -> list[tuple[float, int]]:
+    """The ``(lr, seed)`` runs of one row's sweep, in order: every learning rate, ``settings.seeds`` seeds each."""
+    return [(lr, seed + k) for lr in settings.lrs for k in range(settings.seeds)]
+
+
+def score_sweep(settings: MQARSettings, runs: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """Zoology's score of a row from its runs (``RecallResult.to_dict()``, or ``{"lr", "seed", "error"}`` for a
+    run that failed): per learning rate the mean accuracy over its finished seeds, and the row's accuracy at
+    the best one (the first of ``settings.lrs`` on a tie). ``accuracy`` is None while a run of the sweep
+    (:func:`sweep_jobs` from ``seed``) is missing, or when every learning rate failed (``error`` then says so)."""
+    by_run = {(r["lr"], r["seed"]): r for r in runs}
+    missing = [j for j in sweep_jobs(settings, seed) if j not in by_run]
+    by_lr = []
+    for lr in settings.lrs:
+        mine = [r for r in runs if r["lr"] == lr]
+        ok = [r["accuracy"] for r in mine if r.get("error") is None]
+        by_lr.append(
+            {
+                "lr": lr,
+                "accuracy": sum(ok) / len(ok) if ok else None,
+                "runs": len(mine),
+                "failed": len(mine) - len(ok),
+            }
+        )
+    scored = [b for b in by_lr if b["accuracy"] is not None]
+    best = max(scored, key=lambda b: b["accuracy"], default=None)  # max keeps the first of equal values
+    out: dict[str, Any] = {
+        "accuracy": None if missing or best is None else best["accuracy"],
+        "best_lr": None if best is None else best["lr"],
+        "by_lr": by_lr,
+        "missing": [list(j) for j in missing],
+    }
+    if not missing and best is None:
+        out["error"] = "every learning rate of recall.lrs failed: " + "; ".join(str(r.get("error")) for r in runs[:3])
+    return out
+
+
+def recall_sweep(
+    model_cfg: ModelConfig,
+    settings: MQARSettings | dict[str, Any],
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The whole protocol for one architecture in this process: every ``(lr, seed)`` run of the sweep, then
+    :func:`score_sweep` (with ``runs``: each run's record and curve). A diverged run is recorded as failed."""
+    s = _coerce(settings)
+    runs = []
+    for lr, sd in sweep_jobs(s, seed):
+        try:
+            runs.append(run_recall(model_cfg, s, lr=lr, device=device, seed=sd).to_dict())
+        except TrainingDiverged as e:
+            runs.append({"lr": lr, "seed": sd, "error": f"TrainingDiverged: {e}"})
+    return {**score_sweep(s, runs, seed), "runs": runs}
 
 
 def recall_accuracy(
@@ -474,13 +673,14 @@ def recall_accuracy(
     *,
     device: str | torch.device = "cpu",
     seed: int = 0,
-) -> float:
-    """MQAR accuracy in [0, 1] of ``model_cfg``'s architecture, averaged over ``settings.eval``.
+) -> float | None:
+    """MQAR accuracy in [0, 1] of ``model_cfg``'s architecture, averaged over ``settings.eval``, at the best
+    learning rate of ``settings.lrs`` (None if every learning rate diverged).
 
-    The model (fresh weights, vocabulary = ``settings.vocab``) is trained for ``settings.train_steps`` and
-    scored on held-out sequences; the same ``seed`` gives the same number on the same device.
+    Each run (fresh weights, vocabulary = ``settings.vocab``) trains for up to ``settings.train_steps`` and
+    is scored on held-out sequences; the same ``seed`` gives the same number on the same device.
     """
-    return run_recall(model_cfg, settings, device=device, seed=seed).accuracy
+    return recall_sweep(model_cfg, settings, device=device, seed=seed)["accuracy"]
 
 
 __all__ = [
@@ -488,8 +688,12 @@ __all__ = [
     "RecallResult",
     "evaluate_mqar",
     "mqar_batch",
-    "mqar_model_config",
+    "plan_features",
+    "probe_config",
     "recall_accuracy",
+    "recall_sweep",
     "run_recall",
+    "score_sweep",
+    "sweep_jobs",
     "train_mqar",
 ]

@@ -111,7 +111,7 @@ class HybridCache:
                 kw = dict(device=device, dtype=dtype)
                 cache.kv[i] = LayerKV(
                     torch.zeros(batch, c.kv_heads, S, c.qk_head_dim, **kw),
-                    torch.zeros(batch, c.kv_heads, S, c.v_head_dim, **kw),
+                    torch.zeros(batch, c.kv_heads, S, c.value_head_dim, **kw),
                     torch.zeros(batch, S, dtype=torch.long, device=device),
                     torch.zeros(batch, S, dtype=torch.bool, device=device),
                     M,

@@ -58,7 +58,7 @@ class HymbaBlock(nn.Module):
     def __init__(self, c: ModelConfig, plan: LayerPlan):
         super().__init__()
         self.c, self.plan, self.i = c, plan, plan.index
-        H, Hkv, dk, dv = c.n_heads, c.kv_heads, c.qk_head_dim, c.v_head_dim
+        H, Hkv, dk, dv = c.n_heads, c.kv_heads, c.qk_head_dim, c.value_head_dim
         kv = plan.has_kv
         # widths of Q, K, V (0 wide when absent) and of the SSM head's inputs in the one input projection
         self.split = [
@@ -76,7 +76,9 @@ class HymbaBlock(nn.Module):
         if both and c.fusion == "mean":
             self.attn_norm = RMSNorm(a_out, c.norm_eps)  # beta1 of Eq. 3
             self.ssm_norm = RMSNorm(s_out, c.norm_eps)  # beta2 of Eq. 3
-        out_in = a_out + s_out if both and c.fusion == "concat" else (a_out or s_out)
+        out_in = a_out + s_out if both and c.fusion == "concat" else (s_out or a_out)
+        if both and c.split_out_proj:  # the paper's ablation layout: W_out split per branch, attention's here
+            self.attn_proj = nn.Linear(a_out, c.d_model, bias=False)
         self.out_proj = nn.Linear(out_in, c.d_model, bias=False)
         self.ffn_norm = RMSNorm(c.d_model, c.norm_eps)
         self.ffn = SwiGLU(c.d_model, c.ffn_dim)
@@ -89,7 +91,7 @@ class HymbaBlock(nn.Module):
             q = Rotary.apply(q, ctx.cos, ctx.sin)
         if self.plan.has_kv:
             k = k.view(B, S, c.kv_heads, c.qk_head_dim).transpose(1, 2)  # (B, Hkv, S, Dk)
-            v = v.view(B, S, c.kv_heads, c.v_head_dim).transpose(1, 2)  # (B, Hkv, S, Dv)
+            v = v.view(B, S, c.kv_heads, c.value_head_dim).transpose(1, 2)  # (B, Hkv, S, Dv)
             if c.rope:
                 k = Rotary.apply(k, ctx.cos, ctx.sin)
             spec = ctx.spec.with_window(self.plan.window)
@@ -135,7 +137,9 @@ class HymbaBlock(nn.Module):
         a = self._attention(q, k, v, ctx) if self.plan.attention else None
         s = self._ssm(s_in, ctx) if self.ssm is not None else None
         if a is not None and s is not None:
-            if self.c.fusion == "mean":
+            if self.c.split_out_proj:  # Eq. 3 with W_out = [W_attn | W_ssm] acting on each branch
+                y = (self.attn_proj(self.attn_norm(a)) + self.out_proj(self.ssm_norm(s))) / 2
+            elif self.c.fusion == "mean":
                 y = self.out_proj((self.attn_norm(a) + self.ssm_norm(s)) / 2)
             else:
                 y = self.out_proj(torch.cat([a, s], dim=-1))
@@ -332,7 +336,7 @@ class HymbaLM(nn.Module):
         T = prompt_len + c.n_meta_tokens
         total = sum(cache.nbytes().values()) + batch * T * c.d_model * 32 * p.element_size()
         flex = c.attn_backend == "flex" or (
-            c.attn_backend == "auto" and auto_takes_flex(p.device.type, not padded, c.qk_head_dim, c.v_head_dim, T)
+            c.attn_backend == "auto" and auto_takes_flex(p.device.type, not padded, c.qk_head_dim, c.value_head_dim, T)
         )
         if not flex and any(plan.attention for plan in self.plan):
             total += batch * T * T * (c.n_heads * 8 + 16)
@@ -448,9 +452,11 @@ class HymbaLM(nn.Module):
                 qkv = sum(layer.split[:3])
                 groups["attention"] += qkv * c.d_model
                 groups["ssm"] += n - qkv * c.d_model
+            elif name.endswith("attn_proj.weight"):
+                groups["attention"] += n
             elif name.endswith("out_proj.weight"):
                 plan = self.plan[int(name.split(".")[1])]
-                a_in = c.attn_out_dim if plan.attention else 0
+                a_in = c.attn_out_dim if plan.attention and not c.split_out_proj else 0
                 s_in = plan.ssm.out_width(c) if plan.ssm is not None else 0
                 if c.fusion == "mean" and a_in and s_in:
                     a_in = s_in  # Eq. 3 feeds W_out the (d_inner wide) average of both branches
@@ -483,7 +489,7 @@ class HymbaLM(nn.Module):
         for plan in self.plan:
             if plan.attention:
                 ctx = (S + 1) / 2 if plan.window is None else min(plan.window, (S + 1) / 2) + c.n_meta_tokens
-                flops += 6 * c.n_heads * (c.qk_head_dim + c.v_head_dim) * ctx
+                flops += 6 * c.n_heads * (c.qk_head_dim + c.value_head_dim) * ctx
         return float(flops + sum(h.flops_per_token(S) for h in heads))
 
 
