@@ -1,4 +1,4 @@
-"""``hymba ablate [--preset auto|tiny|seed|paper] [--rows 1,5,13] [--out DIR] [--set ...] [--gpus 0,1] [--recall-only]``.
+"""``hymba ablate [--preset auto|tiny|seed|paper] [--rows 1,5] [--out DIR] [--set ...] [--gpus 0,1] [--recall-only]``.
 
 Trains and measures the paper's design-roadmap rows one after another (or, with ``--gpus``, concurrently, one
 worker process per GPU), saving each finished row at once; rerunning the same command resumes. Ends with the
