@@ -291,7 +291,7 @@ def test_decode_step_bytes_of_the_released_model_at_the_paper_protocol():
     cache = HybridCache.allocate(cfg, 128, 8192 + 64, device="meta", dtype=torch.bfloat16)
     got = decode_step_bytes(m, cache)
     assert got["weights"] == 2 * m.param_breakdown()["total"]  # tied embeddings: the table once, as lm_head
-    M, per_slot = cfg.n_meta_tokens, 128 * cfg.kv_heads * (cfg.qk_head_dim + cfg.v_head_dim) * 2
+    M, per_slot = cfg.n_meta_tokens, 128 * cfg.kv_heads * (cfg.qk_head_dim + cfg.value_head_dim) * 2
     slots = [M + (8192 + 64 if p.window is None else p.window) for p in m.plan]
     assert got["kv"] == sum(per_slot * slots[p.index] for p in m.plan if p.has_kv)
     assert got["reread"] == sum(per_slot * slots[p.kv_producer] for p in m.plan if p.attention and not p.has_kv)

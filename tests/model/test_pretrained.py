@@ -122,6 +122,7 @@ def test_official_names_and_round_trip(released_dir, tmp_path):
         assert torch.equal(a, b), k
     cfg = json.loads((tmp_path / "again" / "config.json").read_text())
     assert cfg["sliding_window"] == 3 and cfg["kv_reuse_group"] == [[1, 2, 3]]
+    assert cfg["v_head_dim"] == model.config.value_head_dim == model.config.d_inner // model.config.n_heads
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "again" / "model.safetensors"), "pt") as f:
@@ -212,6 +213,9 @@ def test_unknown_fields_are_listed_once(caplog, released_style):
 def test_unexpressible_config_is_an_error(tmp_path):
     m = HymbaLM(ModelConfig(vocab_size=50, d_model=32, n_heads=4, n_layers=2, fusion="concat"))
     with pytest.raises(ValueError, match="model.fusion='concat'"):
+        m.save_pretrained(tmp_path)
+    m = HymbaLM(ModelConfig(vocab_size=50, d_model=32, n_heads=4, n_layers=2, v_head_dim=8))
+    with pytest.raises(ValueError, match="model.v_head_dim=8"):
         m.save_pretrained(tmp_path)
 
 

@@ -262,6 +262,10 @@ def config_to_released(c: ModelConfig, extra: dict[str, Any] | None = None, dtyp
         raise ValueError(f"{where}: model.fusion={c.fusion!r}: the released block averages the branches (mean)")
     if c.d_model % c.n_heads or c.qk_head_dim != c.d_model // c.n_heads:
         raise ValueError(f"{where}: model.head_dim={c.head_dim}: the released Q/K head dim is d_model / n_heads")
+    if c.v_head_dim is not None:
+        raise ValueError(
+            f"{where}: model.v_head_dim={c.v_head_dim}: the released layout derives the V head dim (leave it unset)"
+        )
     swa = bool(c.swa_layers())
     out: dict[str, Any] = {
         "architectures": [ARCHITECTURE],
@@ -275,7 +279,7 @@ def config_to_released(c: ModelConfig, extra: dict[str, Any] | None = None, dtyp
         "intermediate_size": c.ffn_dim,
         "attn_hidden_size": -1,
         "kq_head_dim": -1,
-        "v_head_dim": c.v_head_dim,
+        "v_head_dim": c.value_head_dim,
         "kq_norm": "none",
         "hidden_act": "silu",
         "mlp_hidden_act": "silu",
@@ -443,15 +447,15 @@ def save_pretrained(
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     c = model.config
+    dtype = next(t.dtype for t in model.state_dict().values() if t.is_floating_point())
+    config = config_to_released(c, extra_config, dtype)  # first: a config the format cannot hold writes nothing
     weights = {
         official_name(k): v.detach().cpu().contiguous()
         for k, v in model.state_dict().items()
         if not (c.tie_embeddings and k == "lm_head.weight")
     }
-    dtype = next(t.dtype for t in weights.values() if t.is_floating_point())
-    config = config_to_released(c, extra_config, dtype)
+    path.mkdir(parents=True, exist_ok=True)
     total = sum(t.numel() * t.element_size() for t in weights.values())
     rd = RunDir(path)
     index = path / RunDir.WEIGHTS_INDEX
