@@ -254,6 +254,23 @@ def test_results_of_other_settings_are_not_mixed(tmp_path, hymba_cache, capsys):
     assert _rows(out)["1"]["steps"] == 2
 
 
+def test_results_from_before_a_new_setting_existed_stay_usable(tmp_path, hymba_cache):
+    """A setting added in a newer version (absent from an older results file) is no change at its default,
+    and one at another value is."""
+    out = tmp_path / "abl"
+    run_ablation("micro", "1", out, echo=lambda m: None)
+    data = json.loads((out / "results.json").read_text())
+    del data["settings"]["train"]["init"]  # as written before train.init existed
+    (out / "results.json").write_text(json.dumps(data))
+    notes = []
+    run_ablation("micro", "1", out, echo=notes.append)
+    assert any("skipped" in n for n in notes) and _rows(out)["1"]["steps"] == 3
+    del data["settings"]["train"]["max_steps"]  # a missing setting whose new value is not the default
+    (out / "results.json").write_text(json.dumps(data))
+    with pytest.raises(ResultsError, match=r"different settings \(train.max_steps: None -> 2\)"):
+        run_ablation("micro", "1", out, ["train.max_steps=2"], echo=lambda m: None)
+
+
 def test_corrupt_results_with_force_are_set_aside(tmp_path, hymba_cache):
     out = tmp_path / "abl"
     out.mkdir()

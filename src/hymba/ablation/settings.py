@@ -193,13 +193,28 @@ class AblationSettings:
         return d
 
 
-def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """``["train.max_steps: 300 -> 20", ...]`` between two nested settings dicts."""
+def _section_defaults() -> dict[str, dict[str, Any]]:
+    return {
+        name: {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        for name, cls in (("data", DataConfig), ("train", TrainConfig), ("bench", BenchSettings))
+    }
+
+
+def settings_diff(
+    old: dict[str, Any], new: dict[str, Any], prefix: str = "", defaults: dict[str, Any] | None = None
+) -> list[str]:
+    """``["train.max_steps: 300 -> 20", ...]`` between two nested settings dicts. A key that only one side
+    has (a setting added or removed in a newer version) counts as a change only when its value is not that
+    setting's default (``defaults``: by section, the config classes' defaults when not given), so results
+    written before a new setting existed stay usable."""
+    defaults = _section_defaults() if defaults is None else defaults
     out = []
     for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += settings_diff(a, b, f"{prefix}{key}.")
+            out += settings_diff(a, b, f"{prefix}{key}.", defaults.get(key, {}))
+        elif (key not in old or key not in new) and key in defaults and (b if key in new else a) == defaults[key]:
+            continue
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return out
