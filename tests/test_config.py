@@ -106,7 +106,7 @@ def test_non_finite_recall_floats_are_rejected_by_name(name, value):
         ("recall.seeds=0", "must be a positive integer"),
         ("recall.eval_every=0", "must be a positive integer"),
         ("recall.n_layers=0", "must be a positive integer (or unset: the row's value)"),
-        ("recall.attn_backend=cuda", "expected one of auto, sdpa, flex (or unset: the row's value)"),
+        ("recall.attn_backend=cuda", "expected one of auto, sdpa, flex, triton (or unset: the row's value)"),
         ("recall.power_a=0", "must be > 0"),
         ("recall.weight_decay=-1", "must be >= 0"),
         ("recall.grad_clip=-1", "must be >= 0"),

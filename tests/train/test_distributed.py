@@ -122,7 +122,7 @@ def assert_same_run(a: Path, b: Path, steps: range, rtol: float = RTOL, atol: fl
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert sorted(wa) == sorted(wb)
     for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=atol, msg=k)
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=atol, msg=lambda m, k=k: f"{k}: {m}")
 
 
 def crash_after_step_3(src: Path, dst: Path) -> Path:
