@@ -24,15 +24,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from hymba.kernels.scan.triton import _softplus
+
 BLOCK_D = 64  # channels per program (state update: BLOCK_D x N fp32 in registers)
 CONV_BLOCK_D = 256  # channels per program of the conv update
 NUM_WARPS = 4
-
-
-@triton.jit
-def _softplus(x):
-    # as torch.nn.functional.softplus (threshold 20)
-    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
 
 
 @triton.jit
