@@ -12,7 +12,7 @@ import pytest
 from hymba.ablation import runner as runner_mod
 from hymba.ablation.runner import run_ablation
 from hymba.eval.mqar import MQARSettings, score_sweep, sweep_jobs
-from hymba.train.trainer import TrainingDiverged
+from hymba.train.step import TrainingDiverged
 
 LRS = "recall.lrs=[1e-3, 3e-3, 1e-2]"
 # a deterministic stand-in for one MQAR run: accuracy peaks at 3e-3 (row 6) or 1e-3 (other rows); 1e-2 diverges

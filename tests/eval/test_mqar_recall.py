@@ -10,7 +10,7 @@ import torch
 
 from hymba import ModelConfig
 from hymba.eval.mqar import IGNORE_INDEX, MQARSettings, mqar_batch, recall_accuracy, run_recall, train_mqar
-from hymba.train.trainer import TrainingDiverged
+from hymba.train.step import TrainingDiverged
 
 # attention only, full causal attention: a two-layer induction circuit (previous-token head, then lookup)
 ATTN = ModelConfig(vocab_size=64, d_model=64, n_layers=2, n_heads=4, ssm=False)

@@ -137,7 +137,7 @@ def recall_row(settings: AblationSettings, row: int, device: torch.device, lr: f
 def _row_recall(record: dict[str, Any], settings: AblationSettings) -> dict[str, Any] | None:
     """The record's recall sweep if it was measured under this run's [recall] settings, else None."""
     r = record.get("recall")
-    return r if isinstance(r, dict) and r.get("settings") == settings.recall.to_dict() and "runs" in r else None
+    return r if isinstance(r, dict) and r.get("settings") == settings.recall.result_settings() and "runs" in r else None
 
 
 def pending_runs(record: dict[str, Any], settings: AblationSettings) -> list[tuple[float, int]]:
@@ -179,7 +179,11 @@ class RecallOutcome:
             if isinstance(rec.get("recall"), dict):
                 rec["recall_previous"] = rec["recall"]
             probe = probe_config(settings.row_model(self.row), settings.recall)
-            sweep = {"settings": settings.recall.to_dict(), "probe": probe.to_dict(), "features": plan_features(probe)}
+            sweep = {
+                "settings": settings.recall.result_settings(),
+                "probe": probe.to_dict(),
+                "features": plan_features(probe),
+            }
             sweep["runs"] = []
         runs = [r for r in sweep["runs"] if (r["lr"], r["seed"]) != (self.lr, self.seed)]
         if self.run is not None:
@@ -209,7 +213,7 @@ class RecallJob:
     threads: int | None = None  # intra-op threads of a CPU worker
 
     def __call__(self) -> RecallOutcome:
-        from hymba.train.trainer import TrainingDiverged
+        from hymba.train.step import TrainingDiverged
 
         if self.threads:
             torch.set_num_threads(self.threads)

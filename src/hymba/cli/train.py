@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, rank: int) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from hymba.train.trainer import TrainingDiverged, TrainingInterrupted, config_diff, format_diff, saved_config, train
+    from hymba.train.step import TrainingDiverged
+    from hymba.train.trainer import TrainingInterrupted, config_diff, format_diff, saved_config, train
 
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} exists and is not a directory")

@@ -49,8 +49,7 @@ import torch
 from hymba.config import ModelConfig, Section, TrainConfig, scale_settings
 from hymba.data.dataset import IGNORE_INDEX
 from hymba.runtime import autocast_context, autocast_dtype
-from hymba.train import build_optimizer, lr_at
-from hymba.train.trainer import TrainingDiverged
+from hymba.train.step import GraphedStep, TrainingDiverged, accumulate, build_optimizer, check_finite, lr_at, set_lr
 
 FILLER = 0
 
@@ -189,6 +188,9 @@ class MQARSettings(Section):
     window: int | None = None
     n_meta_tokens: int | None = None
     attn_backend: str | None = None
+    # CUDA only: replay each training-step shape as one CUDA graph (GraphedStep; the probe's small steps are
+    # bound by kernel launches). Falls back to eager steps, with a logged note, where capture fails.
+    cuda_graphs: bool = True
 
     SECTION = "recall"
 
@@ -250,6 +252,13 @@ class MQARSettings(Section):
         d["train"] = [list(s) for s in self.train]
         d["eval"] = [list(s) for s in self.eval]
         d["lrs"] = list(self.lrs)
+        return d
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings a recall result depends on, as recorded beside it: :meth:`to_dict` without
+        ``cuda_graphs`` (the same steps either way)."""
+        d = self.to_dict()
+        d.pop("cuda_graphs")
         return d
 
     @classmethod
@@ -391,17 +400,17 @@ def train_mqar(
     tc = _train_config(s, lr)
     model.train()
     dev = torch.device(device)
-    opt = build_optimizer(model, tc)
+    graphed = s.cuda_graphs and dev.type == "cuda"
+    opt = build_optimizer(model, tc, capturable=graphed)
     amp = autocast_dtype(tc.precision, dev)  # bf16 on CUDA, as language-model training
+    step_fn = _StepFn(model, opt, dev, amp, s, graphs=graphed)
     # The host reads the loss back only every `_SYNC_EVERY` steps (every step with a callback or a check
-    # due), so that on a GPU it can queue the next steps' kernels while the current ones run (small MQAR
-    # steps are launch-bound); the speed-up has not been measured.
+    # due), so that on a GPU it can queue the next steps' kernels while the current ones run.
     pinned = dev.type == "cuda"
     losses: list[float] = []
     pending: list[torch.Tensor] = []  # [loss, grad_norm] of the steps not read back yet
     checking = s.target is not None or curve is not None
     since = 0  # losses[since:] are the steps after the last curve point
-    micro = s.batch_size  # rows per forward/backward; halved (and the batch accumulated) when memory runs out
     for step in range(s.train_steps):
         seq_len, pairs = s.train[step % len(s.train)]
         ids, labels = mqar_batch(
@@ -414,12 +423,8 @@ def train_mqar(
         )
         if pinned:
             ids, labels = ids.pin_memory(), labels.pin_memory()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, tc)
-        loss, micro = _loss_and_grads(model, opt, ids, labels, dev, amp, pinned, micro, seq_len)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip or math.inf)
-        opt.step()
-        pending.append(torch.stack([loss.detach().float(), grad_norm.float()]))
+        set_lr(opt, lr_at(step, tc))
+        pending.append(step_fn(ids, labels))
         check = checking and (step + 1) % s.eval_every == 0
         if callback is not None or check or (step + 1) % _SYNC_EVERY == 0 or step + 1 == s.train_steps:
             _read_back(pending, losses, s, lr)
@@ -436,39 +441,66 @@ def train_mqar(
     return losses
 
 
-def _loss_and_grads(model, opt, ids, labels, dev, amp, pinned: bool, micro: int, seq_len: int):
-    """Forward and backward of one batch in micro-batches of ``micro`` rows, gradients accumulated so that
-    they equal the whole batch's (each part's mean loss weighted by its share of the labelled positions).
-    Out of memory, the step restarts with half the rows per micro-batch, logged once per halving: the
-    optimiser step, and so the learning, stay those of the full batch. Returns (loss, micro)."""
-    n = int((labels != IGNORE_INDEX).sum())
-    while True:
-        opt.zero_grad(set_to_none=True)
-        try:
-            total = torch.zeros((), device=dev)
-            for b in range(0, ids.shape[0], micro):
-                x, y = ids[b : b + micro], labels[b : b + micro]
-                share = int((y != IGNORE_INDEX).sum()) / n
-                with autocast_context(dev, amp):
-                    part = model(x.to(dev, non_blocking=pinned), labels=y.to(dev, non_blocking=pinned)).loss
-                (part * share).backward()
-                total += part.detach().float() * share
-            return total, micro
-        except torch.OutOfMemoryError:
-            if micro == 1:
-                raise
-        # outside the except block, so that the failed step's tensors are freed before the cache is emptied
-        opt.zero_grad(set_to_none=True)
-        total = part = None
-        _empty_cache(dev)
-        micro = (micro + 1) // 2
-        log.warning(
-            "recall: a batch of %d x %d tokens does not fit in memory; accumulating gradients over "
-            "micro-batches of %d rows (same optimiser steps)",
-            ids.shape[0],
-            seq_len,
-            micro,
-        )
+class _StepFn:
+    """One MQAR optimiser step on a batch, returning ``[loss, grad_norm]`` on the device: replayed as a CUDA
+    graph per sequence length (``graphs``), else eager in label-weighted micro-batches that halve when
+    memory runs out (the same optimiser step either way)."""
+
+    def __init__(self, model, opt, dev: torch.device, amp, s: MQARSettings, graphs: bool = False):
+        self.model, self.opt, self.dev, self.amp, self.s = model, opt, dev, amp, s
+        self.micro = s.batch_size  # rows per forward/backward; halved (and the batch accumulated) on OOM
+        self.graphed = GraphedStep(model, opt, amp=amp, grad_clip=s.grad_clip) if graphs else None
+
+    def __call__(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.graphed is not None:
+            try:
+                return self.graphed(ids, labels)
+            except torch.OutOfMemoryError:
+                reason = "out of memory"
+            except RuntimeError as e:  # an operation that cannot be captured
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            log.warning("recall: CUDA-graph capture of the MQAR step failed (%s); eager steps from here", reason)
+            self.graphed = None
+            self.opt.zero_grad(set_to_none=True)
+            _empty_cache(self.dev)
+        loss = self._eager(ids, labels)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip or math.inf)
+        self.opt.step()
+        return torch.stack([loss.float(), norm.float()])
+
+    def _eager(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Forward and backward of the batch in micro-batches of ``self.micro`` rows, gradients accumulated so
+        that they equal the whole batch's (each part's mean loss weighted by its share of the labelled
+        positions). Out of memory, the step restarts with half the rows per micro-batch, logged once per
+        halving: the optimiser step, and so the learning, stay those of the full batch."""
+        n = int((labels != IGNORE_INDEX).sum())
+        pinned = self.dev.type == "cuda"
+        while True:
+            self.opt.zero_grad(set_to_none=True)
+            parts = (
+                (
+                    ids[b : b + self.micro].to(self.dev, non_blocking=pinned),
+                    labels[b : b + self.micro].to(self.dev, non_blocking=pinned),
+                    int((labels[b : b + self.micro] != IGNORE_INDEX).sum()) / n,
+                )
+                for b in range(0, ids.shape[0], self.micro)
+            )
+            try:
+                return accumulate(self.model, parts, self.dev, self.amp)
+            except torch.OutOfMemoryError:
+                if self.micro == 1:
+                    raise
+            # outside the except block, so that the failed step's tensors are freed before the cache is emptied
+            self.opt.zero_grad(set_to_none=True)
+            _empty_cache(self.dev)
+            self.micro = (self.micro + 1) // 2
+            log.warning(
+                "recall: a batch of %d x %d tokens does not fit in memory; accumulating gradients over "
+                "micro-batches of %d rows (same optimiser steps)",
+                ids.shape[0],
+                ids.shape[1],
+                self.micro,
+            )
 
 
 def _empty_cache(dev: torch.device) -> None:
@@ -481,12 +513,15 @@ def _read_back(pending: list[torch.Tensor], losses: list[float], s: MQARSettings
     ``TrainingDiverged`` naming the first such step (a diverged run must not be scored as recall)."""
     for loss_val, grad_norm in torch.stack(pending).tolist():
         step = len(losses) + 1
-        if not (math.isfinite(loss_val) and math.isfinite(grad_norm)):
-            raise TrainingDiverged(
+        check_finite(
+            loss_val,
+            grad_norm,
+            lambda: (
                 f"MQAR training diverged at step {step} of {s.train_steps}: loss={loss_val}, "
                 f"grad_norm={grad_norm} (lr={lr:g} of recall.lrs); a sweep scores the other learning "
                 "rates, or raise recall.warmup_steps"
-            )
+            ),
+        )
         losses.append(loss_val)
     pending.clear()
 

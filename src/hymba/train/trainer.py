@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hymba.config import ModelConfig, RunConfig, TrainConfig, apply_overrides
+from hymba.config import ModelConfig, RunConfig, apply_overrides
 from hymba.data import IGNORE_INDEX, TrainBatches, prepare, val_batches
 from hymba.io import atomic_write, json_dumps, lock_directory
 from hymba.model import HymbaLM
@@ -44,12 +44,9 @@ from hymba.runtime import autocast_context, autocast_dtype, peak_flops
 from hymba.train import parallel
 from hymba.train.checkpoint import latest_checkpoint, load_newest_checkpoint, save_checkpoint, save_weights
 from hymba.train.init import resolve_init
+from hymba.train.step import accumulate, build_optimizer, check_finite, lr_at, set_lr
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or gradient norm became NaN or infinite."""
 
 
 @dataclass
@@ -72,38 +69,6 @@ class TrainResult:
         # not dataclasses.asdict: it would deep-copy the model (which FSDP refuses)
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
-
-
-# ---- optimisation -----------------------------------------------------------------------------------------
-def no_decay(name: str, p: torch.Tensor) -> bool:
-    """Parameters left out of weight decay: norms and biases (ndim < 2), embeddings, meta tokens, and the SSM's
-    A_log (decay would pull A towards -1, i.e. change the state's time constants, not shrink a weight)."""
-    return p.ndim < 2 or "embed" in name or "meta_tokens" in name or name.endswith("A_log")
-
-
-def build_optimizer(model: nn.Module, train_cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over two parameter groups: with and without weight decay (:func:`no_decay`)."""
-    decay, plain = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (plain if no_decay(name, p) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": train_cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    fused = next(model.parameters()).is_cuda
-    return torch.optim.AdamW(
-        groups, lr=train_cfg.lr, betas=(train_cfg.beta1, train_cfg.beta2), eps=train_cfg.eps, fused=fused or None
-    )
-
-
-def lr_at(step: int, train_cfg: TrainConfig) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warm-up over ``warmup_steps``, then cosine
-    decay to ``lr * min_lr_ratio`` at ``max_steps``."""
-    c = train_cfg
-    if step < c.warmup_steps:
-        return c.lr * (step + 1) / c.warmup_steps
-    span = max(1, c.max_steps - c.warmup_steps)
-    progress = min(1.0, (step - c.warmup_steps) / span)
-    floor = c.lr * c.min_lr_ratio
-    return floor + 0.5 * (c.lr - floor) * (1.0 + math.cos(math.pi * progress))
 
 
 # ---- evaluation -------------------------------------------------------------------------------------------
@@ -587,26 +552,28 @@ def _train(
         while step < tc.max_steps:
             t0 = time.perf_counter()
             lr = lr_at(step, tc)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = torch.zeros((), device=device)
-            for micro in range(tc.grad_accum):
-                x, y = next(batches)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with par.grad_sync(wrapped, sync=micro == tc.grad_accum - 1):
-                    with autocast_context(device, amp):
-                        loss = forward(x, labels=y).loss / tc.grad_accum
-                    loss.backward()
-                loss_sum += loss.detach()
+            set_lr(optimizer, lr)
+            parts = (
+                (x.to(device, non_blocking=True), y.to(device, non_blocking=True), 1.0 / tc.grad_accum)
+                for x, y in (next(batches) for _ in range(tc.grad_accum))
+            )
+            loss_sum = accumulate(
+                forward,
+                parts,
+                device,
+                amp,
+                sync=lambda i: par.grad_sync(wrapped, sync=i == tc.grad_accum - 1),
+            )
             loss_val = par.mean(loss_sum)  # also synchronises, so step times are real
             grad_norm = par.clip_grad_norm(wrapped, tc.grad_clip or math.inf)
-            if not (math.isfinite(loss_val) and math.isfinite(grad_norm)):
-                last = latest_checkpoint(out)
-                raise TrainingDiverged(
-                    f"training diverged at step {step + 1}: loss={loss_val}, "
-                    f"grad_norm={grad_norm} (lr={lr:.3g}); last good checkpoint: "
-                    f"{last if last else 'none'}; lower train.lr or raise warmup_steps"
-                )
+            check_finite(
+                loss_val,
+                grad_norm,
+                lambda: (
+                    f"training diverged at step {step + 1}: loss={loss_val}, grad_norm={grad_norm} (lr={lr:.3g}); "
+                    f"last good checkpoint: {latest_checkpoint(out) or 'none'}; lower train.lr or raise warmup_steps"
+                ),
+            )
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
