@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from hymba.ablation import runner as runner_mod
 from hymba.ablation.report import COLUMNS
@@ -299,3 +300,12 @@ def test_ctrl_c_keeps_finished_rows(tmp_path, cli_env):
     assert len(_rows(out)) < 6
     assert "rerun the same command to continue" in err and "Traceback" not in err
     assert _rows(out)["1"]["status"] == "done"
+
+
+def test_auto_recall_workers_run_inline_on_cpu_and_fit_the_gpu():
+    from hymba.ablation.runner import auto_recall_workers
+
+    assert auto_recall_workers(torch.device("cpu")) == 1
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        assert 1 <= auto_recall_workers(torch.device("cuda")) <= max(1, min(6, free // (8 << 30)))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import os
 import platform
 import shutil
 import sys
@@ -354,6 +355,21 @@ class AblationRun:
     table: Any = None  # pandas DataFrame of the report
 
 
+# a seed-scale probe run peaks at about 4.2 GB on an H200 (CUDA graphs; benchmarks/results/*session8*)
+_RECALL_WORKER_BYTES = 8 << 30
+_MAX_RECALL_WORKERS = 6
+
+
+def auto_recall_workers(device: torch.device) -> int:
+    """Parallel recall runs for ``--recall-workers auto``: 1 (inline) on CPU, where the runs share its cores; on
+    a GPU as many as its free memory holds at 8 GB each and half the CPU cores feed, at most 6 (a probe's
+    small kernels leave most of a GPU idle, so several runs overlap)."""
+    if device.type != "cuda":
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(_MAX_RECALL_WORKERS, (os.cpu_count() or 2) // 2, free // _RECALL_WORKER_BYTES))
+
+
 def recall_mode(flag: bool | None, workers: int, device: torch.device) -> str:
     """How recall is measured: ``"none"``; ``"inline"``, each row right after it is trained (or, trained
     earlier, in its turn); ``"pool"``, after every row is trained and timed, ``workers`` rows at a time in
@@ -622,7 +638,7 @@ def run_ablation(
     *,
     force: bool = False,
     recall: bool | None = None,
-    recall_workers: int = 1,
+    recall_workers: int | str = "auto",
     gpus: str | list[int] | None = None,
     cpu_workers: int = 0,
     recall_only: bool = False,
@@ -635,12 +651,13 @@ def run_ablation(
     ``runs/ablation-<preset>``. ``force`` redoes finished rows. ``recall``:
     None = on for GPU runs only. ``recall_workers`` > 1 measures recall after all rows are trained and
     timed, that many (row, learning rate, seed) runs of the recall sweeps at a time in parallel processes
-    (timings are never taken while they run). ``recall_only`` measures the Recall column without training
-    the language-model rows (the probe trains its own models): rows not trained yet get an ``untrained``
-    record holding their recall, which a later full run keeps when it trains them. ``gpus`` (``"auto"``,
-    ``"0,1"`` or ids) trains the rows concurrently, one worker process per GPU; ``cpu_workers`` > 0 does the
-    same with that many CPU worker processes (how the tests exercise the workers without GPUs). Recall then
-    follows once every row is trained, as with ``recall_workers``. Bad presets, rows, overrides or GPUs raise
+    (timings are never taken while they run); ``"auto"``: :func:`auto_recall_workers`. ``recall_only``
+    measures the Recall column without training the language-model rows (the probe trains its own models):
+    rows not trained yet get an ``untrained`` record holding their recall, which a later full run keeps when
+    it trains them. ``gpus`` (``"auto"``, ``"0,1"`` or ids) trains the rows concurrently, one worker process
+    per GPU; ``cpu_workers`` > 0 does the same with that many CPU worker processes (how the tests exercise
+    the workers without GPUs). Recall then follows once every row is trained, as with ``recall_workers``.
+    Bad presets, rows, overrides or GPUs raise
     ``ValueError`` or ``UsageError`` before any work.
     """
     from hymba.runtime import resolve_device
@@ -650,11 +667,15 @@ def run_ablation(
     out = Path(out_dir) if out_dir is not None else Path("runs") / f"ablation-{settings.preset}"
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
-    if not isinstance(recall_workers, int) or isinstance(recall_workers, bool) or recall_workers < 1:
-        raise ValueError(f"--recall-workers {recall_workers!r} is invalid: must be a positive integer")
+    if recall_workers != "auto" and (
+        not isinstance(recall_workers, int) or isinstance(recall_workers, bool) or recall_workers < 1
+    ):
+        raise ValueError(f"--recall-workers {recall_workers!r} is invalid: must be a positive integer or auto")
     if recall_only and recall is False:
         raise ValueError("--recall-only and --no-recall contradict each other")
     device = resolve_device(settings.train.device, key="train.device")
+    if recall_workers == "auto":
+        recall_workers = auto_recall_workers(device)
     slots = _worker_slots(gpus, cpu_workers, settings, device)
     mode = recall_mode(True if recall_only else recall, recall_workers, device)
     if slots and mode == "inline":
@@ -708,6 +729,7 @@ def run_ablation(
 
 __all__ = [
     "AblationRun",
+    "auto_recall_workers",
     "RecallJob",
     "RecallOutcome",
     "environment",

@@ -17,6 +17,15 @@ from hymba.cli.args import add_set_arg
 from hymba.rundir import RunDir
 
 
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of workers (a positive integer or auto)") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preset",
@@ -43,11 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-recall", dest="recall", action="store_false", help="do not measure MQAR recall")
     p.add_argument(
         "--recall-workers",
-        type=int,
-        default=1,
+        type=_workers,
+        default="auto",
         metavar="N",
         help="run N recall runs (row, learning rate, seed) at a time in parallel processes, after every row "
-        "is trained and timed (small probes leave most of a GPU idle; default 1 = inline, row by row)",
+        "is trained and timed (small probes leave most of a GPU idle); 1 = inline, row by row; default auto: "
+        "1 on CPU, on a GPU up to 6 as its free memory allows",
     )
     p.add_argument(
         "--recall-only",
