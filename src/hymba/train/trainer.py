@@ -35,13 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import hymba.train.parallel as parallel
 from hymba.config import ModelConfig, RunConfig, apply_overrides
 from hymba.data import IGNORE_INDEX, TrainBatches, prepare, val_batches
 from hymba.io import atomic_write, json_dumps, lock_directory
 from hymba.model import HymbaLM
 from hymba.rundir import RunDir
 from hymba.runtime import autocast_context, autocast_dtype, peak_flops
-from hymba.train import parallel
 from hymba.train.checkpoint import latest_checkpoint, load_newest_checkpoint, save_checkpoint, save_weights
 from hymba.train.init import resolve_init
 from hymba.train.step import accumulate, build_optimizer, check_finite, lr_at, set_lr
