@@ -94,7 +94,7 @@ class _LinearRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
-        hs = torch.empty_like(b)
+        hs = torch.empty(b.shape, dtype=b.dtype, device=b.device)  # contiguous: out=hs[t] traces under compile
         h = h0
         for t in range(b.shape[0]):
             h = torch.addcmul(b[t], a[t], h, out=hs[t])
