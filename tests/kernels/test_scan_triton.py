@@ -124,6 +124,16 @@ def test_gradients_are_deterministic(small_chunks):
         assert torch.equal(a, b)
 
 
+def test_custom_ops_fake_implementations_match_shapes_and_strides(small_chunks):
+    """What torch.compile traces with: the fake outputs' shapes, dtypes and strides (du in u's, dB in [B, L, N]'s)."""
+    x = {k: v.detach() for k, v in _inputs(2, 5, 11, 4, layout="bld").items()}
+    args = (*x.values(), torch.randn(2, 5, 4, device=DEVICE), True)
+    torch.library.opcheck(scan_triton._scan_fwd, args, test_utils=("test_schema", "test_faketensor"))
+    out, last, chk = scan_triton._scan_fwd(*args)
+    bwd_args = (torch.randn_like(out), torch.randn_like(last), *x.values(), chk, True)
+    torch.library.opcheck(scan_triton._scan_bwd, bwd_args, test_utils=("test_schema", "test_faketensor"))
+
+
 def test_dispatch_by_name(small_chunks):
     x = {k: v.detach() for k, v in _inputs(1, 3, 5, 2).items()}
     torch.testing.assert_close(
