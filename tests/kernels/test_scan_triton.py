@@ -58,19 +58,23 @@ def _compare(x, rtol, atol, **kw):
         )
 
 
-@pytest.fixture
-def small_chunks(monkeypatch):
+@pytest.fixture(params=scan_triton.IMPLS)
+def small_chunks(request, monkeypatch):
+    """Each implementation in turn; interpreted, an 8-step chunk puts chunk boundaries in tiny lengths."""
+    monkeypatch.setattr(scan_triton, "IMPL", request.param)
     if INTERPRETED:
-        monkeypatch.setattr(scan_triton, "CHUNK", 8)  # chunk boundaries at tiny lengths
+        monkeypatch.setattr(scan_triton, "CHUNK", 8)
+    return request.param
 
 
 # lengths around the chunk boundary (8 interpreted, 64 compiled), unrolled 4 steps at a time (tails) or not
-CASES = [(L, 4) for L in ((1, 7, 8, 9, 19) if INTERPRETED else (1, 63, 64, 65, 512, 2049))] + [(19, 1), (67, 1)]
+CASES = [(L, 4) for L in ((1, 7, 8, 9, 19, 37) if INTERPRETED else (1, 63, 64, 65, 512, 2049))] + [(19, 1), (67, 1)]
 
 
 @pytest.mark.parametrize("L,unroll", CASES[:-1] if INTERPRETED else CASES)
 def test_outputs_state_and_gradients_match_the_reference(L, unroll, small_chunks, monkeypatch):
     monkeypatch.setattr(scan_triton, "UNROLL", unroll)
+    monkeypatch.setattr(scan_triton, "CHUNKED_BLOCK_D", 4)  # 5 channels: two blocks, the second masked
     torch.manual_seed(L)
     _compare(_inputs(2, 5, L, 4), rtol=1e-4, atol=1e-4)
 
@@ -82,6 +86,21 @@ def test_model_layout_optional_parts_and_initial_state(small_chunks):
     x = {k: v for k, v in _inputs(1, 3, 10, 4).items() if k not in ("D", "z", "delta_bias")}
     h0 = torch.randn(1, 3, 4, device=DEVICE, requires_grad=True)
     _compare(x, rtol=1e-4, atol=1e-4, initial_state=h0)
+
+
+def test_either_backward_serves_either_forward(small_chunks, monkeypatch):
+    """Both implementations save the same chunk start states, so switching ``IMPL`` between the passes holds."""
+    torch.manual_seed(3)
+    x = _inputs(2, 5, 19, 4)
+    y1 = selective_scan_ref(**x, delta_softplus=True)
+    y2 = scan_triton.selective_scan_triton(**x, delta_softplus=True)
+    (other,) = [i for i in scan_triton.IMPLS if i != small_chunks]
+    monkeypatch.setattr(scan_triton, "IMPL", other)
+    w = torch.randn_like(y1)
+    for name, a, b in zip(
+        x, torch.autograd.grad((y1 * w).sum(), list(x.values())), torch.autograd.grad((y2 * w).sum(), list(x.values()))
+    ):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(1.0, float(a.abs().max())), msg=f"grad of {name}")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -103,6 +122,16 @@ def test_gradients_are_deterministic(small_chunks):
     g2 = torch.autograd.grad((y * w).sum(), list(x.values()))
     for a, b in zip(g1, g2):
         assert torch.equal(a, b)
+
+
+def test_custom_ops_fake_implementations_match_shapes_and_strides(small_chunks):
+    """What torch.compile traces with: the fake outputs' shapes, dtypes and strides (du in u's, dB in [B, L, N]'s)."""
+    x = {k: v.detach() for k, v in _inputs(2, 5, 11, 4, layout="bld").items()}
+    args = (*x.values(), torch.randn(2, 5, 4, device=DEVICE), True)
+    torch.library.opcheck(scan_triton._scan_fwd, args, test_utils=("test_schema", "test_faketensor"))
+    out, last, chk = scan_triton._scan_fwd(*args)
+    bwd_args = (torch.randn_like(out), torch.randn_like(last), *x.values(), chk, True)
+    torch.library.opcheck(scan_triton._scan_bwd, bwd_args, test_utils=("test_schema", "test_faketensor"))
 
 
 def test_dispatch_by_name(small_chunks):

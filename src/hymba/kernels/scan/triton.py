@@ -4,15 +4,29 @@ Shapes and semantics are those of :func:`hymba.kernels.scan.ref.selective_scan_r
 tested against): u, delta, z [B, D, L]; A [D, N]; B, C [B, N, L]; D, delta_bias [D]; any strides (the
 model passes [B, L, D] tensors transposed, which makes the per-step loads coalesced), no copies.
 
-- One program per (batch row, block of channels) walks the sequence; the state [BLOCK_D, N] stays in fp32
-  registers; delta bias + softplus, the D skip and the SiLU(z) gate are fused; inputs may be fp32, bf16 or fp16.
-- Forward saves the state at every ``CHUNK``-th step (B x D x N x L / CHUNK floats), not every step.
-- Backward walks the chunks in reverse: it recomputes a chunk's states from its saved start into a small
-  per-program scratch buffer, then runs the adjoint recurrence backwards through it. Reductions over channels
-  (dB, dC) and over the batch (dA, dD, d bias) go through per-block buffers summed afterwards in PyTorch: no
-  float atomics, so gradients are deterministic.
-- Registered as ``torch.library`` custom ops (``hymba::selective_scan_fwd`` / ``_bwd``) with fake
-  implementations, so ``torch.compile`` traces through the scan without a graph break.
+The state [BLOCK_D, N] of a program's channels stays in fp32 registers; delta bias + softplus, the D skip and
+the SiLU(z) gate are fused; inputs may be fp32, bf16 or fp16. Both implementations save the state at every
+``CHUNK``-th step (B x D x N x L / CHUNK floats), not every step, and recompute a chunk's states in backward.
+``IMPL`` picks one (both save the same chunk states, so either backward serves either forward):
+
+- ``sequential``: one program per (batch row, block of channels) walks the whole sequence. Backward walks the
+  chunks in reverse: it recomputes a chunk's states from its saved start into a small per-program scratch
+  buffer, then runs the adjoint recurrence backwards through it.
+- ``chunked``: parallel over time chunks too, with state passing (as Mamba-2's SSD kernels): the recurrence
+  h_t = a_t h_{t-1} + b_t is linear, so a chunk's end state is (its decay prod a_t = exp(A sum delta)) x (its
+  start state) + (its end state from a zero start). Forward: (1) one program per (block, chunk, batch row) runs
+  its chunk from zero, keeping the end state and sum delta; (2) a short sequential pass per (block, batch row)
+  chains the chunks into their true start states (saved for backward) and the last state; (3) one program per
+  chunk reruns it from its true start and writes y. Backward does the same for the adjoint, whose recurrence
+  g_t = a_{t+1} g_{t+1} + dy_t C_t is linear too, in reverse time: the local adjoint per chunk, the reverse pass
+  for each chunk's incoming adjoint (and d h0), then one program per chunk (a persistent grid, so the scratch
+  does not grow with B x D x L) that recomputes the chunk's states and writes every gradient. About 2x the
+  arithmetic of ``sequential`` for L / CHUNK times as many programs.
+
+Reductions over channels (dB, dC), over the batch and over chunks (dA, dD, d bias) go through per-block buffers
+summed afterwards in PyTorch: no float atomics, so gradients are deterministic. The kernels are registered as
+``torch.library`` custom ops (``hymba::selective_scan_fwd`` / ``_bwd``) with fake implementations, so
+``torch.compile`` traces through the scan without a graph break.
 
 Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (how CI tests them, at tiny shapes).
 """
@@ -24,10 +38,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-CHUNK = 64  # steps between saved states
-BLOCK_D = 32  # channels per program
+IMPL = "sequential"  # or "chunked"; benchmarks/scan_kernel.py --impl sequential,chunked times both
+CHUNK = 64  # steps between saved states (the time chunk of the chunked implementation)
 UNROLL = 4  # time steps unrolled per loop iteration (CHUNK must be a multiple)
-NUM_WARPS = 4  # per program (benchmarks/scan_kernel.py --sweep measures the alternatives)
+BLOCK_D = 32  # channels per program, sequential
+NUM_WARPS = 4  # per program, sequential (benchmarks/scan_kernel.py --sweep measures the alternatives)
+CHUNKED_BLOCK_D = 16  # channels per program, chunked
+CHUNKED_WARPS = 1  # per program, chunked
+BWD_PROGRAMS_PER_SM = 16  # chunked backward: persistent programs (scratch slots) per SM
+IMPLS = ("sequential", "chunked")
 
 
 @triton.jit
@@ -45,6 +64,13 @@ def _channel_params(
     Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
     bias = tl.load(bias_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK], tl.float32)
     return A.to(tl.float32), Dv, bias
+
+
+@triton.jit
+def _delta(dt_ptr, b, d, t, ok, m, bias, s_tb, s_td, s_tl, SOFTPLUS: tl.constexpr):
+    """Step t's raw delta + bias and delta (0 where not ``ok``: the state stays), fp32 [BLOCK]."""
+    raw = tl.load(dt_ptr + b * s_tb + d * s_td + t * s_tl, mask=m, other=0.0).to(tl.float32) + bias
+    return raw, tl.where(ok, _softplus(raw) if SOFTPLUS else raw, 0.0)
 
 
 @triton.jit
@@ -74,10 +100,249 @@ def _step_inputs(
     """Step t's u [BLOCK], raw delta + bias, delta (0 where not ``ok``: the state stays) and B_t [NP], fp32."""
     m = md & ok
     u = tl.load(u_ptr + b * s_ub + d * s_ud + t * s_ul, mask=m, other=0.0).to(tl.float32)
-    raw = tl.load(dt_ptr + b * s_tb + d * s_td + t * s_tl, mask=m, other=0.0).to(tl.float32) + bias
-    dt = tl.where(ok, _softplus(raw) if SOFTPLUS else raw, 0.0)
+    raw, dt = _delta(dt_ptr, b, d, t, ok, m, bias, s_tb, s_td, s_tl, SOFTPLUS)
     Bt = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=mn & ok, other=0.0).to(tl.float32)
     return u, raw, dt, Bt
+
+
+@triton.jit
+def _fwd_steps(
+    h,
+    t0,
+    t_end,
+    b,
+    d,
+    n,
+    md,
+    mn,
+    A,
+    Dv,
+    bias,
+    u_ptr,
+    dt_ptr,
+    z_ptr,
+    out_ptr,
+    B_ptr,
+    C_ptr,
+    s_ub,
+    s_ud,
+    s_ul,
+    s_tb,
+    s_td,
+    s_tl,
+    s_zb,
+    s_zd,
+    s_zl,
+    s_ob,
+    s_od,
+    s_ol,
+    s_Bb,
+    s_Bn,
+    s_Bl,
+    s_Cb,
+    s_Cn,
+    s_Cl,
+    HAS_Z: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    WRITE_Y: tl.constexpr,
+    UNROLL: tl.constexpr,
+):
+    """Steps t0 <= t < t_end from state h, writing y if ``WRITE_Y`` -> (the state after them, their sum of delta)."""
+    dt_sum = tl.zeros_like(bias)
+    for tb in range(t0, t_end, UNROLL):
+        for k in tl.static_range(UNROLL):  # unrolled: the steps' loads do not wait for the state
+            t = tb + k
+            ok = tl.full([1], t, tl.int32) < t_end  # a tensor (also under the interpreter)
+            m = md & ok
+            u, _, dt, Bt = _step_inputs(
+                u_ptr,
+                dt_ptr,
+                B_ptr,
+                b,
+                d,
+                n,
+                t,
+                ok,
+                md,
+                mn,
+                bias,
+                s_ub,
+                s_ud,
+                s_ul,
+                s_tb,
+                s_td,
+                s_tl,
+                s_Bb,
+                s_Bn,
+                s_Bl,
+                SOFTPLUS,
+            )
+            h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+            dt_sum += dt
+            if WRITE_Y:
+                Ct = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=mn & ok, other=0.0).to(tl.float32)
+                y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
+                if HAS_Z:
+                    z = tl.load(z_ptr + b * s_zb + d * s_zd + t * s_zl, mask=m, other=0.0).to(tl.float32)
+                    y = y * z * tl.sigmoid(z)
+                tl.store(out_ptr + b * s_ob + d * s_od + t * s_ol, y.to(out_ptr.dtype.element_ty), mask=m)
+    return h, dt_sum
+
+
+@triton.jit
+def _bwd_chunk(
+    h,
+    dh,
+    dA,
+    dD,
+    dbias,
+    t0,
+    t_end,
+    scratch,
+    s_scr,
+    part,
+    b,
+    d,
+    n,
+    md,
+    mn,
+    A,
+    Dv,
+    bias,
+    u_ptr,
+    dt_ptr,
+    z_ptr,
+    B_ptr,
+    C_ptr,
+    dout_ptr,
+    du_ptr,
+    ddt_ptr,
+    dz_ptr,
+    dB_ptr,
+    dC_ptr,
+    N,
+    s_ub,
+    s_ud,
+    s_ul,
+    s_tb,
+    s_td,
+    s_tl,
+    s_zb,
+    s_zd,
+    s_zl,
+    s_gb,
+    s_gd,
+    s_gl,
+    s_Bb,
+    s_Bn,
+    s_Bl,
+    s_Cb,
+    s_Cn,
+    s_Cl,
+    s_dub,
+    s_dud,
+    s_dul,
+    s_dtb,
+    s_dtd,
+    s_dtl,
+    s_dzb,
+    s_dzd,
+    s_dzl,
+    HAS_Z: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    UNROLL: tl.constexpr,
+):
+    """One chunk's gradients, from its start state h and the adjoint dh flowing into its last state from later
+    steps: its states are recomputed into ``scratch`` (step s at ``scratch + s * s_scr``), then the adjoint runs
+    backwards through them, writing du, d delta, dz and this block's dB, dC partials (rows ``part + t`` of a
+    [., L, N] buffer) -> (the adjoint flowing into the chunk's start state, dA, dD, d bias accumulated)."""
+    mdn = md[:, None] & mn[None, :]
+    tl.store(scratch, h, mask=mdn)
+    for tb in range(t0, t_end, UNROLL):  # recompute the chunk's states
+        for k in tl.static_range(UNROLL):
+            t = tb + k
+            ok = tl.full([1], t, tl.int32) < t_end
+            u, _, dt, Bt = _step_inputs(
+                u_ptr,
+                dt_ptr,
+                B_ptr,
+                b,
+                d,
+                n,
+                t,
+                ok,
+                md,
+                mn,
+                bias,
+                s_ub,
+                s_ud,
+                s_ul,
+                s_tb,
+                s_td,
+                s_tl,
+                s_Bb,
+                s_Bn,
+                s_Bl,
+                SOFTPLUS,
+            )
+            h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+            tl.store(scratch + (t - t0 + 1) * s_scr, h, mask=mdn & ok)
+    for i in range(0, t_end - t0, UNROLL):  # then the adjoint, backwards through them
+        for k in tl.static_range(UNROLL):
+            t = t_end - 1 - i - k
+            ok = tl.full([1], t, tl.int32) >= t0
+            m = md & ok
+            u, raw, dt, Bt = _step_inputs(
+                u_ptr,
+                dt_ptr,
+                B_ptr,
+                b,
+                d,
+                n,
+                t,
+                ok,
+                md,
+                mn,
+                bias,
+                s_ub,
+                s_ud,
+                s_ul,
+                s_tb,
+                s_td,
+                s_tl,
+                s_Bb,
+                s_Bn,
+                s_Bl,
+                SOFTPLUS,
+            )
+            Ct = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=mn & ok, other=0.0).to(tl.float32)
+            g = tl.load(dout_ptr + b * s_gb + d * s_gd + t * s_gl, mask=m, other=0.0).to(tl.float32)
+            h_t = tl.load(scratch + (t - t0 + 1) * s_scr, mask=mdn & ok, other=0.0)
+            h_prev = tl.load(scratch + (t - t0) * s_scr, mask=mdn & ok, other=0.0)
+            if HAS_Z:
+                z = tl.load(z_ptr + b * s_zb + d * s_zd + t * s_zl, mask=m, other=0.0).to(tl.float32)
+                sz = tl.sigmoid(z)
+                y = tl.sum(h_t * Ct[None, :], axis=1) + Dv * u
+                dz = g * y * sz * (1.0 + z * (1.0 - sz))
+                tl.store(dz_ptr + b * s_dzb + d * s_dzd + t * s_dzl, dz, mask=m)
+                dy = g * z * sz
+            else:
+                dy = g
+            dD += dy * u
+            tl.store(dC_ptr + (part + t) * N + n, tl.sum(dy[:, None] * h_t, axis=0), mask=mn & ok)
+            dh += dy[:, None] * Ct[None, :]  # now the whole adjoint of h_t
+            a = tl.exp(dt[:, None] * A)
+            ddt = tl.where(ok, tl.sum(dh * (h_prev * a * A + u[:, None] * Bt[None, :]), axis=1), 0.0)
+            dA += dh * h_prev * a * dt[:, None]
+            du = dy * Dv + dt * tl.sum(dh * Bt[None, :], axis=1)
+            tl.store(dB_ptr + (part + t) * N + n, tl.sum(dh * (dt * u)[:, None], axis=0), mask=mn & ok)
+            dh = dh * a
+            if SOFTPLUS:
+                ddt = ddt * tl.sigmoid(raw)
+            dbias += ddt
+            tl.store(du_ptr + b * s_dub + d * s_dud + t * s_dul, du, mask=m)
+            tl.store(ddt_ptr + b * s_dtb + d * s_dtd + t * s_dtl, ddt, mask=m)
+    return dh, dA, dD, dbias
 
 
 @triton.jit
@@ -128,6 +393,7 @@ def _fwd_kernel(
     CH: tl.constexpr,
     UNROLL: tl.constexpr,
 ):
+    """Sequential forward: one program per (batch row, channel block) walks all chunks."""
     b = tl.program_id(0)
     d = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     n = tl.arange(0, NP)
@@ -141,42 +407,201 @@ def _fwd_kernel(
         h = tl.zeros([BLOCK, NP], tl.float32)
     for c in range(0, n_chunks):
         tl.store(chk_ptr + ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :], h, mask=mdn)
-        for tb in range(c * CH, tl.minimum(c * CH + CH, L), UNROLL):
-            for k in tl.static_range(UNROLL):  # unrolled: the steps' loads do not wait for the state
-                t = tb + k
-                ok = tl.full([1], t, tl.int32) < L  # a tensor (also under the interpreter)
-                m = md & ok
-                u, _, dt, Bt = _step_inputs(
-                    u_ptr,
-                    dt_ptr,
-                    B_ptr,
-                    b,
-                    d,
-                    n,
-                    t,
-                    ok,
-                    md,
-                    mn,
-                    bias,
-                    s_ub,
-                    s_ud,
-                    s_ul,
-                    s_tb,
-                    s_td,
-                    s_tl,
-                    s_Bb,
-                    s_Bn,
-                    s_Bl,
-                    SOFTPLUS,
-                )
-                Ct = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=mn & ok, other=0.0).to(tl.float32)
-                h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
-                y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
-                if HAS_Z:
-                    z = tl.load(z_ptr + b * s_zb + d * s_zd + t * s_zl, mask=m, other=0.0).to(tl.float32)
-                    y = y * z * tl.sigmoid(z)
-                tl.store(out_ptr + b * s_ob + d * s_od + t * s_ol, y.to(out_ptr.dtype.element_ty), mask=m)
+        h, _ = _fwd_steps(
+            h,
+            c * CH,
+            tl.minimum(c * CH + CH, L),
+            b,
+            d,
+            n,
+            md,
+            mn,
+            A,
+            Dv,
+            bias,
+            u_ptr,
+            dt_ptr,
+            z_ptr,
+            out_ptr,
+            B_ptr,
+            C_ptr,
+            s_ub,
+            s_ud,
+            s_ul,
+            s_tb,
+            s_td,
+            s_tl,
+            s_zb,
+            s_zd,
+            s_zl,
+            s_ob,
+            s_od,
+            s_ol,
+            s_Bb,
+            s_Bn,
+            s_Bl,
+            s_Cb,
+            s_Cn,
+            s_Cl,
+            HAS_Z,
+            SOFTPLUS,
+            True,
+            UNROLL,
+        )
     tl.store(last_ptr + state, h, mask=mdn)
+
+
+@triton.jit
+def _fwd_chunk_kernel(
+    u_ptr,
+    dt_ptr,
+    z_ptr,
+    out_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    bias_ptr,
+    chk_ptr,
+    loc_ptr,
+    dtsum_ptr,
+    L,
+    DIM,
+    N,
+    n_chunks,
+    s_ub,
+    s_ud,
+    s_ul,
+    s_tb,
+    s_td,
+    s_tl,
+    s_zb,
+    s_zd,
+    s_zl,
+    s_ob,
+    s_od,
+    s_ol,
+    s_Ad,
+    s_An,
+    s_Bb,
+    s_Bn,
+    s_Bl,
+    s_Cb,
+    s_Cn,
+    s_Cl,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    FINAL: tl.constexpr,
+    BLOCK: tl.constexpr,
+    NP: tl.constexpr,
+    CH: tl.constexpr,
+    UNROLL: tl.constexpr,
+):
+    """Chunked forward, one program per (channel block, chunk, batch row). Not ``FINAL`` (phase 1): the chunk
+    from a zero state -> its end state and sum of delta. ``FINAL`` (phase 3): from its true start state (in
+    ``chk``) -> y."""
+    c = tl.program_id(1)
+    b = tl.program_id(2)
+    d = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    n = tl.arange(0, NP)
+    md, mn = d < DIM, n < N
+    mdn = md[:, None] & mn[None, :]
+    A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, d, n, md, mn, s_Ad, s_An, HAS_D, HAS_BIAS, BLOCK)
+    row = ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :]  # [B, D, n_chunks, N]
+    if FINAL:
+        h = tl.load(chk_ptr + row, mask=mdn, other=0.0)
+    else:
+        h = tl.zeros([BLOCK, NP], tl.float32)
+    h, dt_sum = _fwd_steps(
+        h,
+        c * CH,
+        tl.minimum(c * CH + CH, L),
+        b,
+        d,
+        n,
+        md,
+        mn,
+        A,
+        Dv,
+        bias,
+        u_ptr,
+        dt_ptr,
+        z_ptr,
+        out_ptr,
+        B_ptr,
+        C_ptr,
+        s_ub,
+        s_ud,
+        s_ul,
+        s_tb,
+        s_td,
+        s_tl,
+        s_zb,
+        s_zd,
+        s_zl,
+        s_ob,
+        s_od,
+        s_ol,
+        s_Bb,
+        s_Bn,
+        s_Bl,
+        s_Cb,
+        s_Cn,
+        s_Cl,
+        HAS_Z,
+        SOFTPLUS,
+        FINAL,
+        UNROLL,
+    )
+    if not FINAL:
+        tl.store(loc_ptr + row, h, mask=mdn)
+        tl.store(dtsum_ptr + (b * DIM + d) * n_chunks + c, dt_sum, mask=md)
+
+
+@triton.jit
+def _chunk_pass_kernel(
+    A_ptr,
+    loc_ptr,
+    dtsum_ptr,
+    init_ptr,
+    starts_ptr,
+    end_ptr,
+    DIM,
+    N,
+    n_chunks,
+    s_Ad,
+    s_An,
+    HAS_INIT: tl.constexpr,
+    REVERSE: tl.constexpr,
+    BLOCK: tl.constexpr,
+    NP: tl.constexpr,
+):
+    """Chains the chunks of a linear recurrence x_out = exp(A sum delta) x_in + loc, one program per (channel
+    block, batch row): writes each chunk's incoming x (``starts``) and the last outgoing one (``end``). Forward
+    in time for the state, in reverse (``REVERSE``) for the adjoint."""
+    b = tl.program_id(1)
+    d = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    n = tl.arange(0, NP)
+    md, mn = d < DIM, n < N
+    mdn = md[:, None] & mn[None, :]
+    A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An, mask=mdn, other=0.0).to(tl.float32)
+    state = (b * DIM + d[:, None]) * N + n[None, :]
+    if HAS_INIT:
+        x = tl.load(init_ptr + state, mask=mdn, other=0.0).to(tl.float32)
+    else:
+        x = tl.zeros([BLOCK, NP], tl.float32)
+    for i in range(0, n_chunks):
+        if REVERSE:
+            c = n_chunks - 1 - i
+        else:
+            c = i
+        row = ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :]
+        tl.store(starts_ptr + row, x, mask=mdn)
+        dt_sum = tl.load(dtsum_ptr + (b * DIM + d) * n_chunks + c, mask=md, other=0.0)
+        x = tl.exp(dt_sum[:, None] * A) * x + tl.load(loc_ptr + row, mask=mdn, other=0.0)
+    tl.store(end_ptr + state, x, mask=mdn)
 
 
 @triton.jit
@@ -227,6 +652,15 @@ def _bwd_kernel(
     s_Cb,
     s_Cn,
     s_Cl,
+    s_dub,
+    s_dud,
+    s_dul,
+    s_dtb,
+    s_dtd,
+    s_dtl,
+    s_dzb,
+    s_dzd,
+    s_dzl,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -237,6 +671,7 @@ def _bwd_kernel(
     CH: tl.constexpr,
     UNROLL: tl.constexpr,
 ):
+    """Sequential backward: one program per (batch row, channel block) walks the chunks in reverse."""
     b = tl.program_id(0)
     blk = tl.program_id(1)
     d = blk * BLOCK + tl.arange(0, BLOCK)
@@ -254,101 +689,295 @@ def _bwd_kernel(
     dA = tl.zeros([BLOCK, NP], tl.float32)
     dD = tl.zeros([BLOCK], tl.float32)
     dbias = tl.zeros([BLOCK], tl.float32)
-    part = (b * n_blocks + blk) * N  # row of this block in the [B, n_blocks, N, L] dB/dC partials
     for ci in range(0, n_chunks):
         c = n_chunks - 1 - ci
-        t0 = c * CH
-        t_end = tl.minimum(t0 + CH, L)
         h = tl.load(chk_ptr + ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :], mask=mdn, other=0.0)
-        tl.store(scratch, h, mask=mdn)
-        for tb in range(t0, t_end, UNROLL):  # recompute the chunk's states
-            for k in tl.static_range(UNROLL):
-                t = tb + k
-                ok = tl.full([1], t, tl.int32) < t_end
-                u, _, dt, Bt = _step_inputs(
-                    u_ptr,
-                    dt_ptr,
-                    B_ptr,
-                    b,
-                    d,
-                    n,
-                    t,
-                    ok,
-                    md,
-                    mn,
-                    bias,
-                    s_ub,
-                    s_ud,
-                    s_ul,
-                    s_tb,
-                    s_td,
-                    s_tl,
-                    s_Bb,
-                    s_Bn,
-                    s_Bl,
-                    SOFTPLUS,
-                )
-                h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
-                tl.store(scratch + (t - t0 + 1) * N, h, mask=mdn & ok)
-        for i in range(0, t_end - t0, UNROLL):  # then the adjoint, backwards through them
-            for k in tl.static_range(UNROLL):
-                t = t_end - 1 - i - k
-                ok = tl.full([1], t, tl.int32) >= t0
-                m = md & ok
-                u, raw, dt, Bt = _step_inputs(
-                    u_ptr,
-                    dt_ptr,
-                    B_ptr,
-                    b,
-                    d,
-                    n,
-                    t,
-                    ok,
-                    md,
-                    mn,
-                    bias,
-                    s_ub,
-                    s_ud,
-                    s_ul,
-                    s_tb,
-                    s_td,
-                    s_tl,
-                    s_Bb,
-                    s_Bn,
-                    s_Bl,
-                    SOFTPLUS,
-                )
-                Ct = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=mn & ok, other=0.0).to(tl.float32)
-                g = tl.load(dout_ptr + b * s_gb + d * s_gd + t * s_gl, mask=m, other=0.0).to(tl.float32)
-                h_t = tl.load(scratch + (t - t0 + 1) * N, mask=mdn & ok, other=0.0)
-                h_prev = tl.load(scratch + (t - t0) * N, mask=mdn & ok, other=0.0)
-                if HAS_Z:
-                    z = tl.load(z_ptr + b * s_zb + d * s_zd + t * s_zl, mask=m, other=0.0).to(tl.float32)
-                    sz = tl.sigmoid(z)
-                    y = tl.sum(h_t * Ct[None, :], axis=1) + Dv * u
-                    dz = g * y * sz * (1.0 + z * (1.0 - sz))
-                    tl.store(dz_ptr + (b * DIM + d) * L + t, dz, mask=m)
-                    dy = g * z * sz
-                else:
-                    dy = g
-                dD += dy * u
-                tl.store(dC_ptr + (part + n) * L + t, tl.sum(dy[:, None] * h_t, axis=0), mask=mn & ok)
-                dh += dy[:, None] * Ct[None, :]  # now the whole adjoint of h_t
-                a = tl.exp(dt[:, None] * A)
-                ddt = tl.where(ok, tl.sum(dh * (h_prev * a * A + u[:, None] * Bt[None, :]), axis=1), 0.0)
-                dA += dh * h_prev * a * dt[:, None]
-                du = dy * Dv + dt * tl.sum(dh * Bt[None, :], axis=1)
-                tl.store(dB_ptr + (part + n) * L + t, tl.sum(dh * (dt * u)[:, None], axis=0), mask=mn & ok)
-                dh = dh * a
-                if SOFTPLUS:
-                    ddt = ddt * tl.sigmoid(raw)
-                dbias += ddt
-                tl.store(du_ptr + (b * DIM + d) * L + t, du, mask=m)
-                tl.store(ddt_ptr + (b * DIM + d) * L + t, ddt, mask=m)
+        dh, dA, dD, dbias = _bwd_chunk(
+            h,
+            dh,
+            dA,
+            dD,
+            dbias,
+            c * CH,
+            tl.minimum(c * CH + CH, L),
+            scratch,
+            N,
+            (b * n_blocks + blk) * L,
+            b,
+            d,
+            n,
+            md,
+            mn,
+            A,
+            Dv,
+            bias,
+            u_ptr,
+            dt_ptr,
+            z_ptr,
+            B_ptr,
+            C_ptr,
+            dout_ptr,
+            du_ptr,
+            ddt_ptr,
+            dz_ptr,
+            dB_ptr,
+            dC_ptr,
+            N,
+            s_ub,
+            s_ud,
+            s_ul,
+            s_tb,
+            s_td,
+            s_tl,
+            s_zb,
+            s_zd,
+            s_zl,
+            s_gb,
+            s_gd,
+            s_gl,
+            s_Bb,
+            s_Bn,
+            s_Bl,
+            s_Cb,
+            s_Cn,
+            s_Cl,
+            s_dub,
+            s_dud,
+            s_dul,
+            s_dtb,
+            s_dtd,
+            s_dtl,
+            s_dzb,
+            s_dzd,
+            s_dzl,
+            HAS_Z,
+            SOFTPLUS,
+            UNROLL,
+        )
     tl.store(dA_ptr + state, dA, mask=mdn)
     tl.store(dD_ptr + b * DIM + d, dD, mask=md)
     tl.store(dbias_ptr + b * DIM + d, dbias, mask=md)
     tl.store(dh0_ptr + state, dh, mask=mdn)
+
+
+@triton.jit
+def _bwd_chunk_local_kernel(
+    dt_ptr,
+    z_ptr,
+    A_ptr,
+    C_ptr,
+    bias_ptr,
+    dout_ptr,
+    loc_ptr,
+    dtsum_ptr,
+    L,
+    DIM,
+    N,
+    n_chunks,
+    s_tb,
+    s_td,
+    s_tl,
+    s_zb,
+    s_zd,
+    s_zl,
+    s_gb,
+    s_gd,
+    s_gl,
+    s_Ad,
+    s_An,
+    s_Cb,
+    s_Cn,
+    s_Cl,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    NP: tl.constexpr,
+    CH: tl.constexpr,
+    UNROLL: tl.constexpr,
+):
+    """Chunked backward, phase 1, one program per (channel block, chunk, batch row): the adjoint
+    g_t = a_{t+1} g_{t+1} + dy_t C_t through the chunk from zero -> a_{t0} g_{t0} (its share of the adjoint
+    flowing into the previous chunk) and the chunk's sum of delta."""
+    c = tl.program_id(1)
+    b = tl.program_id(2)
+    d = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    n = tl.arange(0, NP)
+    md, mn = d < DIM, n < N
+    mdn = md[:, None] & mn[None, :]
+    A, _, bias = _channel_params(A_ptr, A_ptr, bias_ptr, d, n, md, mn, s_Ad, s_An, False, HAS_BIAS, BLOCK)
+    t0 = c * CH
+    t_end = tl.minimum(t0 + CH, L)
+    g = tl.zeros([BLOCK, NP], tl.float32)
+    dt_sum = tl.zeros([BLOCK], tl.float32)
+    for i in range(0, t_end - t0, UNROLL):
+        for k in tl.static_range(UNROLL):
+            t = t_end - 1 - i - k
+            ok = tl.full([1], t, tl.int32) >= t0
+            m = md & ok
+            _, dt = _delta(dt_ptr, b, d, t, ok, m, bias, s_tb, s_td, s_tl, SOFTPLUS)
+            Ct = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=mn & ok, other=0.0).to(tl.float32)
+            dy = tl.load(dout_ptr + b * s_gb + d * s_gd + t * s_gl, mask=m, other=0.0).to(tl.float32)
+            if HAS_Z:
+                z = tl.load(z_ptr + b * s_zb + d * s_zd + t * s_zl, mask=m, other=0.0).to(tl.float32)
+                dy = dy * z * tl.sigmoid(z)
+            g = (g + dy[:, None] * Ct[None, :]) * tl.exp(dt[:, None] * A)
+            dt_sum += dt
+    row = ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :]
+    tl.store(loc_ptr + row, g, mask=mdn)
+    tl.store(dtsum_ptr + (b * DIM + d) * n_chunks + c, dt_sum, mask=md)
+
+
+@triton.jit
+def _bwd_chunked_kernel(
+    u_ptr,
+    dt_ptr,
+    z_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    bias_ptr,
+    chk_ptr,
+    carry_ptr,
+    dout_ptr,
+    scratch_ptr,
+    du_ptr,
+    ddt_ptr,
+    dz_ptr,
+    dA_ptr,
+    dD_ptr,
+    dbias_ptr,
+    dB_ptr,
+    dC_ptr,
+    L,
+    DIM,
+    N,
+    n_chunks,
+    n_blocks,
+    n_tiles,
+    s_ub,
+    s_ud,
+    s_ul,
+    s_tb,
+    s_td,
+    s_tl,
+    s_zb,
+    s_zd,
+    s_zl,
+    s_gb,
+    s_gd,
+    s_gl,
+    s_Ad,
+    s_An,
+    s_Bb,
+    s_Bn,
+    s_Bl,
+    s_Cb,
+    s_Cn,
+    s_Cl,
+    s_dub,
+    s_dud,
+    s_dul,
+    s_dtb,
+    s_dtd,
+    s_dtl,
+    s_dzb,
+    s_dzd,
+    s_dzl,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    NP: tl.constexpr,
+    CH: tl.constexpr,
+    UNROLL: tl.constexpr,
+):
+    """Chunked backward, phase 3: every chunk from its saved start state and its incoming adjoint (``carry``).
+    A persistent grid: program p owns scratch slot p and takes tiles p, p + grid, ... (channel block fastest,
+    then chunk, then batch row, so concurrent programs share their B, C loads); dA, dD, d bias partials are
+    per (batch row, chunk)."""
+    pid = tl.program_id(0)
+    dl = tl.arange(0, BLOCK)
+    n = tl.arange(0, NP)
+    mn = n < N
+    scratch = scratch_ptr + (pid * (CH + 1) * BLOCK + dl[:, None]) * NP + n[None, :]  # [slots, CH + 1, BLOCK, NP]
+    for tile in range(pid, n_tiles, tl.num_programs(0)):
+        blk = tile % n_blocks
+        c = (tile // n_blocks) % n_chunks
+        b = tile // (n_blocks * n_chunks)
+        d = blk * BLOCK + dl
+        md = d < DIM
+        mdn = md[:, None] & mn[None, :]
+        A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, d, n, md, mn, s_Ad, s_An, HAS_D, HAS_BIAS, BLOCK)
+        row = ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :]
+        dh, dA, dD, dbias = _bwd_chunk(
+            tl.load(chk_ptr + row, mask=mdn, other=0.0),
+            tl.load(carry_ptr + row, mask=mdn, other=0.0),
+            tl.zeros([BLOCK, NP], tl.float32),
+            tl.zeros([BLOCK], tl.float32),
+            tl.zeros([BLOCK], tl.float32),
+            c * CH,
+            tl.minimum(c * CH + CH, L),
+            scratch,
+            BLOCK * NP,
+            (b * n_blocks + blk) * L,
+            b,
+            d,
+            n,
+            md,
+            mn,
+            A,
+            Dv,
+            bias,
+            u_ptr,
+            dt_ptr,
+            z_ptr,
+            B_ptr,
+            C_ptr,
+            dout_ptr,
+            du_ptr,
+            ddt_ptr,
+            dz_ptr,
+            dB_ptr,
+            dC_ptr,
+            N,
+            s_ub,
+            s_ud,
+            s_ul,
+            s_tb,
+            s_td,
+            s_tl,
+            s_zb,
+            s_zd,
+            s_zl,
+            s_gb,
+            s_gd,
+            s_gl,
+            s_Bb,
+            s_Bn,
+            s_Bl,
+            s_Cb,
+            s_Cn,
+            s_Cl,
+            s_dub,
+            s_dud,
+            s_dul,
+            s_dtb,
+            s_dtd,
+            s_dtl,
+            s_dzb,
+            s_dzd,
+            s_dzl,
+            HAS_Z,
+            SOFTPLUS,
+            UNROLL,
+        )
+        part = (b * n_chunks + c) * DIM + d  # [B, n_chunks, D] partials
+        tl.store(dA_ptr + part[:, None] * N + n[None, :], dA, mask=mdn)
+        tl.store(dD_ptr + part, dD, mask=md)
+        tl.store(dbias_ptr + part, dbias, mask=md)
 
 
 def _s3(t: Tensor) -> tuple[int, int, int]:
@@ -358,6 +987,26 @@ def _s3(t: Tensor) -> tuple[int, int, int]:
 def _opt(t: Tensor | None, like: Tensor) -> Tensor:
     """Absent optional inputs travel through the custom ops as empty tensors."""
     return like.new_empty(0) if t is None else t
+
+
+def _impl() -> tuple[str, int, int]:
+    """The implementation ``IMPL`` names, with its channels per program and warps."""
+    if IMPL not in IMPLS:
+        raise ValueError(f"scan IMPL={IMPL!r} unknown; expected one of {IMPLS}")
+    if CHUNK % UNROLL:
+        raise ValueError(f"scan CHUNK={CHUNK} must be a multiple of UNROLL={UNROLL}")
+    return (IMPL, BLOCK_D, NUM_WARPS) if IMPL == "sequential" else (IMPL, CHUNKED_BLOCK_D, CHUNKED_WARPS)
+
+
+def _n_chunks(L: int) -> int:
+    return max(1, -(-L // CHUNK))
+
+
+def _bwd_slots(device: torch.device, n_tiles: int) -> int:
+    """Programs of the chunked backward's persistent grid (each owns one scratch slot)."""
+    if device.type != "cuda":
+        return min(n_tiles, 3)  # interpreted: a few, so programs take several tiles
+    return min(n_tiles, torch.cuda.get_device_properties(device).multi_processor_count * BWD_PROGRAMS_PER_SM)
 
 
 @torch.library.custom_op("hymba::selective_scan_fwd", mutates_args=())
@@ -376,51 +1025,56 @@ def _scan_fwd(
     """-> out [B, D, L] (u's dtype), last state [B, D, N] fp32, saved chunk states [B, D, n_chunks, N] fp32."""
     b, dim, L = u.shape
     N = A.shape[1]
-    if CHUNK % UNROLL:
-        raise ValueError(f"scan CHUNK={CHUNK} must be a multiple of UNROLL={UNROLL}")
-    n_chunks = max(1, triton.cdiv(L, CHUNK))
+    impl, block, warps = _impl()
+    n_chunks = _n_chunks(L)
     out = torch.empty(b, dim, L, device=u.device, dtype=u.dtype)
     last = torch.empty(b, dim, N, device=u.device, dtype=torch.float32)
     chk = torch.empty(b, dim, n_chunks, N, device=u.device, dtype=torch.float32)
     has_z = z.numel() > 0
     zz = z if has_z else u
     h0c = h0.float().contiguous() if h0.numel() else last
-    _fwd_kernel[(b, triton.cdiv(dim, BLOCK_D))](
-        u,
-        delta,
-        zz,
-        out,
-        A,
-        B,
-        C,
-        D,
-        delta_bias,
-        h0c,
-        last,
-        chk,
-        L,
-        dim,
-        N,
-        n_chunks,
-        *_s3(u),
-        *_s3(delta),
-        *_s3(zz),
-        *_s3(out),
-        A.stride(0),
-        A.stride(1),
-        *_s3(B),
-        *_s3(C),
+    tensors = (u, delta, zz, out, A, B, C, D, delta_bias)
+    strides = (*_s3(u), *_s3(delta), *_s3(zz), *_s3(out), A.stride(0), A.stride(1), *_s3(B), *_s3(C))
+    flags = dict(
         HAS_D=D.numel() > 0,
         HAS_Z=has_z,
         HAS_BIAS=delta_bias.numel() > 0,
         SOFTPLUS=softplus,
-        HAS_H0=h0.numel() > 0,
-        BLOCK=BLOCK_D,
+        BLOCK=block,
         NP=triton.next_power_of_2(N),
         CH=CHUNK,
         UNROLL=UNROLL,
-        num_warps=NUM_WARPS,
+        num_warps=warps,
     )
+    n_blocks = triton.cdiv(dim, block)
+    if impl == "sequential":
+        _fwd_kernel[(b, n_blocks)](
+            *tensors, h0c, last, chk, L, dim, N, n_chunks, *strides, HAS_H0=h0.numel() > 0, **flags
+        )
+        return out, last, chk
+    loc = torch.empty_like(chk)  # each chunk's end state from a zero start
+    dt_sum = torch.empty(b, dim, n_chunks, device=u.device, dtype=torch.float32)
+    grid = (n_blocks, n_chunks, b)
+    _fwd_chunk_kernel[grid](*tensors, chk, loc, dt_sum, L, dim, N, n_chunks, *strides, FINAL=False, **flags)
+    _chunk_pass_kernel[(n_blocks, b)](
+        A,
+        loc,
+        dt_sum,
+        h0c,
+        chk,
+        last,
+        dim,
+        N,
+        n_chunks,
+        A.stride(0),
+        A.stride(1),
+        HAS_INIT=h0.numel() > 0,
+        REVERSE=False,
+        BLOCK=block,
+        NP=flags["NP"],
+        num_warps=warps,
+    )
+    _fwd_chunk_kernel[grid](*tensors, chk, loc, dt_sum, L, dim, N, n_chunks, *strides, FINAL=True, **flags)
     return out, last, chk
 
 
@@ -428,11 +1082,10 @@ def _scan_fwd(
 def _(u, delta, A, B, C, D, z, delta_bias, h0, softplus):
     b, dim, L = u.shape
     N = A.shape[1]
-    n_chunks = max(1, -(-L // CHUNK))
     return (
         u.new_empty(b, dim, L),
         u.new_empty(b, dim, N, dtype=torch.float32),
-        u.new_empty(b, dim, n_chunks, N, dtype=torch.float32),
+        u.new_empty(b, dim, _n_chunks(L), N, dtype=torch.float32),
     )
 
 
@@ -451,46 +1104,25 @@ def _scan_bwd(
     chk: Tensor,
     softplus: bool,
 ) -> list[Tensor]:
-    """-> du, ddelta, dA, dB, dC, dD, dz, d delta_bias, d h0 (fp32; absent inputs get empty gradients)."""
+    """-> du, ddelta, dA, dB, dC, dD, dz, d delta_bias, d h0 (fp32; absent inputs get empty gradients).
+
+    du, ddelta and dz have the strides of u, delta and z (so the stores are coalesced in the model's layout),
+    dB and dC those of a [B, L, N] tensor."""
     b, dim, L = u.shape
     N = A.shape[1]
-    n_chunks, n_blocks = chk.shape[2], triton.cdiv(dim, BLOCK_D)
+    impl, block, warps = _impl()
+    n_chunks, n_blocks = chk.shape[2], triton.cdiv(dim, block)
+    if n_chunks != _n_chunks(L):
+        raise ValueError(f"scan CHUNK={CHUNK} changed between forward and backward ({n_chunks} saved chunks)")
     f32 = dict(device=u.device, dtype=torch.float32)
-    du, ddt = torch.empty(b, dim, L, **f32), torch.empty(b, dim, L, **f32)
+    du, ddt = torch.empty_like(u, dtype=torch.float32), torch.empty_like(delta, dtype=torch.float32)
     has_z = z.numel() > 0
-    dz = torch.empty(b, dim, L, **f32) if has_z else du.new_empty(0)
-    dA, dh0 = torch.empty(b, dim, N, **f32), torch.empty(b, dim, N, **f32)
-    dD, dbias = torch.empty(b, dim, **f32), torch.empty(b, dim, **f32)
-    dB, dC = torch.empty(b, n_blocks, N, L, **f32), torch.empty(b, n_blocks, N, L, **f32)
-    scratch = torch.empty(b, dim, CHUNK + 1, N, **f32)
-    zz = z if has_z else u
-    _bwd_kernel[(b, n_blocks)](
-        u,
-        delta,
-        zz,
-        A,
-        B,
-        C,
-        D,
-        delta_bias,
-        chk,
-        dout,
-        dlast if dlast.numel() else dh0,
-        scratch,
-        du,
-        ddt,
-        dz if has_z else du,
-        dA,
-        dD,
-        dbias,
-        dB,
-        dC,
-        dh0,
-        L,
-        dim,
-        N,
-        n_chunks,
-        n_blocks,
+    dz = torch.empty_like(z, dtype=torch.float32) if has_z else du.new_empty(0)
+    dh0 = torch.empty(b, dim, N, **f32)
+    dB, dC = torch.empty(b, n_blocks, L, N, **f32), torch.empty(b, n_blocks, L, N, **f32)
+    zz, dzz = (z, dz) if has_z else (u, du)
+    has_dlast = dlast.numel() > 0
+    strides = (
         *_s3(u),
         *_s3(delta),
         *_s3(zz),
@@ -499,27 +1131,145 @@ def _scan_bwd(
         A.stride(1),
         *_s3(B),
         *_s3(C),
+        *_s3(du),
+        *_s3(ddt),
+        *_s3(dzz),
+    )
+    flags = dict(
         HAS_D=D.numel() > 0,
         HAS_Z=has_z,
         HAS_BIAS=delta_bias.numel() > 0,
         SOFTPLUS=softplus,
-        HAS_DLAST=dlast.numel() > 0,
-        BLOCK=BLOCK_D,
+        BLOCK=block,
         NP=triton.next_power_of_2(N),
         CH=CHUNK,
         UNROLL=UNROLL,
-        num_warps=NUM_WARPS,
+        num_warps=warps,
     )
+    if impl == "sequential":
+        dA, dD, dbias = torch.empty(b, dim, N, **f32), torch.empty(b, dim, **f32), torch.empty(b, dim, **f32)
+        scratch = torch.empty(b, dim, CHUNK + 1, N, **f32)
+        _bwd_kernel[(b, n_blocks)](
+            u,
+            delta,
+            zz,
+            A,
+            B,
+            C,
+            D,
+            delta_bias,
+            chk,
+            dout,
+            dlast if has_dlast else dh0,
+            scratch,
+            du,
+            ddt,
+            dzz,
+            dA,
+            dD,
+            dbias,
+            dB,
+            dC,
+            dh0,
+            L,
+            dim,
+            N,
+            n_chunks,
+            n_blocks,
+            *strides,
+            HAS_DLAST=has_dlast,
+            **flags,
+        )
+        sum_dims = (0,)
+    else:
+        loc = torch.empty_like(chk)  # each chunk's share of the adjoint flowing into the previous chunk
+        carry = torch.empty_like(chk)  # the adjoint flowing into each chunk's last state from later chunks
+        dt_sum = torch.empty(b, dim, n_chunks, **f32)
+        _bwd_chunk_local_kernel[(n_blocks, n_chunks, b)](
+            delta,
+            zz,
+            A,
+            C,
+            delta_bias,
+            dout,
+            loc,
+            dt_sum,
+            L,
+            dim,
+            N,
+            n_chunks,
+            *_s3(delta),
+            *_s3(zz),
+            *_s3(dout),
+            A.stride(0),
+            A.stride(1),
+            *_s3(C),
+            **{k: v for k, v in flags.items() if k != "HAS_D"},
+        )
+        _chunk_pass_kernel[(n_blocks, b)](
+            A,
+            loc,
+            dt_sum,
+            dlast if has_dlast else dh0,
+            carry,
+            dh0,
+            dim,
+            N,
+            n_chunks,
+            A.stride(0),
+            A.stride(1),
+            HAS_INIT=has_dlast,
+            REVERSE=True,
+            BLOCK=block,
+            NP=flags["NP"],
+            num_warps=warps,
+        )
+        n_tiles = n_blocks * n_chunks * b
+        slots = _bwd_slots(u.device, n_tiles)
+        scratch = torch.empty(slots, CHUNK + 1, block, flags["NP"], **f32)
+        dA = torch.empty(b, n_chunks, dim, N, **f32)
+        dD, dbias = torch.empty(b, n_chunks, dim, **f32), torch.empty(b, n_chunks, dim, **f32)
+        _bwd_chunked_kernel[(slots,)](
+            u,
+            delta,
+            zz,
+            A,
+            B,
+            C,
+            D,
+            delta_bias,
+            chk,
+            carry,
+            dout,
+            scratch,
+            du,
+            ddt,
+            dzz,
+            dA,
+            dD,
+            dbias,
+            dB,
+            dC,
+            L,
+            dim,
+            N,
+            n_chunks,
+            n_blocks,
+            n_tiles,
+            *strides,
+            **flags,
+        )
+        sum_dims = (0, 1)
     # absent inputs get distinct empty gradients (custom-op outputs must not alias)
     return [
         du,
         ddt,
-        dA.sum(0),
-        dB.sum(1),
-        dC.sum(1),
-        dD.sum(0) if D.numel() else du.new_empty(0),
+        dA.sum(sum_dims),
+        dB.sum(1).transpose(1, 2),
+        dC.sum(1).transpose(1, 2),
+        dD.sum(sum_dims) if D.numel() else du.new_empty(0),
         dz,
-        dbias.sum(0) if delta_bias.numel() else du.new_empty(0),
+        dbias.sum(sum_dims) if delta_bias.numel() else du.new_empty(0),
         dh0,
     ]
 
@@ -533,13 +1283,13 @@ def _(dout, dlast, u, delta, A, B, C, D, z, delta_bias, chk, softplus):
         return u.new_empty(*shape, dtype=torch.float32)
 
     return [
-        f(b, dim, L),
-        f(b, dim, L),
+        torch.empty_like(u, dtype=torch.float32),
+        torch.empty_like(delta, dtype=torch.float32),
         f(dim, N),
-        f(b, N, L),
-        f(b, N, L),
+        f(b, L, N).transpose(1, 2),
+        f(b, L, N).transpose(1, 2),
         f(dim) if D.numel() else f(0),
-        f(b, dim, L) if z.numel() else f(0),
+        torch.empty_like(z, dtype=torch.float32) if z.numel() else f(0),
         f(dim) if delta_bias.numel() else f(0),
         f(b, dim, N),
     ]
