@@ -43,14 +43,16 @@ def test_prefill_then_decode_equals_full_forward(row):
 
 @pytest.fixture
 def triton_decode(monkeypatch):
-    """Decode steps on the Triton kernels (SSM conv and state update, attention) whatever the device: compiled
-    on CUDA, interpreted on CPU; prefill stays on ``auto``'s choice."""
+    """Decode steps on the Triton kernels (SSM conv and state update, attention, RoPE, norms) whatever the device:
+    compiled on CUDA, interpreted on CPU; prefill stays on ``auto``'s choice."""
     pytest.importorskip("triton")
     import hymba.kernels.attention as attn
+    import hymba.kernels.norm as norm
     import hymba.kernels.scan as scan
 
     monkeypatch.setattr(scan, "_auto_step", lambda device_type: "triton")
     monkeypatch.setattr(attn, "_auto_decode", lambda device_type: "triton")
+    monkeypatch.setattr(norm, "_auto", lambda device_type: "triton")
 
 
 # the interpreter takes about a second per decode step of these models: the full Hymba row on CPU by default

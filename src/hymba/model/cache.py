@@ -36,6 +36,10 @@ class LayerKV:
     valid: Tensor  # [B, M + C] bool
     n_meta: int
     window: int | None  # None = global (C = max_len); else a ring of C = window slots
+    meta: Tensor = field(init=False)  # [1, M + C] bool, the pinned meta slots (built once, read every step)
+
+    def __post_init__(self) -> None:
+        self.meta = (torch.arange(self.k.shape[2], device=self.k.device) < self.n_meta)[None]
 
     @property
     def capacity(self) -> int:
@@ -76,7 +80,7 @@ class LayerKV:
 
     def is_meta(self) -> Tensor:
         """[1, M + C] bool."""
-        return (torch.arange(self.k.shape[2], device=self.k.device) < self.n_meta)[None]
+        return self.meta
 
 
 @dataclass

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hymba.config import ModelConfig
-from hymba.kernels.attention import MaskSpec, attention, auto_takes_flex
+from hymba.kernels.attention import MaskSpec, attention, auto_takes_flex, rotary_qk
+from hymba.kernels.norm import rms_norm, rms_norm_mean
 from hymba.model.cache import HybridCache
 from hymba.model.layers import RMSNorm, Rotary, SwiGLU
 from hymba.model.plan import LayerPlan, layer_plans
@@ -147,6 +148,46 @@ class HymbaBlock(nn.Module):
             y = self.out_proj(a if a is not None else s)
         x = x + y
         return x + self.ffn(self.ffn_norm(x))
+
+    # ---- decoding: one token per row, on the decode ops (fused kernels on CUDA, the references on CPU) ------
+    def step(self, x: Tensor, ctx: _Context) -> Tensor:
+        """:meth:`forward` for one decoding token (x [B, 1, d_model], ``ctx.decoding``), op for op the same
+        values: each norm site one op (the residual add fused into the FFN's norm, the two branch norms and their
+        mean into one), RoPE of q and k one op, A = -exp(A_log) inside the SSM state update."""
+
+        def norm(t: Tensor, n: RMSNorm, residual: Tensor | None = None):
+            return rms_norm(t, n.weight, n.eps, residual=residual)
+
+        q, k, v, *s_in = self.in_proj(norm(x, self.mixer_norm)).split(self.split, dim=-1)
+        a = self._attention_step(q, k, v, ctx) if self.plan.attention else None
+        s = self._ssm(s_in, ctx) if self.ssm is not None else None
+        if a is not None and s is not None:
+            if self.c.split_out_proj:
+                y = (self.attn_proj(norm(a, self.attn_norm)) + self.out_proj(norm(s, self.ssm_norm))) / 2
+            elif self.c.fusion == "mean":
+                an, sn = self.attn_norm, self.ssm_norm
+                y = self.out_proj(rms_norm_mean(a, an.weight, s, sn.weight, an.eps))
+            else:
+                y = self.out_proj(torch.cat([a, s], dim=-1))
+        else:
+            y = self.out_proj(a if a is not None else s)
+        h, x = norm(y, self.ffn_norm, residual=x)  # x + y, and its norm
+        return x + self.ffn(h)
+
+    def _attention_step(self, q: Tensor, k: Tensor | None, v: Tensor | None, ctx: _Context) -> Tensor:
+        c = self.c
+        B = q.shape[0]
+        q = q.view(B, 1, c.n_heads, c.qk_head_dim).transpose(1, 2)  # (B, H, 1, Dk)
+        if self.plan.has_kv:
+            k = k.view(B, 1, c.kv_heads, c.qk_head_dim).transpose(1, 2)  # (B, Hkv, 1, Dk)
+            v = v.view(B, 1, c.kv_heads, c.value_head_dim).transpose(1, 2)  # (B, Hkv, 1, Dv)
+        if c.rope:
+            q, k = rotary_qk(q, k if self.plan.has_kv else None, ctx.cos, ctx.sin)
+        if self.plan.has_kv:
+            ctx.shared_kv[self.i] = self._cache_kv(k, v, ctx.spec.with_window(self.plan.window), ctx)
+        k, v, spec = ctx.shared_kv[self.plan.kv_producer]
+        o = attention(q, k, v, spec, backend=c.attn_backend)  # (B, H, 1, Dv)
+        return o.transpose(1, 2).reshape(B, 1, c.attn_out_dim)
 
 
 class HymbaLM(nn.Module):
@@ -305,10 +346,12 @@ class HymbaLM(nn.Module):
         that :class:`hymba.model.graphs.GraphedDecoder` can capture it once and replay it. Advances
         ``cache.step`` and ``cache.next_pos`` in place; the caller advances ``cache.length``."""
         x = self.embed(ids)
-        x = self._run(x, self._context(cache.next_pos[:, None], None, x.dtype, cache=cache, decoding=True))
+        ctx = self._context(cache.next_pos[:, None], None, x.dtype, cache=cache, decoding=True)
+        for layer in self.layers:
+            x = layer.step(x, ctx)
         cache.step.add_(1)
         cache.next_pos.add_(1)
-        return self.lm_head(self.norm(x))
+        return self.lm_head(rms_norm(x, self.norm.weight, self.norm.eps))
 
     def decoder(
         self, cache: HybridCache, cuda_graph: bool = False, compile: bool = False

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hymba.config import ModelConfig
+from hymba.kernels.norm import rms_norm_split
 from hymba.kernels.scan import causal_conv1d_update, selective_scan, selective_state_update
 from hymba.model.layers import RMSNorm
 
@@ -165,13 +166,26 @@ class Mamba1(SSMHead):
 
     def step(self, x: Tensor, z: Tensor, state: SSMState[Tensor]) -> Tensor:
         """x, z [B, d_inner] -> y [B, d_inner]; shifts the conv inputs and advances the recurrent state, each
-        in place by one kernel (the scan backend's decode ops); D and the dt bias are read in their own dtype."""
+        in place by one kernel (the scan backend's decode ops). The dt, B and C norms of ``_dt_B_C`` run as one
+        op on x_proj's output (:func:`hymba.kernels.norm.rms_norm_split`), A = -exp(A_log) is formed inside the
+        state update, and D and the dt bias are read in their own dtype."""
         backend = self.c.scan_backend
         u = causal_conv1d_update(state.conv, x, self.conv1d.weight, self.conv1d.bias, silu=True, backend=backend)
-        dt, B, C = self._dt_B_C(u)
-        A = -torch.exp(self.A_log.float())  # as the full forward computes it
+        norms = (self.dt_norm, self.B_norm, self.C_norm)
+        dt, B, C = rms_norm_split(self.x_proj(u), tuple(n.weight for n in norms), self.dt_norm.eps)
         return selective_state_update(
-            state.ssm, u, dt, A, B, C, self.D, z, self.dt_bias, delta_softplus=True, backend=backend
+            state.ssm,
+            u,
+            self.dt_proj(dt),
+            self.A_log,
+            B,
+            C,
+            self.D,
+            z,
+            self.dt_bias,
+            delta_softplus=True,
+            backend=backend,
+            A_is_log=True,
         )
 
     def flops_per_token(self, seq_len: int) -> float:

@@ -16,7 +16,7 @@ import importlib.util
 import os
 
 from hymba.kernels import BackendUnavailable, log, log_choice
-from hymba.kernels.attention.ref import MaskSpec, attention_naive, attention_sdpa, build_mask
+from hymba.kernels.attention.ref import MaskSpec, attention_naive, attention_sdpa, build_mask, rotary_ref
 
 BACKENDS = ("auto", "sdpa", "flex", "triton")
 _TRITON = importlib.util.find_spec("triton") is not None  # looked up once: the dispatch runs in compiled steps
@@ -70,6 +70,17 @@ def _decode_triton(q, k, v, spec: MaskSpec):
     return attention_decode_triton(q, k, v, spec)
 
 
+def rotary_qk(q, k, cos, sin):
+    """One decoding token's RoPE: q [B, H, 1, Dk] and k [B, Hkv, 1, Dk] (or None) by cos, sin [B, 1, 1, Dk];
+    :func:`~hymba.kernels.attention.ref.rotary_ref` on each. Where ``auto`` decodes on Triton (CUDA), one kernel
+    rotates both (:mod:`hymba.kernels.attention.triton_rope`)."""
+    if _auto_decode(q.device.type) == "triton":
+        from hymba.kernels.attention.triton_rope import rotary_qk_triton
+
+        return rotary_qk_triton(q, k, cos, sin)
+    return rotary_ref(q, cos, sin), (None if k is None else rotary_ref(k, cos, sin))
+
+
 def attention(q, k, v, spec: MaskSpec, backend: str = "auto"):
     """q [B, H, Tq, Dk], k [B, Hkv, Tk, Dk], v [B, Hkv, Tk, Dv] -> [B, H, Tq, Dv]."""
     if backend not in BACKENDS:
@@ -118,4 +129,13 @@ def attention(q, k, v, spec: MaskSpec, backend: str = "auto"):
     return attention_sdpa(q, k, v, spec)
 
 
-__all__ = ["attention", "auto_takes_flex", "MaskSpec", "build_mask", "attention_sdpa", "attention_naive"]
+__all__ = [
+    "attention",
+    "rotary_qk",
+    "rotary_ref",
+    "auto_takes_flex",
+    "MaskSpec",
+    "build_mask",
+    "attention_sdpa",
+    "attention_naive",
+]

@@ -91,3 +91,9 @@ def attention_naive(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
     s = q.float() @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
     s = s.masked_fill(~build_mask(spec), float("-inf"))
     return (s.softmax(-1) @ v).to(q.dtype)
+
+
+def rotary_ref(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """RoPE in the rotate-half layout (Llama): x [B, H, T, D], cos and sin broadcasting to it, in x's dtype."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin

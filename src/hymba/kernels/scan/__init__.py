@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
+import torch
+
 from hymba.kernels import BackendUnavailable, log_choice
 from hymba.kernels.scan.ref import (
     causal_conv1d_update_ref,
@@ -131,14 +133,28 @@ def resolve_step(backend: str, device_type: str) -> str:
 
 
 def selective_state_update(
-    state, x, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend: str = "auto"
+    state,
+    x,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=False,
+    backend: str = "auto",
+    A_is_log: bool = False,
 ):
-    """One decoding step, updating ``state`` [B, D, N] in place; see ``selective_state_update_ref``."""
+    """One decoding step, updating ``state`` [B, D, N] in place; see ``selective_state_update_ref``. With
+    ``A_is_log``, A is Mamba's A_log and the step uses A = -exp(A_log) in fp32 (the Triton kernel in-kernel)."""
     chosen = resolve_step(backend, x.device.type)
     if chosen == "triton":
         from hymba.kernels.scan.triton_step import selective_state_update_triton
 
-        return selective_state_update_triton(state, x, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return selective_state_update_triton(state, x, delta, A, B, C, D, z, delta_bias, delta_softplus, A_is_log)
+    if A_is_log:
+        A = -torch.exp(A.float())
     if chosen == "mamba_ssm":
         from mamba_ssm.ops.triton.selective_state_update import selective_state_update as fused
 

@@ -66,6 +66,7 @@ def _state_update_kernel(
     HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
+    A_IS_LOG: tl.constexpr,
     BLOCK: tl.constexpr,
     NP: tl.constexpr,
 ):
@@ -83,6 +84,8 @@ def _state_update_kernel(
     if SOFTPLUS:
         dt = _softplus(dt)
     A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An, mask=mdn, other=0.0).to(tl.float32)
+    if A_IS_LOG:
+        A = -tl.exp(A)  # Mamba's A = -exp(A_log), as the full forward computes it
     Bv = tl.load(B_ptr + b * s_Bb + n * s_Bn, mask=mn, other=0.0).to(tl.float32)
     Cv = tl.load(C_ptr + b * s_Cb + n * s_Cn, mask=mn, other=0.0).to(tl.float32)
     h = tl.exp(dt[:, None] * A) * h + (dt * x)[:, None] * Bv[None, :]
@@ -163,6 +166,7 @@ def _state_update(
     z: Tensor,
     delta_bias: Tensor,
     softplus: bool,
+    A_is_log: bool = False,
 ) -> Tensor:
     b, dim, N = state.shape
     out = torch.empty(b, dim, device=x.device, dtype=x.dtype)
@@ -191,6 +195,7 @@ def _state_update(
         HAS_Z=z.numel() > 0,
         HAS_BIAS=delta_bias.numel() > 0,
         SOFTPLUS=softplus,
+        A_IS_LOG=A_is_log,
         BLOCK=BLOCK_D,
         NP=triton.next_power_of_2(N),
         num_warps=NUM_WARPS,
@@ -199,7 +204,7 @@ def _state_update(
 
 
 @_state_update.register_fake
-def _(state, x, delta, A, B, C, D, z, delta_bias, softplus):
+def _(state, x, delta, A, B, C, D, z, delta_bias, softplus, A_is_log=False):
     return x.new_empty(state.shape[:2])
 
 
@@ -246,10 +251,14 @@ def selective_state_update_triton(
     z: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
+    A_is_log: bool = False,
 ) -> Tensor:
     """One decoding step, ``state`` [B, D, N] updated in place; args and result as
-    :func:`hymba.kernels.scan.ref.selective_state_update_ref` (y [B, D] in x's dtype)."""
-    return _state_update(state, x, delta, A, B, C, _opt(D, A), _opt(z, x), _opt(delta_bias, A), delta_softplus)
+    :func:`hymba.kernels.scan.ref.selective_state_update_ref` (y [B, D] in x's dtype). With ``A_is_log``, A holds
+    Mamba's A_log and the kernel uses -exp(A_log) in fp32 (no per-step kernels for it)."""
+    return _state_update(
+        state, x, delta, A, B, C, _opt(D, A), _opt(z, x), _opt(delta_bias, A), delta_softplus, A_is_log
+    )
 
 
 def causal_conv1d_update_triton(

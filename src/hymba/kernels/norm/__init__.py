@@ -1,0 +1,67 @@
+"""RMSNorm of the decode step: ``ref`` (plain PyTorch, :mod:`hymba.kernels.norm.ref`, any device) or ``triton``
+(one fused kernel per norm site, :mod:`hymba.kernels.norm.triton`; CUDA, or CPU under ``TRITON_INTERPRET=1``).
+
+``auto`` takes ``triton`` for CUDA tensors when Triton is importable, else ``ref``, and logs its choice once.
+Training keeps :class:`hymba.model.layers.RMSNorm` (autograd); these serve the no-grad decode step.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from hymba.kernels import BackendUnavailable, log_choice
+from hymba.kernels.norm.ref import add_rms_norm_ref, rms_norm_mean_ref, rms_norm_ref, rms_norm_split_ref
+
+BACKENDS = ("auto", "ref", "triton")
+_TRITON = importlib.util.find_spec("triton") is not None  # looked up once: the dispatch runs in compiled steps
+
+
+def _auto(device_type: str) -> str:
+    return "triton" if device_type == "cuda" and _TRITON else "ref"
+
+
+def resolve(backend: str, device_type: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"norm backend {backend!r} unknown; expected one of {BACKENDS}")
+    if backend == "auto":
+        chosen = _auto(device_type)
+        log_choice("rms_norm", chosen, f"decode step on {device_type}")
+        return chosen
+    if backend == "triton":
+        if not _TRITON:
+            raise BackendUnavailable("norm backend 'triton' needs the triton package (pip install triton)")
+        if device_type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise BackendUnavailable("norm backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
+    return backend
+
+
+def rms_norm(x, weight, eps: float, residual=None, backend: str = "auto"):
+    """x [..., W] -> rms_norm(x) in x's dtype; with ``residual``: s = x + residual -> (rms_norm(s), s)."""
+    if resolve(backend, x.device.type) == "triton":
+        from hymba.kernels.norm.triton import rms_norm_triton
+
+        return rms_norm_triton(x, weight, eps, residual)
+    return rms_norm_ref(x, weight, eps) if residual is None else add_rms_norm_ref(x, residual, weight, eps)
+
+
+def rms_norm_mean(a, wa, b, wb, eps: float, backend: str = "auto"):
+    """(rms_norm(a; wa) + rms_norm(b; wb)) / 2 for a, b [..., W] (paper Eq. 3's mean fusion)."""
+    if resolve(backend, a.device.type) == "triton":
+        from hymba.kernels.norm.triton import rms_norm_mean_triton
+
+        return rms_norm_mean_triton(a, wa, b, wb, eps)
+    return rms_norm_mean_ref(a, wa, b, wb, eps)
+
+
+def rms_norm_split(x, weights, eps: float, backend: str = "auto"):
+    """x [..., sum W_i] -> its consecutive parts of the weights' widths, each normalised on its own (the Triton
+    kernel takes three parts: Mamba-1's dt, B, C)."""
+    if len(weights) == 3 and resolve(backend, x.device.type) == "triton":
+        from hymba.kernels.norm.triton import rms_norm_split_triton
+
+        return rms_norm_split_triton(x, tuple(weights), eps)
+    return rms_norm_split_ref(x, tuple(weights), eps)
+
+
+__all__ = ["rms_norm", "rms_norm_mean", "rms_norm_split", "resolve", "BACKENDS"]
