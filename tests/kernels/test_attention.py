@@ -152,3 +152,12 @@ def test_auto_takes_flex_only_where_dispatch_would():
     assert not auto_takes_flex("cuda", False, 64, 128, FLEX_BLOCK)  # padded batch
     assert not auto_takes_flex("cuda", True, 96, 128, FLEX_BLOCK)  # head dim flex cannot serve
     assert not auto_takes_flex("cuda", True, 64, 64, FLEX_BLOCK - 1)  # shorter than one block
+
+
+def test_flex_by_name_refuses_head_dims_it_cannot_compile():
+    """Asked for by name with head dim 8: one error naming the dims, not an Inductor lowering traceback."""
+    from hymba.kernels import BackendUnavailable
+
+    q = k = v = torch.randn(1, 2, 16, 8)
+    with pytest.raises(BackendUnavailable, match=r"head dims in \(16, 32, 64, 128\), got 8/8"):
+        attention(q, k, v, plain_spec(1, 16, 0, None), backend="flex")

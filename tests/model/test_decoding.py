@@ -46,6 +46,8 @@ def triton_decode(monkeypatch):
     """Decode steps on the Triton kernels (SSM conv and state update, attention, RoPE, norms) whatever the device:
     compiled on CUDA, interpreted on CPU; prefill stays on ``auto``'s choice."""
     pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") != "1":  # a CUDA machine: its cuda cases decode on these kernels
+        pytest.skip("the Triton kernels run on CPU tensors only under TRITON_INTERPRET=1")
     import hymba.kernels.attention as attn
     import hymba.kernels.norm as norm
     import hymba.kernels.scan as scan

@@ -27,9 +27,9 @@ def _loss_and_grads(m, ids, autocast=False, run=None):
     return out, {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
 
 
-def _check_compiled(row, device, scan, attn, autocast, T, rtol, atol):
+def _check_compiled(row, device, scan, attn, autocast, T, rtol, atol, small=SMALL):
     torch._dynamo.reset()
-    cfg = row_config(row, "tiny", **SMALL, scan_backend=scan, attn_backend=attn)
+    cfg = row_config(row, "tiny", **small, scan_backend=scan, attn_backend=attn)
     m = HymbaLM(cfg).to(device)
     ids = torch.randint(0, 50, (2, T + 1), device=device)
     eager, g_eager = _loss_and_grads(m, ids, autocast)
@@ -57,6 +57,10 @@ def test_compiled_fullgraph_through_the_triton_scan_custom_op_on_cpu():
 @pytest.mark.gpu
 @pytest.mark.parametrize("attn", ["flex", "sdpa"])
 @pytest.mark.parametrize("row", [1, 6, 13])
-def test_compiled_fullgraph_matches_eager_on_cuda_with_triton(row, attn):
-    """bf16 autocast as in training: compiled and eager differ by bf16 roundings of fused vs unfused ops."""
-    _check_compiled(row, "cuda", "triton", attn, True, T=200, rtol=2e-2, atol=2e-2)
+def test_compiled_fullgraph_matches_eager_on_cuda_with_triton(row, attn, monkeypatch):
+    """fp32 without TF32 (at init_std 0.2 bf16 roundings of fused vs unfused ops move single logits by 0.1-0.3,
+    which would hide a real error); head dim 16, the smallest flex compiles."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    small = {**SMALL, "d_model": 32, "head_dim": 16}
+    _check_compiled(row, "cuda", "triton", attn, False, T=200, rtol=1e-3, atol=1e-4, small=small)

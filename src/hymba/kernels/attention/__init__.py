@@ -21,6 +21,7 @@ from hymba.kernels.attention.ref import MaskSpec, attention_naive, attention_sdp
 BACKENDS = ("auto", "sdpa", "flex", "triton")
 _TRITON = importlib.util.find_spec("triton") is not None  # looked up once: the dispatch runs in compiled steps
 FLEX_BLOCK = 128  # FlexAttention's default block; shorter sequences with GQA fail to compile (torch 2.11, H200)
+FLEX_HEAD_DIMS = (16, 32, 64, 128)  # its Triton templates need power-of-two head dims (256 overflows shared memory)
 _flex_failed: set[tuple] = set()  # shapes whose flex compile failed under `auto`
 
 
@@ -40,8 +41,7 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
 
 def _sdpa_reason(q_dim: int, v_dim: int, q_len: int) -> str | None:
     """Why ``auto`` runs sdpa for a plain-layout CUDA call, or None when FlexAttention serves it."""
-    # FlexAttention's Triton templates need power-of-two head dims of 16..128 (256 overflows shared memory)
-    if not all(d in (16, 32, 64, 128) for d in (q_dim, v_dim)):
+    if not all(d in FLEX_HEAD_DIMS for d in (q_dim, v_dim)):
         return f"head dims {q_dim}/{v_dim} unsupported by flex"
     if q_len < FLEX_BLOCK:
         return f"sequences shorter than one {FLEX_BLOCK}-token flex block"
@@ -99,6 +99,10 @@ def attention(q, k, v, spec: MaskSpec, backend: str = "auto"):
         return attention_sdpa(q, k, v, spec)
     plain = spec.n_meta is not None and q.shape[2] == k.shape[2]
     if backend == "flex":
+        if not all(d in FLEX_HEAD_DIMS for d in (q.shape[-1], v.shape[-1])):
+            raise BackendUnavailable(
+                f"attention backend 'flex' needs head dims in {FLEX_HEAD_DIMS}, got {q.shape[-1]}/{v.shape[-1]}"
+            )
         if q.device.type != "cuda":
             raise BackendUnavailable("attention backend 'flex' needs CUDA tensors")
         if not plain:
