@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-IMPL = "sequential"  # or "chunked"; benchmarks/scan_kernel.py --impl sequential,chunked times both
+IMPL = "chunked"  # or "sequential"; chunked: fwd+bwd 2.0 vs 2.3 ms, row 13 95K vs 91K tok/s (H200, session 9)
 CHUNK = 64  # steps between saved states (the time chunk of the chunked implementation)
 UNROLL = 4  # time steps unrolled per loop iteration (CHUNK must be a multiple)
 BLOCK_D = 32  # channels per program, sequential
