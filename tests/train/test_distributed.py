@@ -2,9 +2,11 @@
 
 Tolerance: fp32 on CPU, one thread per process. The two runs see the same sequences and the same schedule; they
 differ only in the order of floating-point sums (the gradient all-reduce, the per-rank means), measured at
-~1e-7 relative on losses and weights after six AdamW steps. The tests allow rtol 1e-5 (losses, gradient norms,
-validation losses) and atol 1e-5 (weights, optimizer moments): a wrong shard, a double-counted gradient or a
-schedule off by one step is off by 1e-2 or more.
+~1e-7 relative on losses and most weights after six AdamW steps. The tests allow rtol 1e-5 (losses, gradient
+norms, validation losses) and atol 1e-4 on weights: AdamW divides by sqrt(v), so where a gradient is near zero a
+1e-7 difference in it moves that weight by up to lr-sized steps (one element of 8192 moved 1.5e-5 in a test
+session whose freshly trained tokenizer, not deterministic in `tokenizers`, gave another trajectory). A wrong
+shard, a double-counted gradient or a schedule off by one step is off by 1e-2 or more.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from hymba.train import parallel
 from hymba.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[2]
-RTOL, ATOL = 1e-5, 1e-5
+RTOL, ATOL = 1e-5, 1e-4
 
 TOML = """
 [model]
@@ -188,8 +190,8 @@ def test_fsdp_matches_one_process(ref, config, tmp_path):
     assert sorted(sb["optimizer"]["state"]) == sorted(sa["optimizer"]["state"])
     for i, s in sa["optimizer"]["state"].items():
         assert sb["optimizer"]["state"][i]["step"] == s["step"]
-        for k in ("exp_avg", "exp_avg_sq"):
-            torch.testing.assert_close(sb["optimizer"]["state"][i][k], s[k], rtol=0, atol=ATOL)
+        for k in ("exp_avg", "exp_avg_sq"):  # the moments see no 1 / sqrt(v) amplification: 1e-5
+            torch.testing.assert_close(sb["optimizer"]["state"][i][k], s[k], rtol=0, atol=1e-5)
 
 
 def test_two_rank_checkpoint_resumes_in_one_process(ref, ddp, tmp_path):
