@@ -1,10 +1,12 @@
 """GPU kernels of one cached decode step of a model TOML, from torch.profiler: random bf16 weights, a prefill of
 batch x prompt, then N decode steps profiled eagerly and replayed from the CUDA graph (GraphedDecoder). One JSON
 line per mode: GPU time per step (kernels, copies and memsets), kernels per step, the top kernels by GPU time
-per step; plus the graph replay's step time from CUDA events.
+per step; plus the graph replay's step time from CUDA events. Mode ``prefill`` profiles the prefill of one
+chunk (``--prefill-chunk`` rows x the prompt) instead: where the prompt's time goes.
 
     python benchmarks/decode_profile.py                                  # Hymba-1.5B, batch 128, 8K prompt
     python benchmarks/decode_profile.py --batch 16 --prompt-len 1024 --modes eager
+    python benchmarks/decode_profile.py --modes prefill,cuda_graph --steps 5
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def main() -> int:
     p.add_argument("--prompt-len", type=int, default=8192)
     p.add_argument("--steps", type=int, default=10, help="decode steps profiled per mode")
     p.add_argument("--prefill-chunk", type=int, default=8, help="prefill rows at a time (bounds activations)")
-    p.add_argument("--modes", default="eager,cuda_graph", help="eager, cuda_graph (comma-separated)")
+    p.add_argument("--modes", default="eager,cuda_graph", help="eager, cuda_graph, prefill (comma-separated)")
     p.add_argument("--top", type=int, default=25)
     a = p.parse_args()
     if not torch.cuda.is_available():
@@ -76,12 +78,21 @@ def main() -> int:
         base = {"config": a.config, "batch": a.batch, "prompt_len": a.prompt_len, "steps": a.steps}
         base["device"] = torch.cuda.get_device_name(dev)
         for mode in modes:
+            if mode == "prefill":
+                chunk = ids[: a.prefill_chunk]
+                torch.cuda.synchronize()
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                    model.prefill(chunk, max_len=a.prompt_len + 4, last_only=True)
+                    torch.cuda.synchronize()
+                out = {**base, "mode": mode, "prefill_rows": chunk.shape[0], **summarize(prof, 1, a.top)}
+                print(json.dumps(out), flush=True)
+                continue
             if mode == "eager":
                 step = model.decoder(cache)
             elif mode == "cuda_graph":
                 step = model.decoder(cache, cuda_graph=True)
             else:
-                raise SystemExit(f"--modes: unknown mode {mode!r} (eager, cuda_graph)")
+                raise SystemExit(f"--modes: unknown mode {mode!r} (eager, cuda_graph, prefill)")
             for _ in range(2):  # warm-up (Triton compiles, cuBLAS handles)
                 step(nxt)
             torch.cuda.synchronize()

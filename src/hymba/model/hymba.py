@@ -137,42 +137,41 @@ class HymbaBlock(nn.Module):
         q, k, v, *s_in = self.in_proj(self.mixer_norm(x)).split(self.split, dim=-1)
         a = self._attention(q, k, v, ctx) if self.plan.attention else None
         s = self._ssm(s_in, ctx) if self.ssm is not None else None
-        if a is not None and s is not None:
-            if self.c.split_out_proj:  # Eq. 3 with W_out = [W_attn | W_ssm] acting on each branch
-                y = (self.attn_proj(self.attn_norm(a)) + self.out_proj(self.ssm_norm(s))) / 2
-            elif self.c.fusion == "mean":
-                y = self.out_proj((self.attn_norm(a) + self.ssm_norm(s)) / 2)
-            else:
-                y = self.out_proj(torch.cat([a, s], dim=-1))
-        else:
-            y = self.out_proj(a if a is not None else s)
-        x = x + y
-        return x + self.ffn(self.ffn_norm(x))
+        return self._fuse_ffn(x, a, s, fused=not torch.is_grad_enabled())
 
-    # ---- decoding: one token per row, on the decode ops (fused kernels on CUDA, the references on CPU) ------
-    def step(self, x: Tensor, ctx: _Context) -> Tensor:
-        """:meth:`forward` for one decoding token (x [B, 1, d_model], ``ctx.decoding``), op for op the same
-        values: each norm site one op (the residual add fused into the FFN's norm, the two branch norms and their
-        mean into one), RoPE of q and k one op, A = -exp(A_log) inside the SSM state update."""
+    def _fuse_ffn(self, x: Tensor, a: Tensor | None, s: Tensor | None, fused: bool) -> Tensor:
+        """The branches' fusion, W_out, the residual and the FFN. ``fused`` (decoding, and any forward without
+        autograd: prefill, evaluation): each norm site one op (the residual add fused into the FFN's norm, the
+        two branch norms and their mean into one; Triton kernels on CUDA), op for op the same values."""
 
         def norm(t: Tensor, n: RMSNorm, residual: Tensor | None = None):
             return rms_norm(t, n.weight, n.eps, residual=residual)
 
-        q, k, v, *s_in = self.in_proj(norm(x, self.mixer_norm)).split(self.split, dim=-1)
-        a = self._attention_step(q, k, v, ctx) if self.plan.attention else None
-        s = self._ssm(s_in, ctx) if self.ssm is not None else None
         if a is not None and s is not None:
-            if self.c.split_out_proj:
-                y = (self.attn_proj(norm(a, self.attn_norm)) + self.out_proj(norm(s, self.ssm_norm))) / 2
+            if self.c.split_out_proj:  # Eq. 3 with W_out = [W_attn | W_ssm] acting on each branch
+                y = (self.attn_proj(self.attn_norm(a)) + self.out_proj(self.ssm_norm(s))) / 2
             elif self.c.fusion == "mean":
                 an, sn = self.attn_norm, self.ssm_norm
-                y = self.out_proj(rms_norm_mean(a, an.weight, s, sn.weight, an.eps))
+                y = self.out_proj(rms_norm_mean(a, an.weight, s, sn.weight, an.eps) if fused else (an(a) + sn(s)) / 2)
             else:
                 y = self.out_proj(torch.cat([a, s], dim=-1))
         else:
             y = self.out_proj(a if a is not None else s)
+        if not fused:
+            x = x + y
+            return x + self.ffn(self.ffn_norm(x))
         h, x = norm(y, self.ffn_norm, residual=x)  # x + y, and its norm
         return x + self.ffn(h)
+
+    # ---- decoding: one token per row, on the decode ops (fused kernels on CUDA, the references on CPU) ------
+    def step(self, x: Tensor, ctx: _Context) -> Tensor:
+        """:meth:`forward` for one decoding token (x [B, 1, d_model], ``ctx.decoding``), op for op the same
+        values: each norm site one op (see :meth:`_fuse_ffn`), RoPE of q and k one op, A = -exp(A_log) inside
+        the SSM state update."""
+        q, k, v, *s_in = self.in_proj(rms_norm(x, self.mixer_norm.weight, self.mixer_norm.eps)).split(self.split, -1)
+        a = self._attention_step(q, k, v, ctx) if self.plan.attention else None
+        s = self._ssm(s_in, ctx) if self.ssm is not None else None
+        return self._fuse_ffn(x, a, s, fused=True)
 
     def _attention_step(self, q: Tensor, k: Tensor | None, v: Tensor | None, ctx: _Context) -> Tensor:
         c = self.c

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hymba.kernels.norm import rms_norm
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
@@ -14,7 +16,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        # one fused op, normalised and scaled in fp32; returns the input's dtype (bf16 under autocast stays bf16)
+        # normalised and scaled in fp32; returns the input's dtype (bf16 under autocast stays bf16)
+        if not torch.is_grad_enabled():  # no autograd (prefill, evaluation): one op, a Triton kernel on CUDA
+            return rms_norm(x, self.weight, self.eps)
         return F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps).to(x.dtype)
 
 

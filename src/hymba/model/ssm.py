@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from hymba.config import ModelConfig
 from hymba.kernels.norm import rms_norm_split
-from hymba.kernels.scan import causal_conv1d_update, selective_scan, selective_state_update
+from hymba.kernels.scan import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
 from hymba.model.layers import RMSNorm
 
 T = TypeVar("T")
@@ -134,18 +134,16 @@ class Mamba1(SSMHead):
     def forward(
         self, x: Tensor, z: Tensor, valid: Tensor | None = None, return_state: bool = False
     ) -> Tensor | tuple[Tensor, SSMState[Tensor]]:
-        """x, z [B, S, d_inner] -> y [B, S, d_inner] (and the final state)."""
+        """x, z [B, S, d_inner] -> y [B, S, d_inner] (and the final state). Everything stays in the [B, S, D]
+        layout of the block's projection: the scan reads transposed views, and where the Triton kernels run
+        (no gradient: prefill, evaluation) no tensor is copied to another layout."""
         A = -torch.exp(self.A_log.float())
         S = x.shape[1]
-        if valid is not None:
-            x = x.masked_fill(~valid[..., None], 0.0)
-        xt = x.transpose(1, 2)  # (B, d_inner, S)
-        u = F.silu(self.conv1d(xt)[..., :S])
-        if valid is not None:
-            u = u.masked_fill(~valid[:, None], 0.0)  # padding must not write the state
-        dt, B, C = self._dt_B_C(u.transpose(1, 2))
+        backend = self.c.scan_backend
+        u = causal_conv1d(x, self.conv1d.weight, self.conv1d.bias, valid=valid, silu=True, backend=backend)
+        dt, B, C = self._dt_B_C(u)
         out = selective_scan(
-            u,
+            u.transpose(1, 2),
             dt.transpose(1, 2),
             A,
             B.transpose(1, 2),
@@ -155,13 +153,14 @@ class Mamba1(SSMHead):
             self.dt_bias.float(),
             delta_softplus=True,
             return_last_state=return_state,
-            backend=self.c.scan_backend,
+            backend=backend,
         )
         if not return_state:
             return out.transpose(1, 2)
         y, state = out
         k = self.c.d_conv - 1
-        conv = F.pad(xt, (max(0, k - S), 0))[..., -k:]  # (B, d_inner, d_conv - 1), zeros before a short prompt
+        tail = x[:, -k:] if valid is None else x[:, -k:].masked_fill(~valid[:, -k:, None], 0.0)
+        conv = F.pad(tail.transpose(1, 2), (max(0, k - S), 0))  # (B, d_inner, d_conv - 1), zeros before a short prompt
         return y.transpose(1, 2), SSMState(conv, state)
 
     def step(self, x: Tensor, z: Tensor, state: SSMState[Tensor]) -> Tensor:

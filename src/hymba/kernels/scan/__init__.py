@@ -4,6 +4,10 @@ build), or ``mamba_ssm`` (the CUDA kernels of state-spaces' mamba_ssm package, w
 ``auto`` takes, for CUDA tensors, ``mamba_ssm`` when that package is importable, else ``triton`` when Triton is,
 else ``ref``; on CPU ``ref``. It logs its choice once.
 
+:func:`causal_conv1d` is Mamba-1's conv over a whole sequence: our Triton kernels in the model's [B, S, D] layout
+(:mod:`hymba.kernels.scan.triton_conv`) wherever the scan backend is not ``ref`` and the tensors are on CUDA,
+else PyTorch's conv1d.
+
 The one-token decoding ops, :func:`selective_state_update` and :func:`causal_conv1d_update` (the Mamba-1 conv's
 state shift), have their own ``auto``: our fused Triton kernels (:mod:`hymba.kernels.scan.triton_step`) for
 CUDA tensors when Triton is importable, else ``ref``; they read and write their state once, in place.
@@ -20,6 +24,7 @@ import torch
 
 from hymba.kernels import BackendUnavailable, log_choice
 from hymba.kernels.scan.ref import (
+    causal_conv1d_ref,
     causal_conv1d_update_ref,
     selective_scan_quadratic,
     selective_scan_ref,
@@ -162,6 +167,18 @@ def selective_state_update(
     return selective_state_update_ref(state, x, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
+def causal_conv1d(x, weight, bias=None, valid=None, silu: bool = True, backend: str = "auto"):
+    """Mamba-1's depthwise causal conv, x [B, S, D] -> u [B, S, D]; see ``causal_conv1d_ref``. ``backend`` is
+    the scan backend's name: ``ref`` runs PyTorch's conv1d; the others run the Triton kernels (forward and
+    backward) on CUDA, or under ``TRITON_INTERPRET=1``."""
+    chosen = resolve(backend, x.device.type)
+    if chosen != "ref" and _has_triton() and (x.device.type == "cuda" or _interpreted()):
+        from hymba.kernels.scan.triton_conv import causal_conv1d_triton
+
+        return causal_conv1d_triton(x, weight, bias, valid, silu)
+    return causal_conv1d_ref(x, weight, bias, valid, silu)
+
+
 def causal_conv1d_update(conv_state, x, weight, bias=None, silu: bool = True, backend: str = "auto"):
     """One decoding token of the depthwise causal conv, shifting ``conv_state`` [B, D, K-1] in place; see
     ``causal_conv1d_update_ref``."""
@@ -175,6 +192,8 @@ def causal_conv1d_update(conv_state, x, weight, bias=None, silu: bool = True, ba
 __all__ = [
     "selective_scan",
     "selective_state_update",
+    "causal_conv1d",
+    "causal_conv1d_ref",
     "causal_conv1d_update",
     "selective_scan_ref",
     "selective_scan_quadratic",

@@ -195,3 +195,26 @@ def causal_conv1d_update_ref(
         y = y + _up(bias)
     conv_state.copy_(inputs[..., 1:])
     return (F.silu(y) if silu else y).to(x.dtype)
+
+
+def causal_conv1d_ref(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, valid: Tensor | None = None, silu: bool = True
+) -> Tensor:
+    """Mamba-1's depthwise causal conv over a sequence, by PyTorch's conv1d (autograd included).
+
+    Args:
+        x: [B, S, D]; weight: [D, 1, K] (nn.Conv1d's) or [D, K]; bias: [D]; valid: [B, S] False at left padding
+        (zeroed before the conv, so padding enters no output, and in the output); silu: SiLU on the output.
+    Returns:
+        u [B, S, D] (a transposed view of conv1d's [B, D, S] output) in x's dtype.
+    """
+    S, dim = x.shape[1], x.shape[2]
+    w = weight.reshape(dim, 1, -1)
+    if valid is not None:
+        x = x.masked_fill(~valid[..., None], 0.0)
+    u = F.conv1d(x.transpose(1, 2), w, bias, padding=w.shape[-1] - 1, groups=dim)[..., :S]
+    if silu:
+        u = F.silu(u)
+    if valid is not None:
+        u = u.masked_fill(~valid[:, None], 0.0)
+    return u.transpose(1, 2)

@@ -1022,12 +1022,13 @@ def _scan_fwd(
     h0: Tensor,
     softplus: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """-> out [B, D, L] (u's dtype), last state [B, D, N] fp32, saved chunk states [B, D, n_chunks, N] fp32."""
+    """-> out [B, D, L] (u's dtype and strides), last state [B, D, N] fp32, saved chunk states
+    [B, D, n_chunks, N] fp32."""
     b, dim, L = u.shape
     N = A.shape[1]
     impl, block, warps = _impl()
     n_chunks = _n_chunks(L)
-    out = torch.empty(b, dim, L, device=u.device, dtype=u.dtype)
+    out = torch.empty_like(u)  # u's layout: [B, L, D] memory from the model stays [B, L, D] (no copy after)
     last = torch.empty(b, dim, N, device=u.device, dtype=torch.float32)
     chk = torch.empty(b, dim, n_chunks, N, device=u.device, dtype=torch.float32)
     has_z = z.numel() > 0
@@ -1083,7 +1084,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, h0, softplus):
     b, dim, L = u.shape
     N = A.shape[1]
     return (
-        u.new_empty(b, dim, L),
+        torch.empty_like(u),
         u.new_empty(b, dim, N, dtype=torch.float32),
         u.new_empty(b, dim, _n_chunks(L), N, dtype=torch.float32),
     )
