@@ -5,8 +5,8 @@ build), or ``mamba_ssm`` (the CUDA kernels of state-spaces' mamba_ssm package, w
 else ``ref``; on CPU ``ref``. It logs its choice once.
 
 :func:`causal_conv1d` is Mamba-1's conv over a whole sequence: our Triton kernels in the model's [B, S, D] layout
-(:mod:`hymba.kernels.scan.triton_conv`) wherever the scan backend is not ``ref`` and the tensors are on CUDA,
-else PyTorch's conv1d.
+(:mod:`hymba.kernels.scan.triton_conv`) where no gradient is needed (prefill, evaluation), the scan backend is
+not ``ref`` and the tensors are on CUDA; else PyTorch's conv1d (training), the choice logged once.
 
 The one-token decoding ops, :func:`selective_state_update` and :func:`causal_conv1d_update` (the Mamba-1 conv's
 state shift), have their own ``auto``: our fused Triton kernels (:mod:`hymba.kernels.scan.triton_step`) for
@@ -169,13 +169,18 @@ def selective_state_update(
 
 def causal_conv1d(x, weight, bias=None, valid=None, silu: bool = True, backend: str = "auto"):
     """Mamba-1's depthwise causal conv, x [B, S, D] -> u [B, S, D]; see ``causal_conv1d_ref``. ``backend`` is
-    the scan backend's name: ``ref`` runs PyTorch's conv1d; the others run the Triton kernels (forward and
-    backward) on CUDA, or under ``TRITON_INTERPRET=1``."""
+    the scan backend's name: ``ref`` runs PyTorch's conv1d; the others run the Triton kernel on CUDA (or under
+    ``TRITON_INTERPRET=1``) where no gradient is needed, PyTorch's conv1d where one is (our Triton backward
+    trained slower end to end on the H200, 2026-12-03: see benchmarks/results)."""
     chosen = resolve(backend, x.device.type)
     if chosen != "ref" and _has_triton() and (x.device.type == "cuda" or _interpreted()):
-        from hymba.kernels.scan.triton_conv import causal_conv1d_triton
+        params = (x, weight) if bias is None else (x, weight, bias)
+        if not (torch.is_grad_enabled() and any(t.requires_grad for t in params)):
+            log_choice("causal_conv1d", "triton", "no gradient needed")
+            from hymba.kernels.scan.triton_conv import causal_conv1d_triton
 
-        return causal_conv1d_triton(x, weight, bias, valid, silu)
+            return causal_conv1d_triton(x, weight, bias, valid, silu)
+        log_choice("causal_conv1d", "ref", "autograd: PyTorch's conv1d trains faster than the Triton backward")
     return causal_conv1d_ref(x, weight, bias, valid, silu)
 
 
