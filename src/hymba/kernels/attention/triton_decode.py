@@ -28,6 +28,8 @@ from torch import Tensor
 
 BLOCK_N = 64  # key slots per inner step
 NUM_WARPS = 4
+NUM_STAGES: int | None = None  # software-pipeline depth of the split kernel (None: Triton's default)
+PROGRAMS_PER_SM = 16  # split programs the key splits aim for per SM
 _SM_COUNT: dict[int, int] = {}
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -190,9 +192,9 @@ def _sm_count(device: torch.device) -> int:
 
 
 def n_splits_for(batch_kv_heads: int, slots: int, device: torch.device) -> int:
-    """Splits over the keys: programs for about 16 per SM (a few resident at a time: several waves, so the
-    last one's tail is short), no split under 4 key blocks."""
-    want = triton.cdiv(16 * _sm_count(device), batch_kv_heads)
+    """Splits over the keys: programs for about ``PROGRAMS_PER_SM`` per SM (a few resident at a time: several
+    waves, so the last one's tail is short), no split under 4 key blocks."""
+    want = triton.cdiv(PROGRAMS_PER_SM * _sm_count(device), batch_kv_heads)
     return max(1, min(want, triton.cdiv(slots, 4 * BLOCK_N)))
 
 
@@ -272,6 +274,7 @@ def _decode_attention(
         DVP=DVP,
         BLOCK=BLOCK_N,
         num_warps=NUM_WARPS,
+        **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
     )
     out = torch.empty(B, H, 1, DV, device=q.device, dtype=q.dtype)
     _combine_kernel[(B * HKV,)](
