@@ -2,10 +2,12 @@
 fraction of copy bandwidth (measured in the same run) that its time gives:
 
 - attention over each cache kind (a global cache of prompt + new tokens, a sliding-window ring), through our
-  Triton split kernel; ``--sweep`` also times its settings (``BLOCK_N``, ``NUM_WARPS``, ``NUM_STAGES``,
-  ``PROGRAMS_PER_SM`` of :mod:`hymba.kernels.attention.triton_decode`), the defaults first;
+  Triton split kernel; ``--sweep`` also times its settings (``BLOCK_N``, ``NUM_WARPS``, ``NUM_STAGES`` of
+  :mod:`hymba.kernels.attention.triton_decode`, their ``SHORT_`` twins for a ring, ``PROGRAMS_PER_SM``),
+  the defaults first;
 - every matmul of a layer's step at M = batch rows, as the model lays them out, and the alternatives worth a
-  layout change: the FFN's gate and up as one matmul, the LM head padded to a multiple of 64 rows.
+  layout change: the FFN's gate and up as one matmul, the LM head padded to a multiple of 64 rows (a padded
+  weight, or the logits written into padded rows as the model's decode step does).
 
 Each kernel is timed from a CUDA graph of many calls (no launch gaps, as in the graphed decode step), over
 enough distinct weight copies that the L2 cache holds none of them. One JSON line per measurement.
@@ -97,7 +99,8 @@ def matmul_cases(c, batch: int) -> dict[str, tuple[int, int]]:
     if c.ssm:
         cases |= {"x_proj": (c.ssm_dt_rank + 2 * c.d_state, c.d_inner), "dt_proj": (c.d_inner, c.ssm_dt_rank)}
     cases["lm_head"] = (c.vocab_size, d)
-    cases["lm_head_pad64"] = (-(-c.vocab_size // 64) * 64, d)
+    cases["lm_head_pad64"] = (-(-c.vocab_size // 64) * 64, d)  # a padded weight
+    cases["lm_head_out_pad64"] = cases["lm_head_pad64"]  # the vocabulary's rows, logits written padded
     return cases
 
 
@@ -129,11 +132,13 @@ def main() -> int:
             def run(_, x=x):
                 dec.attention_decode_triton(x["q"], x["k"], x["v"], x["spec"])
 
-            names = [*SWEEP, *SPLITS]
+            # a short cache (a sliding-window ring) runs on the SHORT_ settings
+            pre = "SHORT_" if x["slots"] <= dec.SHORT_SLOTS else ""
+            names = [*(pre + k for k in SWEEP), *SPLITS]
             defaults = {k: getattr(dec, k) for k in names}
             changes = [{}]
             if a.sweep:
-                changes += [dict(zip(SWEEP, vals)) for vals in itertools.product(*SWEEP.values())]
+                changes += [{pre + k: v for k, v in zip(SWEEP, vals)} for vals in itertools.product(*SWEEP.values())]
                 changes += [{k: v} for k, vals in SPLITS.items() for v in vals]
             for change in changes:
                 for k, v in change.items():
@@ -156,7 +161,18 @@ def main() -> int:
             nbytes = n_out * n_in * 2
             copies = max(2, -(-L2_BYTES // nbytes))
             ws = [torch.randn(n_out, n_in, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
-            us = graph_us(lambda i, ws=ws, x=x: F.linear(x, ws[i % len(ws)]), calls=max(20, copies))
+            if name == "lm_head_out_pad64":  # the model's decode logits: an aligned buffer, the vocabulary a view
+                ws = [w[: c.vocab_size] for w in ws]
+                out = x.new_empty(a.batch, n_out)[:, : c.vocab_size]
+
+                def fn(i, ws=ws, x=x, out=out):
+                    torch.mm(x, ws[i % len(ws)].t(), out=out)
+            else:
+
+                def fn(i, ws=ws, x=x):
+                    F.linear(x, ws[i % len(ws)])
+
+            us = graph_us(fn, calls=max(20, copies))
             report({"matmul": name, "out": n_out, "in": n_in}, us, nbytes)
             del ws
     return 0

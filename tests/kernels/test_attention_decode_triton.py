@@ -76,6 +76,16 @@ def test_decode_attention_matches_the_oracle(shape, window, with_valid, dtype):
     torch.testing.assert_close(attention_sdpa(q, k, v, spec).float(), want.float(), rtol=rtol, atol=atol)
 
 
+@pytest.mark.parametrize("short_slots", [0, 10**6], ids=["long-cache-settings", "short-cache-settings"])
+def test_both_cache_length_settings_match_the_oracle(short_slots, monkeypatch):
+    """Long caches (global layers) and short ones (sliding-window rings) run the split kernel with different
+    block, warp and stage settings; both give the oracle's result (here over a ring with padding)."""
+    monkeypatch.setattr(triton_decode, "SHORT_SLOTS", short_slots)
+    q, k, v, spec = _case(2, 4, 2, 300, 8, 16, 2, 37, True, torch.float32)
+    want = attention_naive(q, k, v, spec)
+    torch.testing.assert_close(attention_decode_triton(q, k, v, spec), want, rtol=1e-5, atol=1e-5)
+
+
 def test_splits_divide_the_keys_and_the_result_does_not_depend_on_them(monkeypatch):
     q, k, v, spec = _case(2, 4, 2, 300, 8, 8, 2, None, True, torch.float32)
     outs = []

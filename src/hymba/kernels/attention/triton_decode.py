@@ -26,9 +26,17 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-BLOCK_N = 64  # key slots per inner step
+# Split-kernel settings for caches longer than SHORT_SLOTS (global layers): key slots per inner step, warps,
+# software-pipeline depth (None: Triton's default). Measured on an H200 (benchmarks/decode_kernels.py --sweep,
+# Hymba-1.5B at batch 128): a global cache of 8,384 slots reads at the copy bandwidth with these.
+BLOCK_N = 64
 NUM_WARPS = 4
-NUM_STAGES: int | None = None  # software-pipeline depth of the split kernel (None: Triton's default)
+NUM_STAGES: int | None = None
+# ... and for caches of at most SHORT_SLOTS (sliding-window rings): a ring of 1,152 slots in 90 us against 96
+SHORT_SLOTS = 4096
+SHORT_BLOCK_N = 128
+SHORT_NUM_WARPS = 2
+SHORT_NUM_STAGES: int | None = 2
 PROGRAMS_PER_SM = 16  # split programs the key splits aim for per SM
 _SM_COUNT: dict[int, int] = {}
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -191,11 +199,18 @@ def _sm_count(device: torch.device) -> int:
     return _SM_COUNT[i]
 
 
+def settings_for(slots: int) -> tuple[int, int, int | None]:
+    """(key slots per inner step, warps, pipeline stages) of the split kernel for a cache of ``slots``."""
+    if slots <= SHORT_SLOTS:
+        return SHORT_BLOCK_N, SHORT_NUM_WARPS, SHORT_NUM_STAGES
+    return BLOCK_N, NUM_WARPS, NUM_STAGES
+
+
 def n_splits_for(batch_kv_heads: int, slots: int, device: torch.device) -> int:
     """Splits over the keys: programs for about ``PROGRAMS_PER_SM`` per SM (a few resident at a time: several
     waves, so the last one's tail is short), no split under 4 key blocks."""
     want = triton.cdiv(PROGRAMS_PER_SM * _sm_count(device), batch_kv_heads)
-    return max(1, min(want, triton.cdiv(slots, 4 * BLOCK_N)))
+    return max(1, min(want, triton.cdiv(slots, 4 * settings_for(slots)[0])))
 
 
 def _row_strides(t: Tensor) -> tuple[int, int]:
@@ -222,8 +237,9 @@ def _decode_attention(
         max(16, triton.next_power_of_2(DK)),
         max(16, triton.next_power_of_2(DV)),
     )
+    block, warps, stages = settings_for(S)
     n_splits = n_splits_for(B * HKV, S, q.device)
-    per_split = triton.cdiv(triton.cdiv(S, n_splits), BLOCK_N) * BLOCK_N
+    per_split = triton.cdiv(triton.cdiv(S, n_splits), block) * block
     n_splits = triton.cdiv(S, per_split)
     f32 = dict(device=q.device, dtype=torch.float32)
     m = torch.empty(B * HKV * n_splits, GP, **f32)
@@ -272,9 +288,9 @@ def _decode_attention(
         GP=GP,
         DKP=DKP,
         DVP=DVP,
-        BLOCK=BLOCK_N,
-        num_warps=NUM_WARPS,
-        **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
+        BLOCK=block,
+        num_warps=warps,
+        **({} if stages is None else {"num_stages": stages}),
     )
     out = torch.empty(B, H, 1, DV, device=q.device, dtype=q.dtype)
     _combine_kernel[(B * HKV,)](
@@ -300,4 +316,4 @@ def attention_decode_triton(q: Tensor, k: Tensor, v: Tensor, spec) -> Tensor:
     return _decode_attention(q, k, v, spec.q_pos, spec.k_pos, spec.k_meta, valid, window)
 
 
-__all__ = ["attention_decode_triton", "n_splits_for"]
+__all__ = ["attention_decode_triton", "n_splits_for", "settings_for"]
