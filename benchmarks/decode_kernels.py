@@ -2,8 +2,8 @@
 fraction of copy bandwidth (measured in the same run) that its time gives:
 
 - attention over each cache kind (a global cache of prompt + new tokens, a sliding-window ring), through our
-  Triton split kernel; ``--sweep`` also times its settings (``BLOCK_N``, ``NUM_WARPS``, ``NUM_STAGES`` of
-  :mod:`hymba.kernels.attention.triton_decode`, their ``SHORT_`` twins for a ring, ``PROGRAMS_PER_SM``),
+  Triton split kernel; ``--sweep`` also times its settings (``BLOCK_N``, ``NUM_WARPS``, ``NUM_STAGES``,
+  ``PROGRAMS_PER_SM`` of :mod:`hymba.kernels.attention.triton_decode`, their ``SHORT_`` twins for a ring),
   the defaults first;
 - every matmul of a layer's step at M = batch rows, as the model lays them out, and the alternatives worth a
   layout change: the FFN's gate and up as one matmul, the LM head padded to a multiple of 64 rows (a padded
@@ -36,8 +36,7 @@ from hymba.bench import copy_bandwidth, load_model_config  # noqa: E402
 from hymba.kernels.attention import MaskSpec  # noqa: E402
 from hymba.kernels.attention import triton_decode as dec  # noqa: E402
 
-SWEEP = {"BLOCK_N": (32, 64, 128), "NUM_WARPS": (2, 4, 8), "NUM_STAGES": (None, 2, 3, 4)}
-SPLITS = {"PROGRAMS_PER_SM": (4, 8, 32, 64)}
+SWEEP = {"BLOCK_N": (64, 128), "NUM_WARPS": (2, 4, 8), "NUM_STAGES": (2, 3, 4), "PROGRAMS_PER_SM": (4, 8, 16)}
 L2_BYTES = 256 * 2**20  # weight copies rotate past this many bytes (the H200's L2 is 50 MB)
 
 
@@ -112,6 +111,7 @@ def main() -> int:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--what", default="attention,matmul", help="attention, matmul (comma-separated)")
     p.add_argument("--sweep", action="store_true", help="also time the attention kernel's settings")
+    p.add_argument("--kinds", default="global,swa", help="cache kinds --sweep covers (comma-separated)")
     a = p.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("decode_kernels.py times CUDA kernels: no CUDA device here")
@@ -134,15 +134,15 @@ def main() -> int:
 
             # a short cache (a sliding-window ring) runs on the SHORT_ settings
             pre = "SHORT_" if x["slots"] <= dec.SHORT_SLOTS else ""
-            names = [*(pre + k for k in SWEEP), *SPLITS]
+            names = [pre + k for k in SWEEP]
             defaults = {k: getattr(dec, k) for k in names}
             changes = [{}]
-            if a.sweep:
+            if a.sweep and kind in a.kinds.split(","):
                 changes += [{pre + k: v for k, v in zip(SWEEP, vals)} for vals in itertools.product(*SWEEP.values())]
-                changes += [{k: v} for k, vals in SPLITS.items() for v in vals]
             for change in changes:
                 for k, v in change.items():
                     setattr(dec, k, v)
+                n_splits = dec.n_splits_for(a.batch * c.kv_heads, x["slots"], torch.device("cuda"))
                 try:
                     us = graph_us(run)
                 except Exception as e:  # a setting Triton cannot compile (shared memory): report, go on
@@ -151,7 +151,6 @@ def main() -> int:
                 finally:
                     for k, v in defaults.items():
                         setattr(dec, k, v)
-                n_splits = dec.n_splits_for(a.batch * c.kv_heads, x["slots"], torch.device("cuda"))
                 row = {"attention": kind, "slots": x["slots"], **defaults, **change, "n_splits": n_splits}
                 report(row, us, x["bytes"])
     if "matmul" in what:

@@ -41,6 +41,25 @@ def test_prefill_then_decode_equals_full_forward(row):
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
 
 
+def test_a_padded_lm_head_gives_the_same_logits():
+    """The graphed decoders' LM head on CUDA (a vocabulary of 61 rows padded to 64): the same logits, a view."""
+    torch.manual_seed(0)
+    m = HymbaLM(STRONG[13]).eval()
+    ids = torch.randint(0, 61, (2, 12))
+    w = m.lm_head.weight
+    head = w.new_zeros(64, w.shape[1])
+    head[:61] = w.detach()
+    assert m.padded_lm_head() is None  # CPU: no copy
+    with torch.no_grad():
+        _, c1 = m.prefill(ids, max_len=16)
+        _, c2 = m.prefill(ids, max_len=16)
+        for t in range(3):
+            want = m.decode_step_graphable(ids[:, t : t + 1], c1)
+            got = m.decode_step_graphable(ids[:, t : t + 1], c2, head=head)
+            assert got.shape == want.shape == (2, 1, 61)
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
 @pytest.fixture
 def triton_decode(monkeypatch):
     """Decode steps on the Triton kernels (SSM conv and state update, attention, RoPE, norms) whatever the device:

@@ -340,39 +340,42 @@ class HymbaLM(nn.Module):
         cache.length += 1
         return logits
 
-    def decode_step_graphable(self, ids: Tensor, cache: HybridCache) -> Tensor:
+    def decode_step_graphable(self, ids: Tensor, cache: HybridCache, head: Tensor | None = None) -> Tensor:
         """The device work of :meth:`decode_step` (ids [B, 1]): no host sync and no Python-side state, so
         that :class:`hymba.model.graphs.GraphedDecoder` can capture it once and replay it. Advances
-        ``cache.step`` and ``cache.next_pos`` in place; the caller advances ``cache.length``."""
+        ``cache.step`` and ``cache.next_pos`` in place; the caller advances ``cache.length``. ``head``: the
+        LM head's weight padded (:meth:`padded_lm_head`); the logits are then a view of the vocabulary's rows."""
         x = self.embed(ids)
         ctx = self._context(cache.next_pos[:, None], None, x.dtype, cache=cache, decoding=True)
         for layer in self.layers:
             x = layer.step(x, ctx)
         cache.step.add_(1)
         cache.next_pos.add_(1)
-        return self._decode_logits(rms_norm(x, self.norm.weight, self.norm.eps))
+        h = rms_norm(x, self.norm.weight, self.norm.eps)
+        if head is None:
+            return self.lm_head(h)
+        return F.linear(h, head)[..., : self.config.vocab_size]
 
-    def _decode_logits(self, h: Tensor) -> Tensor:
-        """The LM head of a decode step (h [B, 1, d_model]). On CUDA a vocabulary that is no multiple of 8 rows
-        (Hymba's 32,001) writes its logits into rows padded to a multiple of 64: with the unaligned row stride
-        cuBLAS takes a kernel about 4x slower (H200, batch 128: 134 against 32 us). The logits are a view of
-        that buffer, the same values."""
+    def padded_lm_head(self) -> Tensor | None:
+        """A copy of the LM head's weight with its rows padded to a multiple of 64, for decoding on CUDA when
+        the vocabulary is no multiple of 8 (Hymba's 32,001): at that width cuBLAS takes an unaligned kernel
+        about 4x slower (H200, batch 128: 134 against 34 us per step; writing the logits into padded rows
+        does not help, 134 us). None where no copy pays (CPU, an aligned vocabulary). The copy is
+        taken once per decoder (+102 MB for Hymba-1.5B) and does not follow later in-place edits of the weight."""
         w = self.lm_head.weight
         V = w.shape[0]
-        if h.device.type != "cuda" or V % 8 == 0:
-            return self.lm_head(h)
-        B = h.shape[0]
-        out = h.new_empty(B, -(-V // 64) * 64)[:, :V]
-        torch.mm(h.view(B, -1), w.t(), out=out)
-        return out.view(B, 1, V)
+        if w.device.type != "cuda" or V % 8 == 0:
+            return None
+        head = w.new_zeros(-(-V // 64) * 64, w.shape[1])
+        head[:V] = w.detach()
+        return head
 
     def decoder(
-        self, cache: HybridCache, cuda_graph: bool = False, compile: bool | str = False
+        self, cache: HybridCache, cuda_graph: bool = False, compile: bool = False
     ) -> Callable[[Tensor], Tensor]:
         """``step(next_ids) -> logits [B, 1, vocab]`` for a prefilled cache: :meth:`decode_step`, or the same
         step replayed from a CUDA graph (:class:`~hymba.model.graphs.GraphedDecoder`, captured here), with
-        ``compile`` the ``torch.compile``'d step captured (a string: the compile mode, e.g.
-        ``"max-autotune-no-cudagraphs"``, which also autotunes the step's matmuls)."""
+        ``compile`` the ``torch.compile``'d step captured."""
         if compile and not cuda_graph:
             raise ValueError("decoder(compile=True) compiles the step a CUDA graph captures: it needs cuda_graph=True")
         if not cuda_graph:

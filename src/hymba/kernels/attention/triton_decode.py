@@ -8,7 +8,8 @@ the ring buffer's out-of-order slots, pinned meta slots and empty slots need no 
 - Program (row b, KV head, split): the G = H / Hkv query heads of that KV head as the rows of one tile
   [max(16, G), Dk] (``tl.dot`` wants 16 rows; the pad rows are masked), K/V blocks of ``BLOCK_N`` slots
   streamed once, online softmax in fp32; the partial (max, sum, unnormalised output) of each split go to a
-  small fp32 buffer, and a second kernel combines the splits into the output in q's dtype.
+  small fp32 buffer, and a second kernel combines the splits into the output in q's dtype. With one split the
+  split kernel writes the output itself.
 - Head dims need not be powers of two (padded and masked); Dk and Dv may differ (Hymba: 64 and 128).
 - fp32 inputs take IEEE fp32 dots (no TF32), so fp32 decoding stays exact against the reference. (So do
   bf16 inputs under the interpreter, whose bf16 ``tl.dot`` returns garbage, seen with Triton 3.x.)
@@ -37,7 +38,8 @@ SHORT_SLOTS = 4096
 SHORT_BLOCK_N = 128
 SHORT_NUM_WARPS = 2
 SHORT_NUM_STAGES: int | None = 2
-PROGRAMS_PER_SM = 16  # split programs the key splits aim for per SM
+PROGRAMS_PER_SM = 16  # split programs the key splits aim for per SM (long caches; SHORT_: short ones)
+SHORT_PROGRAMS_PER_SM = 16
 _SM_COUNT: dict[int, int] = {}
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -54,6 +56,7 @@ def _split_kernel(
     m_ptr,
     l_ptr,
     o_ptr,
+    out_ptr,
     S,
     G,
     HKV,
@@ -81,6 +84,9 @@ def _split_kernel(
     s_ms,
     s_valb,
     s_vals,
+    s_ob,
+    s_oh,
+    s_od,
     HAS_VALID: tl.constexpr,
     HAS_WINDOW: tl.constexpr,
     IEEE: tl.constexpr,
@@ -88,6 +94,7 @@ def _split_kernel(
     DKP: tl.constexpr,
     DVP: tl.constexpr,
     BLOCK: tl.constexpr,
+    DIRECT: tl.constexpr,
 ):
     bh = tl.program_id(0)
     sp = tl.program_id(1)
@@ -142,10 +149,18 @@ def _split_kernel(
         else:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
-    row = bh * n_splits + sp  # only the G real heads' partials: the pad rows of the tile are never read
-    tl.store(m_ptr + row * GP + g, m_i, mask=mg)
-    tl.store(l_ptr + row * GP + g, l_i, mask=mg)
-    tl.store(o_ptr + (row * GP + g[:, None]) * DVP + dv[None, :], acc, mask=mg[:, None] & (dv[None, :] < DV))
+    if DIRECT:  # one split: the output itself (a query that sees no key, padding, gets zeros, not NaN)
+        out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        tl.store(
+            out_ptr + b * s_ob + (hk * G + g[:, None]) * s_oh + dv[None, :] * s_od,
+            out.to(out_ptr.dtype.element_ty),
+            mask=mg[:, None] & (dv[None, :] < DV),
+        )
+    else:
+        row = bh * n_splits + sp  # only the G real heads' partials: the pad rows of the tile are never read
+        tl.store(m_ptr + row * GP + g, m_i, mask=mg)
+        tl.store(l_ptr + row * GP + g, l_i, mask=mg)
+        tl.store(o_ptr + (row * GP + g[:, None]) * DVP + dv[None, :], acc, mask=mg[:, None] & (dv[None, :] < DV))
 
 
 @triton.jit
@@ -199,18 +214,20 @@ def _sm_count(device: torch.device) -> int:
     return _SM_COUNT[i]
 
 
-def settings_for(slots: int) -> tuple[int, int, int | None]:
-    """(key slots per inner step, warps, pipeline stages) of the split kernel for a cache of ``slots``."""
+def settings_for(slots: int) -> tuple[int, int, int | None, int]:
+    """(key slots per inner step, warps, pipeline stages, programs per SM) of the split kernel for a cache of
+    ``slots``."""
     if slots <= SHORT_SLOTS:
-        return SHORT_BLOCK_N, SHORT_NUM_WARPS, SHORT_NUM_STAGES
-    return BLOCK_N, NUM_WARPS, NUM_STAGES
+        return SHORT_BLOCK_N, SHORT_NUM_WARPS, SHORT_NUM_STAGES, SHORT_PROGRAMS_PER_SM
+    return BLOCK_N, NUM_WARPS, NUM_STAGES, PROGRAMS_PER_SM
 
 
 def n_splits_for(batch_kv_heads: int, slots: int, device: torch.device) -> int:
     """Splits over the keys: programs for about ``PROGRAMS_PER_SM`` per SM (a few resident at a time: several
     waves, so the last one's tail is short), no split under 4 key blocks."""
-    want = triton.cdiv(PROGRAMS_PER_SM * _sm_count(device), batch_kv_heads)
-    return max(1, min(want, triton.cdiv(slots, 4 * settings_for(slots)[0])))
+    block, _, _, per_sm = settings_for(slots)
+    want = triton.cdiv(per_sm * _sm_count(device), batch_kv_heads)
+    return max(1, min(want, triton.cdiv(slots, 4 * block)))
 
 
 def _row_strides(t: Tensor) -> tuple[int, int]:
@@ -237,14 +254,17 @@ def _decode_attention(
         max(16, triton.next_power_of_2(DK)),
         max(16, triton.next_power_of_2(DV)),
     )
-    block, warps, stages = settings_for(S)
+    block, warps, stages, _ = settings_for(S)
     n_splits = n_splits_for(B * HKV, S, q.device)
     per_split = triton.cdiv(triton.cdiv(S, n_splits), block) * block
     n_splits = triton.cdiv(S, per_split)
+    direct = n_splits == 1  # the split kernel writes the output: no partials, no combine
     f32 = dict(device=q.device, dtype=torch.float32)
-    m = torch.empty(B * HKV * n_splits, GP, **f32)
-    l_ = torch.empty(B * HKV * n_splits, GP, **f32)
-    o = torch.empty(B * HKV * n_splits, GP, DVP, **f32)
+    rows = 0 if direct else B * HKV * n_splits
+    m = torch.empty(rows, GP, **f32)
+    l_ = torch.empty(rows, GP, **f32)
+    o = torch.empty(rows, GP, DVP, **f32)
+    out = torch.empty(B, H, 1, DV, device=q.device, dtype=q.dtype)
     has_valid = k_valid.numel() > 0
     valid = k_valid if has_valid else k_pos
     meta = k_meta.view(torch.uint8) if k_meta.dtype == torch.bool else k_meta
@@ -260,6 +280,7 @@ def _decode_attention(
         m,
         l_,
         o,
+        out,
         S,
         G,
         HKV,
@@ -282,6 +303,9 @@ def _decode_attention(
         *_row_strides(k_pos),
         *_row_strides(meta),
         *_row_strides(valid),
+        out.stride(0),
+        out.stride(1),
+        out.stride(3),
         HAS_VALID=has_valid,
         HAS_WINDOW=window >= 0,
         IEEE=q.dtype == torch.float32 or (_INTERPRETED and q.dtype == torch.bfloat16),
@@ -289,13 +313,14 @@ def _decode_attention(
         DKP=DKP,
         DVP=DVP,
         BLOCK=block,
+        DIRECT=direct,
         num_warps=warps,
         **({} if stages is None else {"num_stages": stages}),
     )
-    out = torch.empty(B, H, 1, DV, device=q.device, dtype=q.dtype)
-    _combine_kernel[(B * HKV,)](
-        m, l_, o, out, G, HKV, DV, n_splits, out.stride(0), out.stride(1), out.stride(3), GP=GP, DVP=DVP
-    )
+    if not direct:
+        _combine_kernel[(B * HKV,)](
+            m, l_, o, out, G, HKV, DV, n_splits, out.stride(0), out.stride(1), out.stride(3), GP=GP, DVP=DVP
+        )
     return out
 
 
