@@ -34,7 +34,9 @@ class GraphedDecoder:
         if cache.next_pos is None or cache.next_pos.device.type != "cuda":
             raise ValueError("GraphedDecoder needs a cache prefilled on a CUDA device")
         self.model, self.cache = model, cache
-        step = partial(model.decode_step_graphable, head=model.padded_lm_head())
+        # the graph reads this copy at replay: held here, or its memory would go back to the allocator
+        self.head = model.padded_lm_head()
+        step = partial(model.decode_step_graphable, head=self.head)
         if compile:
             # every model instance (and batch) is a recompile of the one method; past dynamo's default limit
             # of 8 it would silently run eagerly
