@@ -28,6 +28,20 @@ NUM_WARPS = 4
 
 
 @triton.jit
+def _tap(x_ptr, valid_ptr, b, t, d, dm, S, s_xb, s_xt, s_vb, s_vt, k, K: tl.constexpr, HAS_VALID: tl.constexpr):
+    """The inputs [BT, BD] tap ``k`` reads for outputs t: x[t - (K - 1) + k], fp32, zero before position 0,
+    past S and (``HAS_VALID``) at padding."""
+    tk = t - (K - 1) + k
+    m = (tk >= 0) & (tk < S)
+    xv = tl.load(x_ptr + b * s_xb + tk[:, None] * s_xt + d[None, :], mask=m[:, None] & dm[None, :], other=0.0)
+    xv = xv.to(tl.float32)
+    if HAS_VALID:
+        keep = tl.load(valid_ptr + b * s_vb + tk * s_vt, mask=m, other=0)
+        xv = tl.where(keep[:, None] != 0, xv, 0.0)
+    return xv
+
+
+@triton.jit
 def _conv_fwd_kernel(
     x_ptr,
     w_ptr,
@@ -57,14 +71,7 @@ def _conv_fwd_kernel(
     dm = d < DIM
     acc = tl.zeros((BT, BD), dtype=tl.float32)
     for k in tl.static_range(K):
-        tk = t - (K - 1) + k  # the input this tap reads; before position 0 the conv sees zeros
-        m = (tk >= 0) & (tk < S)
-        xv = tl.load(x_ptr + b * s_xb + tk[:, None] * s_xt + d[None, :], mask=m[:, None] & dm[None, :], other=0.0).to(
-            tl.float32
-        )
-        if HAS_VALID:
-            keep = tl.load(valid_ptr + b * s_vb + tk * s_vt, mask=m, other=0)
-            xv = tl.where(keep[:, None] != 0, xv, 0.0)
+        xv = _tap(x_ptr, valid_ptr, b, t, d, dm, S, s_xb, s_xt, s_vb, s_vt, k, K, HAS_VALID)
         w = tl.load(w_ptr + d * s_wd + k * s_wk, mask=dm, other=0.0).to(tl.float32)
         acc += xv * w[None, :]
     if HAS_BIAS:
@@ -144,14 +151,7 @@ def _conv_bwd_grad_kernel(
     part = b * s_pb + pt * s_pt
     tl.store(db_ptr + part + d, tl.sum(g, axis=0), mask=dm)
     for k in tl.static_range(K):
-        tk = t - (K - 1) + k
-        m = (tk >= 0) & (tk < S)
-        xv = tl.load(x_ptr + b * s_xb + tk[:, None] * s_xt + d[None, :], mask=m[:, None] & dm[None, :], other=0.0).to(
-            tl.float32
-        )
-        if HAS_VALID:
-            keep = tl.load(valid_ptr + b * s_vb + tk * s_vt, mask=m, other=0)
-            xv = tl.where(keep[:, None] != 0, xv, 0.0)
+        xv = _tap(x_ptr, valid_ptr, b, t, d, dm, S, s_xb, s_xt, s_vb, s_vt, k, K, HAS_VALID)
         tl.store(dw_ptr + (part + d) * K + k, tl.sum(g * xv, axis=0), mask=dm)
 
 
