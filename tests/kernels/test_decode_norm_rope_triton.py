@@ -89,3 +89,29 @@ def test_rotary_of_q_and_k_matches_the_reference(h, hkv, d, dtype):
         close(ko, rotary_ref(k, cos, sin))
     else:
         assert ko is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("rows_of_cos", [1, 2], ids=["shared-positions", "per-row-positions"])
+def test_rotary_of_a_prompt_matches_the_reference(rows_of_cos, dtype):
+    """A prefill's RoPE (T tokens, q and k views of one [B, T, W] projection): the reference's values, in the
+    [B, T, H, D] memory PyTorch's ops give; the fake implementation (what torch.compile traces) agrees."""
+    torch.manual_seed(7)
+    B, T, h, hkv, d = 2, 9, 5, 1, 16
+    proj = torch.randn(B, T, (h + hkv) * d + 3, device=DEVICE, dtype=dtype)
+    q = proj[..., : h * d].view(B, T, h, d).transpose(1, 2)
+    k = proj[..., h * d : (h + hkv) * d].view(B, T, hkv, d).transpose(1, 2)
+    pos = torch.arange(T, device=DEVICE).expand(rows_of_cos, T) + torch.arange(rows_of_cos, device=DEVICE)[:, None] * 40
+    freqs = pos.float()[..., None] / 10000 ** (torch.arange(0, d, 2, device=DEVICE) / d)
+    emb = torch.cat([freqs, freqs], -1)[:, None]
+    cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
+    qo, ko = rotary_qk_triton(q, k, cos, sin)
+    close(qo, rotary_ref(q, cos, sin))
+    close(ko, rotary_ref(k, cos, sin))
+    assert (qo.float() - q.float()).abs().max() > 0.1  # rotated
+    assert qo.transpose(1, 2).is_contiguous() and ko.transpose(1, 2).is_contiguous()
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fq, fk = torch.ops.hymba.rotary_qk(*(mode.from_tensor(t) for t in (q, k, cos, sin)))
+    assert fq.shape == qo.shape and fq.stride() == qo.stride() and fk.stride() == ko.stride()
+    with pytest.raises(ValueError, match="broadcast"):
+        rotary_qk_triton(q, k, cos[..., :4, :], sin[..., :4, :])

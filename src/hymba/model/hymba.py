@@ -88,13 +88,15 @@ class HymbaBlock(nn.Module):
         c = self.c
         B, S = q.shape[:2]
         q = q.view(B, S, c.n_heads, c.qk_head_dim).transpose(1, 2)  # (B, H, S, Dk)
-        if c.rope:
-            q = Rotary.apply(q, ctx.cos, ctx.sin)
         if self.plan.has_kv:
             k = k.view(B, S, c.kv_heads, c.qk_head_dim).transpose(1, 2)  # (B, Hkv, S, Dk)
             v = v.view(B, S, c.kv_heads, c.value_head_dim).transpose(1, 2)  # (B, Hkv, S, Dv)
-            if c.rope:
-                k = Rotary.apply(k, ctx.cos, ctx.sin)
+        if c.rope and not torch.is_grad_enabled():  # prefill, evaluation: one op for q and k (a kernel on CUDA)
+            q, k = rotary_qk(q, k if self.plan.has_kv else None, ctx.cos, ctx.sin)
+        elif c.rope:
+            q = Rotary.apply(q, ctx.cos, ctx.sin)
+            k = Rotary.apply(k, ctx.cos, ctx.sin) if self.plan.has_kv else k
+        if self.plan.has_kv:
             spec = ctx.spec.with_window(self.plan.window)
             if ctx.cache is not None:
                 k, v, spec = self._cache_kv(k, v, spec, ctx)

@@ -71,9 +71,9 @@ def _decode_triton(q, k, v, spec: MaskSpec):
 
 
 def rotary_qk(q, k, cos, sin):
-    """One decoding token's RoPE: q [B, H, 1, Dk] and k [B, Hkv, 1, Dk] (or None) by cos, sin [B, 1, 1, Dk];
-    :func:`~hymba.kernels.attention.ref.rotary_ref` on each. Where ``auto`` decodes on Triton (CUDA), one kernel
-    rotates both (:mod:`hymba.kernels.attention.triton_rope`)."""
+    """RoPE of q [B, H, T, Dk] and k [B, Hkv, T, Dk] (or None) by cos, sin [B, 1, T, Dk], without autograd
+    (a decode step, a prefill): :func:`~hymba.kernels.attention.ref.rotary_ref` on each. Where ``auto`` decodes
+    on Triton (CUDA), one kernel rotates both (:mod:`hymba.kernels.attention.triton_rope`)."""
     if _auto_decode(q.device.type) == "triton":
         from hymba.kernels.attention.triton_rope import rotary_qk_triton
 

@@ -1,5 +1,6 @@
-"""Rotary embedding of one decoding token's queries and keys in one Triton kernel (PyTorch's rotate-half takes
-five kernels per tensor: two products, a negation, a concatenation and a sum).
+"""Rotary embedding of queries and keys in one Triton kernel (PyTorch's rotate-half takes five kernels per
+tensor: two products, a negation, a concatenation and a sum): one decoding token per row, or a whole prompt in
+a forward without autograd (prefill, evaluation).
 
 Semantics of :func:`hymba.kernels.attention.ref.rotary_ref` (Llama's rotate-half layout), rounding included:
 x * cos and rotate_half(x) * sin each rounded to the input dtype, then their sum. A ``torch.library`` custom
@@ -16,8 +17,32 @@ from torch import Tensor
 
 
 @triton.jit
-def _rope_kernel(q_ptr, k_ptr, cos_ptr, sin_ptr, qo_ptr, ko_ptr, H, HK, D, s_qb, s_kb, s_cb, s_sb, BLOCK: tl.constexpr):
-    b = tl.program_id(0)
+def _rope_kernel(
+    q_ptr,
+    k_ptr,
+    cos_ptr,
+    sin_ptr,
+    qo_ptr,
+    ko_ptr,
+    T,
+    H,
+    HK,
+    D,
+    s_qb,
+    s_qt,
+    s_qh,
+    s_kb,
+    s_kt,
+    s_kh,
+    s_cb,
+    s_ct,
+    s_sb,
+    s_st,
+    BLOCK: tl.constexpr,
+):
+    bt = tl.program_id(0)  # (row, token)
+    b = bt // T
+    t = bt % T
     h = tl.program_id(1)  # query heads 0..H-1, then the key heads
     c = tl.arange(0, BLOCK)
     half = D // 2
@@ -28,53 +53,61 @@ def _rope_kernel(q_ptr, k_ptr, cos_ptr, sin_ptr, qo_ptr, ko_ptr, H, HK, D, s_qb,
     mk = (c < D) & (hv >= H)
     hq = tl.minimum(h, H - 1)
     hk = tl.maximum(h - H, 0)
-    qs = q_ptr + b * s_qb + hq * D
-    ks = k_ptr + b * s_kb + hk * D
+    qs = q_ptr + b * s_qb + t * s_qt + hq * s_qh
+    ks = k_ptr + b * s_kb + t * s_kt + hk * s_kh
     x = tl.load(qs + c, mask=mq, other=0.0).to(tl.float32) + tl.load(ks + c, mask=mk, other=0.0).to(tl.float32)
     xp = tl.load(qs + partner, mask=mq, other=0.0).to(tl.float32)
     xp += tl.load(ks + partner, mask=mk, other=0.0).to(tl.float32)
     rot = tl.where(c < half, -xp, xp)
     m = c < D
-    cos = tl.load(cos_ptr + b * s_cb + c, mask=m, other=0.0).to(tl.float32)
-    sin = tl.load(sin_ptr + b * s_sb + c, mask=m, other=0.0).to(tl.float32)
+    cos = tl.load(cos_ptr + b * s_cb + t * s_ct + c, mask=m, other=0.0).to(tl.float32)
+    sin = tl.load(sin_ptr + b * s_sb + t * s_st + c, mask=m, other=0.0).to(tl.float32)
     dt = qo_ptr.dtype.element_ty
     y = ((x * cos).to(dt).to(tl.float32) + (rot * sin).to(dt).to(tl.float32)).to(dt)
-    tl.store(qo_ptr + (b * H + hq) * D + c, y, mask=mq)
-    tl.store(ko_ptr + (b * HK + hk) * D + c, y, mask=mk)
+    tl.store(qo_ptr + (bt * H + hq) * D + c, y, mask=mq)  # [B, T, H, D] memory
+    tl.store(ko_ptr + (bt * HK + hk) * D + c, y, mask=mk)
 
 
-def _row(t: Tensor, D: int) -> Tensor:
-    """[B, ..., D] with each row's heads contiguous -> [B, n * D] (a view when strides allow, else a copy)."""
-    t = t.reshape(t.shape[0], -1)
-    return t if t.stride(-1) == 1 else t.contiguous()
+def _bt_strides(t: Tensor) -> tuple[int, int]:
+    """Strides (row, token) of a [B or 1, 1, T, D] cos/sin table; a broadcast row or token has stride 0."""
+    return (0 if t.shape[0] == 1 else t.stride(0)), (0 if t.shape[2] == 1 else t.stride(2))
 
 
 @torch.library.custom_op("hymba::rotary_qk", mutates_args=())
 def _rotary_qk(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
-    B, H, _, D = q.shape
+    B, H, T, D = q.shape
     Hk = k.shape[1] if k.numel() else 0
-    qo = torch.empty(B, H, 1, D, device=q.device, dtype=q.dtype)
-    ko = torch.empty(B, Hk, 1, D, device=q.device, dtype=q.dtype)
-    qr = _row(q, D)
-    kr = _row(k, D) if Hk else qr
-    cr, sr = _row(cos, D), _row(sin, D)
-    _rope_kernel[(B, H + Hk)](
-        qr, kr, cr, sr, qo, ko, H, Hk, D, qr.stride(0), kr.stride(0), cr.stride(0), sr.stride(0),
+    if q.stride(3) != 1:
+        q = q.contiguous()
+    if Hk and k.stride(3) != 1:
+        k = k.contiguous()
+    cos = cos if cos.stride(3) == 1 else cos.contiguous()
+    sin = sin if sin.stride(3) == 1 else sin.contiguous()
+    qo = torch.empty(B, T, H, D, device=q.device, dtype=q.dtype)
+    ko = torch.empty(B, T, Hk, D, device=q.device, dtype=q.dtype)
+    kk = k if Hk else q
+    _rope_kernel[(B * T, H + Hk)](
+        q, kk, cos, sin, qo, ko, T, H, Hk, D,
+        q.stride(0), q.stride(2), q.stride(1), kk.stride(0), kk.stride(2), kk.stride(1),
+        *_bt_strides(cos), *_bt_strides(sin),
         BLOCK=triton.next_power_of_2(D),
     )  # fmt: skip
-    return qo, ko
+    return qo.transpose(1, 2), ko.transpose(1, 2)
 
 
 @_rotary_qk.register_fake
 def _(q, k, cos, sin):
-    return torch.empty_like(q), q.new_empty(q.shape[0], k.shape[1] if k.numel() else 0, 1, q.shape[3])
+    B, H, T, D = q.shape
+    Hk = k.shape[1] if k.numel() else 0
+    return q.new_empty(B, T, H, D).transpose(1, 2), q.new_empty(B, T, Hk, D).transpose(1, 2)
 
 
 def rotary_qk_triton(q: Tensor, k: Tensor | None, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor | None]:
-    """One token's q [B, H, 1, D] and k [B, Hkv, 1, D] (or None) rotated by cos, sin [B, 1, 1, D]; each head's
-    D values contiguous (the views of the input projection are). Returns contiguous q and k."""
-    if q.shape[2] != 1 or cos.shape[0] != q.shape[0]:
-        raise ValueError(f"rotary_qk takes one token per row: q {tuple(q.shape)}, cos {tuple(cos.shape)}")
+    """q [B, H, T, D] and k [B, Hkv, T, D] (or None) rotated by cos, sin [B or 1, 1, T, D]. Returns q and k
+    in [B, T, H, D] memory seen as [B, H, T, D] (the layout PyTorch's ops give views of the input projection)."""
+    B, _, T, D = q.shape
+    if cos.shape[0] not in (1, B) or cos.shape[2] not in (1, T) or cos.shape[3] != D or sin.shape != cos.shape:
+        raise ValueError(f"rotary_qk: cos/sin {tuple(cos.shape)} do not broadcast to q {tuple(q.shape)}")
     qo, ko = _rotary_qk(q, q.new_empty(0) if k is None else k, cos, sin)
     return qo, (None if k is None else ko)
 
