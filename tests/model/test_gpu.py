@@ -67,6 +67,28 @@ def test_graphed_decoding_equals_eager_decoding(row):
     assert graph_cache.length == eager_cache.length == 70
 
 
+def test_a_graphed_decoder_keeps_alive_what_its_graph_reads():
+    """A tensor made for the capture and then dropped (once: the padded LM head of a vocabulary of 101) goes
+    back to the allocator while the graph still reads it. Fill freed memory of its size with NaN: replays must
+    still equal the eager steps."""
+    import gc
+
+    from hymba import GraphedDecoder
+
+    m = HymbaLM(row_config(13, "tiny", vocab_size=101, window=16, init_std=0.2)).cuda().eval()
+    ids = torch.randint(0, 101, (3, 30), device="cuda")
+    with torch.no_grad():
+        _, eager_cache = m.prefill(ids[:, :20], max_len=30)
+        _, graph_cache = m.prefill(ids[:, :20], max_len=30)
+        step = GraphedDecoder(m, graph_cache)
+        gc.collect()
+        head = m.padded_lm_head()
+        junk = [torch.full_like(head, float("nan")) for _ in range(64)]  # takes any freed block of that size
+        for t in range(20, 30):
+            torch.testing.assert_close(step(ids[:, t]), m.decode_step(ids[:, t], eager_cache), msg=f"step {t}")
+    del junk
+
+
 def test_generate_from_a_cuda_graph_gives_the_eager_tokens():
     m = HymbaLM(row_config(13, "tiny", vocab_size=101, window=16)).cuda().eval()
     ids = torch.randint(1, 101, (2, 12), device="cuda")
