@@ -1,0 +1,26 @@
+"""Benchmark scripts that run on CPU: a smoke run at tiny shapes, with the values that must hold checked."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_generation_compare_runs_ours_and_transformers_llama_of_row_6s_shape():
+    pytest.importorskip("transformers")
+    cmd = [sys.executable, "benchmarks/generation_compare.py", "--models", "row6,row13,hf-row6", "--preset", "tiny"]
+    cmd += ["--device", "cpu", "--prompt-len", "24", "--batch", "2", "--new-tokens", "3"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True).stdout
+    rows = {r["model"]: r for r in map(json.loads, out.splitlines()) if "model" in r}
+    assert set(rows) == {"row6", "row13", "hf-row6"}
+    assert not [r["error"] for r in rows.values() if "error" in r]
+    for r in rows.values():
+        assert r["tokens_per_s"] > 0 and r["batch_used"] == 2 and r["new_tokens"] == 3
+    # built to row 6's shape: the same parameters and the same bytes per decode step (weights + K/V)
+    assert rows["hf-row6"]["params_m"] == rows["row6"]["params_m"]
+    assert rows["hf-row6"]["step_gb"] == pytest.approx(rows["row6"]["step_gb"], rel=1e-9)
+    assert rows["row13"]["state_gb"] > 0 and rows["row6"]["state_gb"] == 0
