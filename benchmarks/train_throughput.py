@@ -5,13 +5,22 @@ GPU memory. The rows train on the scale's own data, as in ``hymba ablate``.
 
     python benchmarks/train_throughput.py --preset seed --rows 1,6,13 --backends ref/sdpa,triton/flex,mamba_ssm/flex
     (--set train.batch_size=32 --set train.compile=true: any scale setting, as for `hymba ablate`)
+    python benchmarks/train_throughput.py --rows 6 --hf-llama --matmul-peak   # + transformers' Llama, + MFU
+                                                                              #   against a measured matmul peak
+
+``--hf-llama`` also trains transformers' ``LlamaForCausalLM`` built to row 6's shape (the ``hf`` extra), eager
+and compiled, in a plain loop with the scale's batch, sequence, AdamW (fused on CUDA) and precision, on random
+tokens. ``--matmul-peak`` measures a bf16 matmul's FLOP/s in this run (8192 cubed on CUDA) and adds each row's
+MFU against it (``mfu_measured_peak``) beside the MFU against the GPU's spec peak.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -19,6 +28,7 @@ import torch
 from hymba.ablation.settings import AblationSettings
 from hymba.cli.args import add_set_arg
 from hymba.config import RunConfig
+from hymba.data import prepare
 from hymba.runtime import peak_flops, resolve_device
 from hymba.train import train
 
@@ -53,6 +63,82 @@ def measure(settings: AblationSettings, row: int, scan: str, attn: str) -> dict:
     return out
 
 
+def matmul_peak(device: torch.device, n: int = 8192, reps: int = 20) -> float:
+    """FLOP/s of a bf16 n x n x n matmul on ``device``, measured now."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_hf_llama(settings: AblationSettings, compiled: bool, steps: int, warmup: int) -> dict:
+    """transformers' Llama of row 6's shape (the vocabulary of the scale's tokenizer, as the trainer's) trained in
+    a plain loop at the scale's shapes, on random tokens."""
+    import transformers
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from generation_compare import hf_llama_config
+
+    device = resolve_device(settings.train.device)
+    tc = settings.train
+    c = settings.row_model(6).replace(vocab_size=prepare(settings.data).vocab_size)  # the trainer's vocabulary
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(hf_llama_config(c)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=device.type == "cuda")
+    f = torch.compile(model) if compiled else model
+    bf16 = device.type == "cuda" and tc.precision in ("auto", "bf16")
+    x = torch.randint(0, c.vocab_size, (tc.batch_size, tc.seq_len + 1), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = f(input_ids=x[:, :-1], labels=x[:, 1:]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    warm_s = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    dt = (time.perf_counter() - t0) / steps
+    n = sum(p.numel() for p in model.parameters())
+    tok_s = tc.batch_size * tc.seq_len / dt
+    peak = peak_flops(device, tc.peak_flops)
+    out = {
+        "model": "transformers Llama, row 6's shape",
+        "compiled": compiled,
+        "preset": settings.preset,
+        "batch": tc.batch_size,
+        "seq": tc.seq_len,
+        "tokens_per_s": tok_s,
+        "mfu": 6 * n * tok_s / peak if peak else None,  # 6N per token (attention FLOPs left out)
+        "params_m": n / 1e6,
+        "warmup_s": warm_s,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        out.update(gpu=torch.cuda.get_device_name(device), peak_mem_gb=torch.cuda.max_memory_allocated(device) / 1e9)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="seed", help="scale of roadmap.toml (default: %(default)s)")
@@ -64,6 +150,8 @@ def main() -> None:
     )
     p.add_argument("--steps", type=int, default=20, help="timed optimizer steps (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: %(default)s)")
+    p.add_argument("--hf-llama", action="store_true", help="also transformers' Llama of row 6's shape")
+    p.add_argument("--matmul-peak", action="store_true", help="also MFU against a bf16 matmul peak measured now")
     add_set_arg(
         p,
         "override a setting of the scale (repeatable)",
@@ -80,6 +168,16 @@ def main() -> None:
             "train.progress=false",
         ],
     )
+    device = resolve_device(settings.train.device)
+    measured = matmul_peak(device) if args.matmul_peak else None
+    if measured:
+        print(json.dumps({"matmul_peak_flops": measured, "device": str(device)}), flush=True)
+
+    def emit(r: dict) -> None:
+        if measured and r.get("mfu") is not None and r.get("peak_flops", peak_flops(device, 0.0)):
+            r["mfu_measured_peak"] = r["mfu"] * r.get("peak_flops", peak_flops(device, 0.0)) / measured
+        print(json.dumps(r), flush=True)
+
     for row in map(int, args.rows.split(",")):
         for pair in args.backends.split(","):
             scan, attn = pair.split("/")
@@ -87,7 +185,15 @@ def main() -> None:
                 r = measure(settings, row, scan, attn)
             except Exception as e:  # one failing combination must not hide the others
                 r = {"row": row, "scan": scan, "attn": attn, "error": f"{type(e).__name__}: {e}"[:300]}
-            print(json.dumps(r), flush=True)
+            emit(r)
+    if args.hf_llama:
+        for compiled in (False, True) if device.type == "cuda" else (False,):
+            try:
+                r = measure_hf_llama(settings, compiled, args.steps, args.warmup)
+            except Exception as e:
+                r = {"model": "transformers Llama, row 6's shape", "compiled": compiled}
+                r["error"] = f"{type(e).__name__}: {e}"[:300]
+            emit(r)
 
 
 if __name__ == "__main__":

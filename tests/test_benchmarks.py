@@ -24,3 +24,15 @@ def test_generation_compare_runs_ours_and_transformers_llama_of_row_6s_shape():
     assert rows["hf-row6"]["params_m"] == rows["row6"]["params_m"]
     assert rows["hf-row6"]["step_gb"] == pytest.approx(rows["row6"]["step_gb"], rel=1e-9)
     assert rows["row13"]["state_gb"] > 0 and rows["row6"]["state_gb"] == 0
+
+
+def test_train_throughput_trains_transformers_llama_of_row_6s_shape():
+    pytest.importorskip("transformers")
+    cmd = [sys.executable, "benchmarks/train_throughput.py", "--preset", "tiny", "--rows", "6", "--steps", "2"]
+    cmd += ["--warmup", "1", "--hf-llama", "--set", "train.device=cpu", "--set", "train.batch_size=2"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True).stdout
+    ours, hf = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert "error" not in ours and "error" not in hf, (ours, hf)
+    assert hf["params_m"] == ours["params_m"]  # row 6's shape, the trainer's vocabulary
+    assert (hf["batch"], hf["seq"]) == (ours["batch"], ours["seq"]) == (2, 64)
+    assert hf["tokens_per_s"] > 0 and ours["tokens_per_s"] > 0
