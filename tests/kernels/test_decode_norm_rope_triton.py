@@ -15,8 +15,14 @@ pytest.importorskip("triton")
 
 from hymba.kernels.attention import rotary_ref  # noqa: E402
 from hymba.kernels.attention.triton_rope import rotary_qk_triton  # noqa: E402
-from hymba.kernels.norm import rms_norm, rms_norm_mean, rms_norm_split  # noqa: E402
-from hymba.kernels.norm.ref import add_rms_norm_ref, rms_norm_mean_ref, rms_norm_ref, rms_norm_split_ref  # noqa: E402
+from hymba.kernels.norm import rms_norm, rms_norm_mean, rms_norm_split, silu_mul  # noqa: E402
+from hymba.kernels.norm.ref import (  # noqa: E402
+    add_rms_norm_ref,
+    rms_norm_mean_ref,
+    rms_norm_ref,
+    rms_norm_split_ref,
+    silu_mul_ref,
+)
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -115,3 +121,18 @@ def test_rotary_of_a_prompt_matches_the_reference(rows_of_cos, dtype):
     assert fq.shape == qo.shape and fq.stride() == qo.stride() and fk.stride() == ko.stride()
     with pytest.raises(ValueError, match="broadcast"):
         rotary_qk_triton(q, k, cos[..., :4, :], sin[..., :4, :])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("shape", [(3, 1, 5504), (2, 7, 37), (1, 1, 3)], ids=str)
+def test_silu_mul_matches_the_reference(shape, dtype):
+    """SwiGLU's SiLU(gate) x up of the gate and up projections (views of wider outputs, as strided rows),
+    widths past one 1024-column block and below it."""
+    torch.manual_seed(sum(shape))
+    g = (torch.randn(*shape[:-1], shape[-1] + 5, device=DEVICE) * 3).to(dtype)[..., 5:]
+    u = torch.randn(*shape, device=DEVICE, dtype=dtype)
+    got = silu_mul(g, u, backend="triton")
+    close(got, silu_mul_ref(g, u))
+    assert got.is_contiguous() and got.shape == shape
+    with pytest.raises(ValueError, match="differ"):
+        silu_mul(g, u[..., :-1], backend="triton")

@@ -1,8 +1,10 @@
-"""RMSNorm of the decode step: ``ref`` (plain PyTorch, :mod:`hymba.kernels.norm.ref`, any device) or ``triton``
-(one fused kernel per norm site, :mod:`hymba.kernels.norm.triton`; CUDA, or CPU under ``TRITON_INTERPRET=1``).
+"""RMSNorm (and SwiGLU's SiLU product) of the decode step and of forwards without autograd: ``ref`` (plain
+PyTorch, :mod:`hymba.kernels.norm.ref`, any device) or ``triton`` (one fused kernel per site,
+:mod:`hymba.kernels.norm.triton`; CUDA, or CPU under ``TRITON_INTERPRET=1``).
 
 ``auto`` takes ``triton`` for CUDA tensors when Triton is importable, else ``ref``, and logs its choice once.
-Training keeps :class:`hymba.model.layers.RMSNorm` (autograd); these serve the no-grad decode step.
+Training keeps :class:`hymba.model.layers.RMSNorm` and PyTorch's SiLU (autograd); these serve decoding,
+prefill and evaluation.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import importlib.util
 import os
 
 from hymba.kernels import BackendUnavailable, log_choice
-from hymba.kernels.norm.ref import add_rms_norm_ref, rms_norm_mean_ref, rms_norm_ref, rms_norm_split_ref
+from hymba.kernels.norm.ref import add_rms_norm_ref, rms_norm_mean_ref, rms_norm_ref, rms_norm_split_ref, silu_mul_ref
 
 BACKENDS = ("auto", "ref", "triton")
 _TRITON = importlib.util.find_spec("triton") is not None  # looked up once: the dispatch runs in compiled steps
@@ -64,4 +66,13 @@ def rms_norm_split(x, weights, eps: float, backend: str = "auto"):
     return rms_norm_split_ref(x, tuple(weights), eps)
 
 
-__all__ = ["rms_norm", "rms_norm_mean", "rms_norm_split", "resolve", "BACKENDS"]
+def silu_mul(g, u, backend: str = "auto"):
+    """SwiGLU's F.silu(g) * u for g, u [..., W] of one dtype, in one kernel on Triton."""
+    if resolve(backend, g.device.type) == "triton":
+        from hymba.kernels.norm.triton import silu_mul_triton
+
+        return silu_mul_triton(g, u)
+    return silu_mul_ref(g, u)
+
+
+__all__ = ["rms_norm", "rms_norm_mean", "rms_norm_split", "silu_mul", "resolve", "BACKENDS"]

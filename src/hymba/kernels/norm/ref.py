@@ -30,3 +30,8 @@ def rms_norm_split_ref(x: Tensor, weights: tuple[Tensor, ...], eps: float) -> tu
     """x [..., sum W_i] split into consecutive parts of the weights' widths, each normalised on its own."""
     parts = x.split([w.shape[0] for w in weights], dim=-1)
     return tuple(rms_norm_ref(p, w, eps) for p, w in zip(parts, weights))
+
+
+def silu_mul_ref(g: Tensor, u: Tensor) -> Tensor:
+    """SwiGLU's product before its down projection: F.silu(g) * u, in their dtype."""
+    return F.silu(g) * u

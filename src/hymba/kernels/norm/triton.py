@@ -4,7 +4,9 @@ casts of input and weight, the norm, the cast back) and more for the glue around
 - :func:`rms_norm_triton`: rows of x, optionally after adding a residual (the sum is returned too);
 - :func:`rms_norm_mean_triton`: (norm(a) + norm(b)) / 2, the mean fusion of the two branches (paper Eq. 3);
 - :func:`rms_norm_split_triton`: the three parts of one row (Mamba-1's dt, B and C) normalised each with its
-  own weight, written side by side into one tensor.
+  own weight, written side by side into one tensor;
+- :func:`silu_mul_triton`: SwiGLU's SiLU(gate) x up, one kernel where PyTorch runs two (not a norm, but the
+  same kind of no-grad glue around the FFN's matmuls).
 
 Semantics are those of :mod:`hymba.kernels.norm.ref`, rounding included: normalised and scaled in fp32, each
 result rounded to the input dtype where PyTorch rounds it. Inputs are [R, W] with any row stride (unit
@@ -82,6 +84,18 @@ def _split_kernel(x_ptr, w0_ptr, w1_ptr, w2_ptr, out_ptr, W0, W1, W2, eps, s_x, 
     w += tl.load(w2_ptr + c, mask=m & (pv == 2), other=0.0).to(tl.float32)
     y = _normed(x, w, m, width, eps)
     tl.store(out_ptr + row * s_o + lo + c, y.to(out_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _silu_mul_kernel(g_ptr, u_ptr, out_ptr, W, s_g, s_u, s_o, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    m = c < W
+    dt = out_ptr.dtype.element_ty
+    g = tl.load(g_ptr + row * s_g + c, mask=m, other=0.0).to(tl.float32)
+    u = tl.load(u_ptr + row * s_u + c, mask=m, other=0.0).to(tl.float32)
+    act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)  # F.silu, rounded to the dtype
+    tl.store(out_ptr + row * s_o + c, (act * u).to(dt), mask=m)
 
 
 def _warps(block: int) -> int:
@@ -175,6 +189,29 @@ def _(x, w0, w1, w2, eps):
     return x.new_empty(*x.shape[:-1], w0.shape[0] + w1.shape[0] + w2.shape[0])
 
 
+@torch.library.custom_op("hymba::silu_mul", mutates_args=())
+def _silu_mul(g: Tensor, u: Tensor) -> Tensor:
+    shape = g.shape
+    g, u = _rows(g), _rows(u)
+    R, W = g.shape
+    out = torch.empty(R, W, device=g.device, dtype=g.dtype)
+    block = min(1024, triton.next_power_of_2(W))
+    _silu_mul_kernel[(R, triton.cdiv(W, block))](g, u, out, W, g.stride(0), u.stride(0), out.stride(0), BLOCK=block)
+    return out.view(shape)
+
+
+@_silu_mul.register_fake
+def _(g, u):
+    return torch.empty_like(g, memory_format=torch.contiguous_format)
+
+
+def silu_mul_triton(g: Tensor, u: Tensor) -> Tensor:
+    """As :func:`~hymba.kernels.norm.ref.silu_mul_ref`."""
+    if g.shape != u.shape or g.dtype != u.dtype:
+        raise ValueError(f"silu_mul: g {tuple(g.shape)} {g.dtype} and u {tuple(u.shape)} {u.dtype} differ")
+    return _silu_mul(g, u)
+
+
 def rms_norm_triton(x: Tensor, weight: Tensor, eps: float, residual: Tensor | None = None):
     """As :func:`~hymba.kernels.norm.ref.rms_norm_ref`, or with ``residual`` as ``add_rms_norm_ref``."""
     if residual is None:
@@ -197,4 +234,4 @@ def rms_norm_split_triton(x: Tensor, weights: tuple[Tensor, ...], eps: float) ->
     return tuple(out.split([w.shape[0] for w in weights], dim=-1))
 
 
-__all__ = ["rms_norm_triton", "rms_norm_mean_triton", "rms_norm_split_triton"]
+__all__ = ["rms_norm_triton", "rms_norm_mean_triton", "rms_norm_split_triton", "silu_mul_triton"]
