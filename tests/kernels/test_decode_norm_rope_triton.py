@@ -119,6 +119,7 @@ def test_rotary_of_a_prompt_matches_the_reference(rows_of_cos, dtype):
     with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
         fq, fk = torch.ops.hymba.rotary_qk(*(mode.from_tensor(t) for t in (q, k, cos, sin)))
     assert fq.shape == qo.shape and fq.stride() == qo.stride() and fk.stride() == ko.stride()
+    torch.library.opcheck(torch.ops.hymba.rotary_qk, (q, k, cos, sin), test_utils=("test_schema", "test_faketensor"))
     with pytest.raises(ValueError, match="broadcast"):
         rotary_qk_triton(q, k, cos[..., :4, :], sin[..., :4, :])
 
@@ -134,5 +135,6 @@ def test_silu_mul_matches_the_reference(shape, dtype):
     got = silu_mul(g, u, backend="triton")
     close(got, silu_mul_ref(g, u))
     assert got.is_contiguous() and got.shape == shape
+    torch.library.opcheck(torch.ops.hymba.silu_mul, (g, u), test_utils=("test_schema", "test_faketensor"))
     with pytest.raises(ValueError, match="differ"):
         silu_mul(g, u[..., :-1], backend="triton")
