@@ -1,0 +1,95 @@
+"""Compile every Triton kernel of ``hymba.kernels`` ahead of time for an H100/H200 (sm_90) on a machine without
+a GPU: Triton's own compiler and ptxas, down to a cubin, with each kernel's constexpr flags all on and all off.
+The interpreter that runs the kernels on CPU (``TRITON_INTERPRET=1``) accepts code the compiler rejects; this
+catches that in CI. Run as a script (the interpreter must be off): prints one line per compile, exits 1 on
+any failure. Argument types follow the parameter names (positions int64, masks uint8, partial sums fp32)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+
+os.environ.pop("TRITON_INTERPRET", None)
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+MODULES = [
+    "hymba.kernels.attention.triton_decode",
+    "hymba.kernels.attention.triton_rope",
+    "hymba.kernels.norm.triton",
+    "hymba.kernels.scan.triton",
+    "hymba.kernels.scan.triton_conv",
+    "hymba.kernels.scan.triton_step",
+]
+# the sizes each module launches its kernels with (a representative setting of the model's shapes)
+SIZES = {
+    "triton_decode": dict(GP=16, DKP=64, DVP=128, BLOCK=64),
+    "triton_rope": dict(BLOCK=64),
+    "triton": dict(BLOCK=16, NP=16, CH=64, UNROLL=4),  # the scan
+    "triton_conv": dict(K=4, BT=32, BD=128),
+    "triton_step": dict(BLOCK=32, NP=16, KP=4),
+}
+NORM_SIZES = dict(BLOCK=1024)  # hymba.kernels.norm.triton (module name "triton" too)
+FP32 = {"m_ptr", "l_ptr", "o_ptr", "scratch_ptr", "chk_ptr", "loc_ptr", "dtsum_ptr", "starts_ptr", "end_ptr"}
+FP32 |= {"init_ptr", "last_ptr", "h0_ptr", "A_ptr", "D_ptr", "bias_ptr", "state_ptr", "carry_ptr", "g_ptr"}
+FP32_PREFIXES = ("d",)  # gradients: du_ptr, dA_ptr, ... (dt_ptr and dout_ptr are inputs)
+INPUTS = {"dt_ptr", "dout_ptr", "dlast_ptr"}
+FLOATS = {"eps", "scale"}
+
+
+def _ptr_type(name: str, module: str) -> str:
+    if "pos" in name:
+        return "*i64"
+    if name in ("valid_ptr", "meta_ptr"):
+        return "*u8"
+    if module.endswith("scan.triton") or module.endswith("triton_step"):
+        if name in FP32 or (name.startswith(FP32_PREFIXES) and name not in INPUTS):
+            return "*fp32"
+    elif name in ("m_ptr", "l_ptr", "o_ptr") or (
+        module.endswith("triton_conv") and name in ("g_ptr", "dw_ptr", "db_ptr")
+    ):
+        return "*fp32"
+    return "*bf16"
+
+
+def kernels():
+    for m in MODULES:
+        mod = importlib.import_module(m)
+        sizes = NORM_SIZES if m.endswith("norm.triton") else SIZES[m.split(".")[-1]]
+        for name, fn in vars(mod).items():
+            if isinstance(fn, triton.runtime.jit.JITFunction) and name.endswith("_kernel"):
+                yield m, name, fn, sizes
+
+
+def compile_one(m: str, fn, sizes: dict, flag: bool) -> None:
+    sig, consts = {}, {}
+    for p in fn.params:
+        if p.is_constexpr:
+            sig[p.name] = "constexpr"
+            consts[p.name] = sizes[p.name] if p.name in sizes else flag
+        elif p.name.endswith("_ptr"):
+            sig[p.name] = _ptr_type(p.name, m)
+        else:
+            sig[p.name] = "fp32" if p.name in FLOATS else "i32"
+    triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32))
+
+
+def main() -> int:
+    failed = 0
+    for m, name, fn, sizes in kernels():
+        for flag in (True, False):
+            try:
+                compile_one(m, fn, sizes, flag)
+                print(f"ok     {m}.{name} flags={flag}", flush=True)
+            except Exception:
+                failed += 1
+                print(f"FAILED {m}.{name} flags={flag}\n{traceback.format_exc()[-2000:]}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
