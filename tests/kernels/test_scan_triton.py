@@ -64,6 +64,8 @@ def small_chunks(request, monkeypatch):
     monkeypatch.setattr(scan_triton, "IMPL", request.param)
     if INTERPRETED:
         monkeypatch.setattr(scan_triton, "CHUNK", 8)
+        monkeypatch.setattr(scan_triton, "TILE", 4)  # two tiles per chunk
+        monkeypatch.setattr(scan_triton, "TILED_BLOCK_D", 4)  # 5 channels: two blocks, the second masked
     return request.param
 
 
@@ -88,13 +90,13 @@ def test_model_layout_optional_parts_and_initial_state(small_chunks):
     _compare(x, rtol=1e-4, atol=1e-4, initial_state=h0)
 
 
-def test_either_backward_serves_either_forward(small_chunks, monkeypatch):
-    """Both implementations save the same chunk start states, so switching ``IMPL`` between the passes holds."""
+@pytest.mark.parametrize("other", [i for i in scan_triton.IMPLS if i != "tiled"])  # tiled's backward is chunked's
+def test_any_backward_serves_any_forward(small_chunks, other, monkeypatch):
+    """All implementations save the same chunk start states, so switching ``IMPL`` between the passes holds."""
     torch.manual_seed(3)
     x = _inputs(2, 5, 19, 4)
     y1 = selective_scan_ref(**x, delta_softplus=True)
     y2 = scan_triton.selective_scan_triton(**x, delta_softplus=True)
-    (other,) = [i for i in scan_triton.IMPLS if i != small_chunks]
     monkeypatch.setattr(scan_triton, "IMPL", other)
     w = torch.randn_like(y1)
     for name, a, b in zip(
