@@ -31,7 +31,7 @@ except ImportError:  # a plain clone, not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from hymba import HymbaLM  # noqa: E402
-from hymba.bench import DECODE_MODES, copy_bandwidth, generation_benchmark, load_model_config  # noqa: E402
+from hymba.bench import DECODE_MODES, copy_bandwidth, generation_benchmark, hf_llama_config, load_model_config  # noqa: E402
 from hymba.config import ModelConfig  # noqa: E402
 from hymba.presets import row_config  # noqa: E402
 
@@ -42,27 +42,6 @@ MODELS = {
     "row13": 13,
     "hf-row6": 6,  # transformers' Llama of this row's shape
 }
-
-
-def hf_llama_config(c: ModelConfig):
-    """transformers' LlamaConfig of an attention-only row (same widths, heads, RoPE base, tying)."""
-    import transformers
-
-    if c.ssm or c.n_meta_tokens or c.swa_plan != "none" or c.kv_share:
-        raise ValueError("a transformers Llama matches attention-only rows with global attention (row 6)")
-    return transformers.LlamaConfig(
-        vocab_size=c.vocab_size,
-        hidden_size=c.d_model,
-        intermediate_size=c.ffn_dim,
-        num_hidden_layers=c.n_layers,
-        num_attention_heads=c.n_heads,
-        num_key_value_heads=c.kv_heads,
-        head_dim=c.qk_head_dim,
-        rms_norm_eps=c.norm_eps,
-        rope_theta=c.rope_base,
-        tie_word_embeddings=c.tie_embeddings,
-        max_position_embeddings=1 << 16,
-    )
 
 
 def _sync(device: torch.device) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from hymba.ablation.settings import AblationSettings
+from hymba.bench import hf_llama_config
 from hymba.cli.args import add_set_arg
 from hymba.config import RunConfig
 from hymba.data import prepare
@@ -86,9 +86,6 @@ def measure_hf_llama(settings: AblationSettings, compiled: bool, steps: int, war
     """transformers' Llama of row 6's shape (the vocabulary of the scale's tokenizer, as the trainer's) trained in
     a plain loop at the scale's shapes, on random tokens."""
     import transformers
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from generation_compare import hf_llama_config
 
     device = resolve_device(settings.train.device)
     tc = settings.train

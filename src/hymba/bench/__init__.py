@@ -257,12 +257,35 @@ def generation_throughput(model: HymbaLM, *, cuda_graph: bool | None = None, **k
     return generation_benchmark(model, modes=("cuda_graph" if cuda_graph else "eager",), **kw)[0]
 
 
+def hf_llama_config(c: ModelConfig):
+    """transformers' ``LlamaConfig`` of an attention-only row with global attention (row 6): the same widths,
+    heads, RoPE base and tying, for side-by-side benchmarks (the ``hf`` extra)."""
+    import transformers
+
+    if c.ssm or c.n_meta_tokens or c.swa_plan != "none" or c.kv_share:
+        raise ValueError("a transformers Llama matches attention-only rows with global attention (row 6)")
+    return transformers.LlamaConfig(
+        vocab_size=c.vocab_size,
+        hidden_size=c.d_model,
+        intermediate_size=c.ffn_dim,
+        num_hidden_layers=c.n_layers,
+        num_attention_heads=c.n_heads,
+        num_key_value_heads=c.kv_heads,
+        head_dim=c.qk_head_dim,
+        rms_norm_eps=c.norm_eps,
+        rope_theta=c.rope_base,
+        tie_word_embeddings=c.tie_embeddings,
+        max_position_embeddings=1 << 16,
+    )
+
+
 __all__ = [
     "cache_size",
     "copy_bandwidth",
     "decode_step_bytes",
     "generation_benchmark",
     "generation_throughput",
+    "hf_llama_config",
     "load_model_config",
     "DECODE_MODES",
     "MB",
