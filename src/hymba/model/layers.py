@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hymba.kernels.attention.ref import rotary_ref
 from hymba.kernels.norm import rms_norm, silu_mul
 
 
@@ -49,8 +50,4 @@ class Rotary(nn.Module):
         emb = torch.cat([freqs, freqs], dim=-1)[:, None]
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
-    @staticmethod
-    def apply(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        """x [B, H, T, D]."""
-        x1, x2 = x.chunk(2, dim=-1)
-        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+    apply = staticmethod(rotary_ref)  # x [B, H, T, D]; the reference the Triton RoPE kernel is tested against
