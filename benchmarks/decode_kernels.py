@@ -115,11 +115,17 @@ def main() -> int:
     a = p.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("decode_kernels.py times CUDA kernels: no CUDA device here")
+    what = a.what.split(",")
+    for w in what:
+        if w not in ("attention", "matmul"):
+            p.error(f"--what: unknown {w!r}; expected attention, matmul")
+    for k in a.kinds.split(","):
+        if k not in ("global", "swa"):
+            p.error(f"--kinds: unknown {k!r}; expected global, swa")
     c = load_model_config(a.config)
     bw = copy_bandwidth("cuda")
     head = {"config": a.config, "batch": a.batch, "device": torch.cuda.get_device_name()}
     print(json.dumps({**head, "copy_bw_gbs": round(bw / 1e9, 1)}), flush=True)
-    what = a.what.split(",")
 
     def report(row: dict, us: float, nbytes: int) -> None:
         gbs = nbytes / us / 1e3

@@ -111,6 +111,8 @@ def main() -> int:
                    "(default: cuda_graph,compiled_graph on CUDA, eager elsewhere)")  # fmt: skip
     a = p.parse_args()
     device = torch.device(a.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device here (use --device cpu)")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     default_modes = "cuda_graph,compiled_graph" if device.type == "cuda" else "eager"
     modes = tuple(m.strip() for m in (a.decode or default_modes).split(","))
@@ -118,6 +120,11 @@ def main() -> int:
     unknown = [m for m in names if m not in MODELS]
     if unknown:
         p.error(f"--models: unknown {unknown[0]!r}; expected some of {', '.join(MODELS)}")
+    for m in modes:
+        if m not in DECODE_MODES:
+            p.error(f"--decode: unknown mode {m!r}; modes are {', '.join(DECODE_MODES)}")
+        if m != "eager" and device.type != "cuda":
+            p.error(f"--decode {m}: needs a CUDA device (on {device.type}: eager)")
     bandwidth = copy_bandwidth(device)
     head = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     print(json.dumps({**head, "copy_bw_gbs": round(bandwidth / 1e9, 1), "torch": torch.__version__}), flush=True)
