@@ -2,9 +2,8 @@
 
 Every backend of the scan registry that can run here: our Triton kernels (each implementation ``--impl`` names:
 ``sequential``, one program per batch row x channel block; ``chunked``, parallel over time chunks with state
-passing; ``tiled``, a forward scanning tiles of time in parallel, with chunked's backward), mamba_ssm when
-installed, and the plain-PyTorch reference with --ref; at the shapes of issue 14 and of a Hymba-1.5B prefill
-chunk (``--shapes 2``).
+passing), mamba_ssm when installed, and the plain-PyTorch reference with --ref; at the shapes of issue 14 and
+of a Hymba-1.5B prefill chunk (``--shapes 2``).
 
     python benchmarks/scan_kernel.py                                   # ms fwd, ms fwd+bwd, peak GB; JSON lines
     python benchmarks/scan_kernel.py --impl sequential,chunked --sweep # also each implementation's settings
@@ -31,7 +30,6 @@ SHAPES = [(16, 1024, 512, 16), (8, 2048, 2048, 16), (8, 3200, 8192, 16)]
 SETTINGS = {
     "sequential": {"BLOCK_D": (16, 32, 64), "NUM_WARPS": (1, 4), "UNROLL": (1, 4, 8)},
     "chunked": {"CHUNKED_BLOCK_D": (8, 16, 32), "CHUNKED_WARPS": (1, 2, 4), "CHUNK": (32, 64, 128)},
-    "tiled": {"TILED_BLOCK_D": (8, 16, 32), "TILED_WARPS": (1, 2, 4, 8), "TILE": (32, 64)},
 }
 EXTRA_SWEEPS = {"chunked": [{"BWD_PROGRAMS_PER_SM": v} for v in (8, 32)] + [{"UNROLL": v} for v in (2, 8)]}
 

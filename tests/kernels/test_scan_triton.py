@@ -64,8 +64,6 @@ def small_chunks(request, monkeypatch):
     monkeypatch.setattr(scan_triton, "IMPL", request.param)
     if INTERPRETED:
         monkeypatch.setattr(scan_triton, "CHUNK", 8)
-        monkeypatch.setattr(scan_triton, "TILE", 4)  # two tiles per chunk
-        monkeypatch.setattr(scan_triton, "TILED_BLOCK_D", 4)  # 5 channels: two blocks, the second masked
     return request.param
 
 
@@ -90,7 +88,7 @@ def test_model_layout_optional_parts_and_initial_state(small_chunks):
     _compare(x, rtol=1e-4, atol=1e-4, initial_state=h0)
 
 
-@pytest.mark.parametrize("other", [i for i in scan_triton.IMPLS if i != "tiled"])  # tiled's backward is chunked's
+@pytest.mark.parametrize("other", scan_triton.IMPLS)
 def test_any_backward_serves_any_forward(small_chunks, other, monkeypatch):
     """All implementations save the same chunk start states, so switching ``IMPL`` between the passes holds."""
     torch.manual_seed(3)

@@ -12,11 +12,6 @@ the SiLU(z) gate are fused; inputs may be fp32, bf16 or fp16. Both implementatio
 - ``sequential``: one program per (batch row, block of channels) walks the whole sequence. Backward walks the
   chunks in reverse: it recomputes a chunk's states from its saved start into a small per-program scratch
   buffer, then runs the adjoint recurrence backwards through it.
-- ``tiled`` (forward; its backward is ``chunked``'s): one program per (batch row, block of channels) walks
-  the sequence ``TILE`` steps at a time, loading a tile's inputs at once and computing each state's steps in
-  parallel by an associative scan over time (``tl.associative_scan``) of the linear steps h -> a h + x.
-  Not the default: not yet measured on a GPU (an earlier tiled design, all states in one 3-D scan, was 2x
-  slower than ``chunked``; benchmarks/results/2026-12-03-h200-s12.md).
 - ``chunked``: parallel over time chunks too, with state passing (as Mamba-2's SSD kernels): the recurrence
   h_t = a_t h_{t-1} + b_t is linear, so a chunk's end state is (its decay prod a_t = exp(A sum delta)) x (its
   start state) + (its end state from a zero start). Forward: (1) one program per (block, chunk, batch row) runs
@@ -51,10 +46,7 @@ NUM_WARPS = 4  # per program, sequential (benchmarks/scan_kernel.py --sweep meas
 CHUNKED_BLOCK_D = 16  # channels per program, chunked
 CHUNKED_WARPS = 1  # per program, chunked
 BWD_PROGRAMS_PER_SM = 16  # chunked backward: persistent programs (scratch slots) per SM
-TILED_BLOCK_D = 16  # channels per program, tiled forward
-TILED_WARPS = 4  # per program, tiled forward
-TILE = 64  # time steps per associative scan, tiled forward (CHUNK must be a multiple)
-IMPLS = ("sequential", "chunked", "tiled")
+IMPLS = ("sequential", "chunked")
 
 
 @triton.jit
@@ -569,107 +561,6 @@ def _fwd_chunk_kernel(
 
 
 @triton.jit
-def _combine(a1, x1, a2, x2):
-    # two steps of h -> a h + x composed: first (a1, x1), then (a2, x2)
-    return a1 * a2, a2 * x1 + x2
-
-
-@triton.jit
-def _fwd_tiled_kernel(
-    u_ptr,
-    dt_ptr,
-    z_ptr,
-    out_ptr,
-    A_ptr,
-    B_ptr,
-    C_ptr,
-    D_ptr,
-    bias_ptr,
-    h0_ptr,
-    last_ptr,
-    chk_ptr,
-    L,
-    DIM,
-    N,
-    n_chunks,
-    s_ub,
-    s_ud,
-    s_ul,
-    s_tb,
-    s_td,
-    s_tl,
-    s_zb,
-    s_zd,
-    s_zl,
-    s_ob,
-    s_od,
-    s_ol,
-    s_Ad,
-    s_An,
-    s_Bb,
-    s_Bn,
-    s_Bl,
-    s_Cb,
-    s_Cn,
-    s_Cl,
-    HAS_D: tl.constexpr,
-    HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    HAS_H0: tl.constexpr,
-    BLOCK: tl.constexpr,
-    NP: tl.constexpr,
-    CH: tl.constexpr,
-    TILE: tl.constexpr,
-):
-    """Tiled forward: one program per (channel block, batch row) walks the sequence ``TILE`` steps at a time.
-    A tile's u, delta and z are loaded at once as [TILE, BLOCK] blocks (coalesced: channels are contiguous in
-    the model's layout); then for each state n its TILE states are computed in parallel by an associative
-    scan over time of the steps h -> a h + x (a = exp(delta A_n), x = delta u B_n), each state being (the
-    tile's cumulative a) x (the state before the tile) + (its cumulative x). One pass: every exp once."""
-    b = tl.program_id(1)
-    d = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    n = tl.arange(0, NP)
-    j = tl.arange(0, TILE)
-    md, mn = d < DIM, n < N
-    mdn = md[:, None] & mn[None, :]
-    A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, d, n, md, mn, s_Ad, s_An, HAS_D, HAS_BIAS, BLOCK)
-    state = (b * DIM + d[:, None]) * N + n[None, :]  # [B, D, N] contiguous
-    if HAS_H0:
-        h = tl.load(h0_ptr + state, mask=mdn, other=0.0).to(tl.float32)
-    else:
-        h = tl.zeros([BLOCK, NP], tl.float32)
-    for c in range(0, n_chunks):
-        tl.store(chk_ptr + ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :], h, mask=mdn)
-        for s in tl.static_range(CH // TILE):
-            t = c * CH + s * TILE + j
-            mt = t < L
-            m = mt[:, None] & md[None, :]  # [TILE, BLOCK]
-            u = tl.load(u_ptr + b * s_ub + t[:, None] * s_ul + d[None, :] * s_ud, mask=m, other=0.0).to(tl.float32)
-            raw = tl.load(dt_ptr + b * s_tb + t[:, None] * s_tl + d[None, :] * s_td, mask=m, other=0.0)
-            raw = raw.to(tl.float32) + bias[None, :]
-            dt = tl.where(m, _softplus(raw) if SOFTPLUS else raw, 0.0)  # 0 past L: the state stays
-            du = dt * u
-            y = Dv[None, :] * u
-            for k in tl.static_range(NP):
-                sel = (n == k)[None, :]  # state k's column of [BLOCK, NP]
-                mk = mt & (j * 0 + k < N)  # a vector comparison (also under the interpreter)
-                a = tl.exp(dt * tl.sum(tl.where(sel, A, 0.0), axis=1)[None, :])  # [TILE, BLOCK]
-                Bk = tl.load(B_ptr + b * s_Bb + k * s_Bn + t * s_Bl, mask=mk, other=0.0).to(tl.float32)
-                a, x = tl.associative_scan((a, du * Bk[:, None]), 0, _combine)
-                hs = a * tl.sum(tl.where(sel, h, 0.0), axis=1)[None, :] + x  # the tile's states k
-                Ck = tl.load(C_ptr + b * s_Cb + k * s_Cn + t * s_Cl, mask=mk, other=0.0).to(tl.float32)
-                y += hs * Ck[:, None]
-                h = tl.where(sel, tl.sum(tl.where((j == TILE - 1)[:, None], hs, 0.0), axis=0)[:, None], h)
-            if HAS_Z:
-                z = tl.load(z_ptr + b * s_zb + t[:, None] * s_zl + d[None, :] * s_zd, mask=m, other=0.0)
-                z = z.to(tl.float32)
-                y = y * z * tl.sigmoid(z)
-            tl.store(out_ptr + b * s_ob + t[:, None] * s_ol + d[None, :] * s_od, y.to(out_ptr.dtype.element_ty), mask=m)
-    tl.store(last_ptr + state, h, mask=mdn)
-
-
-@triton.jit
 def _chunk_pass_kernel(
     A_ptr,
     loc_ptr,
@@ -1099,14 +990,11 @@ def _opt(t: Tensor | None, like: Tensor) -> Tensor:
 
 
 def _impl() -> tuple[str, int, int]:
-    """The implementation ``IMPL`` names, with its channels per program and warps (for ``tiled``: those of
-    its backward, the chunked one; its forward reads ``TILED_BLOCK_D``, ``TILED_WARPS`` and ``TILE``)."""
+    """The implementation ``IMPL`` names, with its channels per program and warps."""
     if IMPL not in IMPLS:
         raise ValueError(f"scan IMPL={IMPL!r} unknown; expected one of {IMPLS}")
     if CHUNK % UNROLL:
         raise ValueError(f"scan CHUNK={CHUNK} must be a multiple of UNROLL={UNROLL}")
-    if IMPL == "tiled" and CHUNK % TILE:
-        raise ValueError(f"scan CHUNK={CHUNK} must be a multiple of TILE={TILE}")
     return (IMPL, BLOCK_D, NUM_WARPS) if IMPL == "sequential" else (IMPL, CHUNKED_BLOCK_D, CHUNKED_WARPS)
 
 
@@ -1162,13 +1050,6 @@ def _scan_fwd(
     n_blocks = triton.cdiv(dim, block)
     if impl == "sequential":
         _fwd_kernel[(b, n_blocks)](
-            *tensors, h0c, last, chk, L, dim, N, n_chunks, *strides, HAS_H0=h0.numel() > 0, **flags
-        )
-        return out, last, chk
-    if impl == "tiled":
-        del flags["UNROLL"]
-        flags.update(BLOCK=TILED_BLOCK_D, TILE=TILE, num_warps=TILED_WARPS)
-        _fwd_tiled_kernel[(triton.cdiv(dim, TILED_BLOCK_D), b)](
             *tensors, h0c, last, chk, L, dim, N, n_chunks, *strides, HAS_H0=h0.numel() > 0, **flags
         )
         return out, last, chk
