@@ -7,6 +7,7 @@ of a Hymba-1.5B prefill chunk (``--shapes 2``).
 
     python benchmarks/scan_kernel.py                                   # ms fwd, ms fwd+bwd, peak GB; JSON lines
     python benchmarks/scan_kernel.py --impl sequential,chunked --sweep # also each implementation's settings
+    python benchmarks/scan_kernel.py --set CHUNKED_BLOCK_D=32          # another default, everywhere
 
 Each Triton row also carries ``max_rel_err``: the largest difference of its output and gradients from the first
 implementation listed (over that tensor's largest value), a guard against a kernel wrong only on the GPU.
@@ -31,7 +32,11 @@ SETTINGS = {
     "sequential": {"BLOCK_D": (16, 32, 64), "NUM_WARPS": (1, 4), "UNROLL": (1, 4, 8)},
     "chunked": {"CHUNKED_BLOCK_D": (8, 16, 32), "CHUNKED_WARPS": (1, 2, 4), "CHUNK": (32, 64, 128)},
 }
-EXTRA_SWEEPS = {"chunked": [{"BWD_PROGRAMS_PER_SM": v} for v in (8, 32)] + [{"UNROLL": v} for v in (2, 8)]}
+EXTRA_SWEEPS = {
+    "chunked": [{"BWD_PROGRAMS_PER_SM": v} for v in (8, 32)]
+    + [{"UNROLL": v} for v in (2, 8)]
+    + [{"CHUNKED_FWD_BLOCK_D": bd, "CHUNKED_FWD_WARPS": w} for bd, w in ((64, 1), (64, 2), (128, 4))]
+}
 
 
 def inputs(b, d, L, n, dtype=torch.bfloat16):
@@ -119,7 +124,13 @@ def main() -> None:
     p.add_argument("--sweep", action="store_true", help="also time each implementation's settings (SETTINGS)")
     p.add_argument("--shapes", default="0,1", help="indices into SHAPES, comma-separated")
     p.add_argument("--ref", action="store_true", help="also time the plain-PyTorch reference (slow, GBs)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a scan setting (repeatable)")
     args = p.parse_args()
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if not isinstance(getattr(scan_triton, name, None), int) or not value.isdigit():
+            p.error(f"--set {item!r}: expected NAME=INT with NAME an integer setting of hymba.kernels.scan.triton")
+        setattr(scan_triton, name, int(value))
     impls = args.impl.split(",")
     for impl in impls:
         if impl not in scan_triton.IMPLS:

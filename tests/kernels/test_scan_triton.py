@@ -75,6 +75,7 @@ CASES = [(L, 4) for L in ((1, 7, 8, 9, 19, 37) if INTERPRETED else (1, 63, 64, 6
 def test_outputs_state_and_gradients_match_the_reference(L, unroll, small_chunks, monkeypatch):
     monkeypatch.setattr(scan_triton, "UNROLL", unroll)
     monkeypatch.setattr(scan_triton, "CHUNKED_BLOCK_D", 4)  # 5 channels: two blocks, the second masked
+    monkeypatch.setattr(scan_triton, "CHUNKED_FWD_BLOCK_D", 4)
     torch.manual_seed(L)
     _compare(_inputs(2, 5, L, 4), rtol=1e-4, atol=1e-4)
 

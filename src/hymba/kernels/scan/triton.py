@@ -45,6 +45,8 @@ BLOCK_D = 32  # channels per program, sequential
 NUM_WARPS = 4  # per program, sequential (benchmarks/scan_kernel.py --sweep measures the alternatives)
 CHUNKED_BLOCK_D = 16  # channels per program, chunked
 CHUNKED_WARPS = 1  # per program, chunked
+CHUNKED_FWD_BLOCK_D = 32  # channels per program, chunked forward (one per thread: 32 x CHUNKED_FWD_WARPS)
+CHUNKED_FWD_WARPS = 1  # per program, chunked forward
 BWD_PROGRAMS_PER_SM = 16  # chunked backward: persistent programs (scratch slots) per SM
 IMPLS = ("sequential", "chunked")
 
@@ -147,7 +149,10 @@ def _fwd_steps(
     WRITE_Y: tl.constexpr,
     UNROLL: tl.constexpr,
 ):
-    """Steps t0 <= t < t_end from state h, writing y if ``WRITE_Y`` -> (the state after them, their sum of delta)."""
+    """Steps t0 <= t < t_end from state h, writing y if ``WRITE_Y`` -> (the state after them, their sum of delta).
+    The state and A are [NP, BLOCK] (transposed): Triton then spreads the channels over the threads and keeps
+    each channel's states in one thread's registers, so the sum over states needs no shuffles and the per-step
+    vectors need no layout conversions through shared memory."""
     dt_sum = tl.zeros_like(bias)
     for tb in range(t0, t_end, UNROLL):
         for k in tl.static_range(UNROLL):  # unrolled: the steps' loads do not wait for the state
@@ -177,11 +182,11 @@ def _fwd_steps(
                 s_Bl,
                 SOFTPLUS,
             )
-            h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+            h = tl.exp(dt[None, :] * A) * h + (dt * u)[None, :] * Bt[:, None]
             dt_sum += dt
             if WRITE_Y:
                 Ct = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=mn & ok, other=0.0).to(tl.float32)
-                y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
+                y = tl.sum(h * Ct[:, None], axis=0) + Dv * u
                 if HAS_Z:
                     z = tl.load(z_ptr + b * s_zb + d * s_zd + t * s_zl, mask=m, other=0.0).to(tl.float32)
                     y = y * z * tl.sigmoid(z)
@@ -398,15 +403,16 @@ def _fwd_kernel(
     d = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     n = tl.arange(0, NP)
     md, mn = d < DIM, n < N
-    mdn = md[:, None] & mn[None, :]
+    mdn = mn[:, None] & md[None, :]  # [NP, BLOCK]: see _fwd_steps
     A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, d, n, md, mn, s_Ad, s_An, HAS_D, HAS_BIAS, BLOCK)
-    state = (b * DIM + d[:, None]) * N + n[None, :]  # [B, D, N] contiguous
+    A = tl.trans(A)
+    state = (b * DIM + d[None, :]) * N + n[:, None]  # [B, D, N] contiguous
     if HAS_H0:
         h = tl.load(h0_ptr + state, mask=mdn, other=0.0).to(tl.float32)
     else:
-        h = tl.zeros([BLOCK, NP], tl.float32)
+        h = tl.zeros([NP, BLOCK], tl.float32)
     for c in range(0, n_chunks):
-        tl.store(chk_ptr + ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :], h, mask=mdn)
+        tl.store(chk_ptr + ((b * n_chunks + c) * N + n[:, None]) * DIM + d[None, :], h, mask=mdn)
         h, _ = _fwd_steps(
             h,
             c * CH,
@@ -507,13 +513,14 @@ def _fwd_chunk_kernel(
     d = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     n = tl.arange(0, NP)
     md, mn = d < DIM, n < N
-    mdn = md[:, None] & mn[None, :]
+    mdn = mn[:, None] & md[None, :]  # [NP, BLOCK]: see _fwd_steps
     A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, d, n, md, mn, s_Ad, s_An, HAS_D, HAS_BIAS, BLOCK)
-    row = ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :]  # [B, D, n_chunks, N]
+    A = tl.trans(A)
+    row = ((b * n_chunks + c) * N + n[:, None]) * DIM + d[None, :]  # [B, n_chunks, N, D]
     if FINAL:
         h = tl.load(chk_ptr + row, mask=mdn, other=0.0)
     else:
-        h = tl.zeros([BLOCK, NP], tl.float32)
+        h = tl.zeros([NP, BLOCK], tl.float32)
     h, dt_sum = _fwd_steps(
         h,
         c * CH,
@@ -557,7 +564,7 @@ def _fwd_chunk_kernel(
     )
     if not FINAL:
         tl.store(loc_ptr + row, h, mask=mdn)
-        tl.store(dtsum_ptr + (b * DIM + d) * n_chunks + c, dt_sum, mask=md)
+        tl.store(dtsum_ptr + (b * n_chunks + c) * DIM + d, dt_sum, mask=md)
 
 
 @triton.jit
@@ -597,9 +604,12 @@ def _chunk_pass_kernel(
             c = n_chunks - 1 - i
         else:
             c = i
-        row = ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :]
+        if REVERSE:  # the backward's layout [B, D, n_chunks, N]
+            row = ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :]
+        else:  # the forward's [B, n_chunks, N, D] (see _fwd_steps)
+            row = ((b * n_chunks + c) * N + n[None, :]) * DIM + d[:, None]
         tl.store(starts_ptr + row, x, mask=mdn)
-        dt_sum = tl.load(dtsum_ptr + (b * DIM + d) * n_chunks + c, mask=md, other=0.0)
+        dt_sum = tl.load(dtsum_ptr + (b * n_chunks + c) * DIM + d, mask=md, other=0.0)
         x = tl.exp(dt_sum[:, None] * A) * x + tl.load(loc_ptr + row, mask=mdn, other=0.0)
     tl.store(end_ptr + state, x, mask=mdn)
 
@@ -825,7 +835,7 @@ def _bwd_chunk_local_kernel(
             dt_sum += dt
     row = ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :]
     tl.store(loc_ptr + row, g, mask=mdn)
-    tl.store(dtsum_ptr + (b * DIM + d) * n_chunks + c, dt_sum, mask=md)
+    tl.store(dtsum_ptr + (b * n_chunks + c) * DIM + d, dt_sum, mask=md)
 
 
 @triton.jit
@@ -1023,14 +1033,16 @@ def _scan_fwd(
     softplus: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """-> out [B, D, L] (u's dtype and strides), last state [B, D, N] fp32, saved chunk states
-    [B, D, n_chunks, N] fp32."""
+    [B, n_chunks, N, D] fp32 (channels contiguous: see _fwd_steps)."""
     b, dim, L = u.shape
     N = A.shape[1]
     impl, block, warps = _impl()
+    if impl == "chunked":  # its forward holds [NP, BLOCK] states, one channel per thread: BLOCK = 32 x warps
+        block, warps = CHUNKED_FWD_BLOCK_D, CHUNKED_FWD_WARPS
     n_chunks = _n_chunks(L)
     out = torch.empty_like(u)  # u's layout: [B, L, D] memory from the model stays [B, L, D] (no copy after)
     last = torch.empty(b, dim, N, device=u.device, dtype=torch.float32)
-    chk = torch.empty(b, dim, n_chunks, N, device=u.device, dtype=torch.float32)
+    chk = torch.empty(b, n_chunks, N, dim, device=u.device, dtype=torch.float32)
     has_z = z.numel() > 0
     zz = z if has_z else u
     h0c = h0.float().contiguous() if h0.numel() else last
@@ -1054,7 +1066,7 @@ def _scan_fwd(
         )
         return out, last, chk
     loc = torch.empty_like(chk)  # each chunk's end state from a zero start
-    dt_sum = torch.empty(b, dim, n_chunks, device=u.device, dtype=torch.float32)
+    dt_sum = torch.empty(b, n_chunks, dim, device=u.device, dtype=torch.float32)
     grid = (n_blocks, n_chunks, b)
     _fwd_chunk_kernel[grid](*tensors, chk, loc, dt_sum, L, dim, N, n_chunks, *strides, FINAL=False, **flags)
     _chunk_pass_kernel[(n_blocks, b)](
@@ -1086,7 +1098,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, h0, softplus):
     return (
         torch.empty_like(u),
         u.new_empty(b, dim, N, dtype=torch.float32),
-        u.new_empty(b, dim, _n_chunks(L), N, dtype=torch.float32),
+        u.new_empty(b, _n_chunks(L), N, dim, dtype=torch.float32),
     )
 
 
@@ -1112,9 +1124,12 @@ def _scan_bwd(
     b, dim, L = u.shape
     N = A.shape[1]
     impl, block, warps = _impl()
-    n_chunks, n_blocks = chk.shape[2], triton.cdiv(dim, block)
+    n_chunks, n_blocks = chk.shape[1], triton.cdiv(dim, block)
     if n_chunks != _n_chunks(L):
         raise ValueError(f"scan CHUNK={CHUNK} changed between forward and backward ({n_chunks} saved chunks)")
+    # the forward saves [B, n_chunks, N, D] (channels contiguous suit its layout); the backward's kernels keep
+    # each channel's states together, [B, D, n_chunks, N]: one copy of B x D x N x L / CHUNK floats
+    chk = chk.permute(0, 3, 1, 2).contiguous()
     f32 = dict(device=u.device, dtype=torch.float32)
     du, ddt = torch.empty_like(u, dtype=torch.float32), torch.empty_like(delta, dtype=torch.float32)
     has_z = z.numel() > 0
@@ -1185,7 +1200,7 @@ def _scan_bwd(
     else:
         loc = torch.empty_like(chk)  # each chunk's share of the adjoint flowing into the previous chunk
         carry = torch.empty_like(chk)  # the adjoint flowing into each chunk's last state from later chunks
-        dt_sum = torch.empty(b, dim, n_chunks, **f32)
+        dt_sum = torch.empty(b, n_chunks, dim, **f32)
         _bwd_chunk_local_kernel[(n_blocks, n_chunks, b)](
             delta,
             zz,
