@@ -63,6 +63,11 @@ class HymbaConfig(PretrainedConfig):
         return config_from_released(self.released_fields(), where="HymbaConfig")
 
 
+# hub-download arguments that transformers' Auto classes pass on explicitly (5.25 on): at these values they ask
+# for nothing, so they are dropped; any other value is an error (a local directory is read as it is)
+_HUB_DEFAULTS = {"force_download": False, "subfolder": "", "revision": "main"}
+
+
 def _reject(where: str, unsupported: dict[str, Any]) -> None:
     given = sorted(k for k, v in unsupported.items() if v is not None)
     if given:
@@ -107,6 +112,9 @@ class HymbaForCausalLM(PreTrainedModel, GenerationMixin):
         kwargs.pop("_from_auto", None)
         kwargs.pop("_commit_hash", None)
         kwargs.pop("adapter_kwargs", None)
+        for k, default in _HUB_DEFAULTS.items():
+            if k in kwargs and kwargs[k] == default:
+                del kwargs[k]
         _reject("from_pretrained", dict(kwargs, model_args=model_args or None))
         path = Path(pretrained_model_name_or_path)
         if not path.is_dir():

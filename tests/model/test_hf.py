@@ -66,6 +66,12 @@ def test_unsupported_arguments_are_errors(hf, released_dir):
         model(ids, past_key_values=object())
     with pytest.raises(ValueError, match="load_in_8bit"):
         hf.HymbaForCausalLM.from_pretrained(path, load_in_8bit=True)
+    # the hub arguments transformers' Auto classes pass on: harmless at their defaults, an error otherwise
+    hf.HymbaForCausalLM.from_pretrained(path, force_download=False, subfolder="", cache_dir=None)
+    with pytest.raises(ValueError, match="subfolder"):
+        hf.HymbaForCausalLM.from_pretrained(path, subfolder="weights")
+    with pytest.raises(ValueError, match="force_download"):
+        hf.HymbaForCausalLM.from_pretrained(path, force_download=True)
 
 
 def test_save_pretrained_writes_the_released_layout(hf, released_dir, tmp_path):
