@@ -580,6 +580,10 @@ def _chunk_pass_kernel(
     n_chunks,
     s_Ad,
     s_An,
+    s_xb,
+    s_xd,
+    s_xc,
+    s_xn,
     HAS_INIT: tl.constexpr,
     REVERSE: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -604,10 +608,7 @@ def _chunk_pass_kernel(
             c = n_chunks - 1 - i
         else:
             c = i
-        if REVERSE:  # the backward's layout [B, D, n_chunks, N]
-            row = ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :]
-        else:  # the forward's [B, n_chunks, N, D] (see _fwd_steps)
-            row = ((b * n_chunks + c) * N + n[None, :]) * DIM + d[:, None]
+        row = b * s_xb + d[:, None] * s_xd + c * s_xc + n[None, :] * s_xn  # any layout of [B, D, n_chunks, N]
         tl.store(starts_ptr + row, x, mask=mdn)
         dt_sum = tl.load(dtsum_ptr + (b * n_chunks + c) * DIM + d, mask=md, other=0.0)
         x = tl.exp(dt_sum[:, None] * A) * x + tl.load(loc_ptr + row, mask=mdn, other=0.0)
@@ -1081,6 +1082,7 @@ def _scan_fwd(
         n_chunks,
         A.stride(0),
         A.stride(1),
+        *loc.permute(0, 3, 1, 2).stride(),  # [B, n_chunks, N, D] seen as [B, D, n_chunks, N]
         HAS_INIT=h0.numel() > 0,
         REVERSE=False,
         BLOCK=block,
@@ -1234,6 +1236,7 @@ def _scan_bwd(
             n_chunks,
             A.stride(0),
             A.stride(1),
+            *loc.stride(),  # [B, D, n_chunks, N]
             HAS_INIT=has_dlast,
             REVERSE=True,
             BLOCK=block,
