@@ -98,12 +98,13 @@ def test_rotary_of_q_and_k_matches_the_reference(h, hkv, d, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("T", [9, 37], ids=["T9", "T37"])  # 2 x 37 tokens: three programs, the last partial
 @pytest.mark.parametrize("rows_of_cos", [1, 2], ids=["shared-positions", "per-row-positions"])
-def test_rotary_of_a_prompt_matches_the_reference(rows_of_cos, dtype):
+def test_rotary_of_a_prompt_matches_the_reference(rows_of_cos, T, dtype):
     """A prefill's RoPE (T tokens, q and k views of one [B, T, W] projection): the reference's values, in the
     [B, T, H, D] memory PyTorch's ops give; the fake implementation (what torch.compile traces) agrees."""
     torch.manual_seed(7)
-    B, T, h, hkv, d = 2, 9, 5, 1, 16
+    B, h, hkv, d = 2, 5, 1, 16
     proj = torch.randn(B, T, (h + hkv) * d + 3, device=DEVICE, dtype=dtype)
     q = proj[..., : h * d].view(B, T, h, d).transpose(1, 2)
     k = proj[..., h * d : (h + hkv) * d].view(B, T, hkv, d).transpose(1, 2)
@@ -122,6 +123,8 @@ def test_rotary_of_a_prompt_matches_the_reference(rows_of_cos, dtype):
     torch.library.opcheck(torch.ops.hymba.rotary_qk, (q, k, cos, sin), test_utils=("test_schema", "test_faketensor"))
     with pytest.raises(ValueError, match="broadcast"):
         rotary_qk_triton(q, k, cos[..., :4, :], sin[..., :4, :])
+    with pytest.raises(ValueError, match="odd"):
+        rotary_qk_triton(q[..., :15], k[..., :15], cos[..., :15], sin[..., :15])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
