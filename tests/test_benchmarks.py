@@ -36,3 +36,13 @@ def test_train_throughput_trains_transformers_llama_of_row_6s_shape():
     assert hf["params_m"] == ours["params_m"]  # row 6's shape, the trainer's vocabulary
     assert (hf["batch"], hf["seq"]) == (ours["batch"], ours["seq"]) == (2, 64)
     assert hf["tokens_per_s"] > 0 and ours["tokens_per_s"] > 0
+
+
+@pytest.mark.gpu
+def test_flex_attention_times_the_default_and_our_forward_options():
+    cmd = [sys.executable, "benchmarks/flex_attention.py", "--rows", "1", "--prompt-len", "256"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert {r["window"] for r in rows} == {1024, None}  # hymba-1.5b.toml's window, then global
+    assert all(r["ms"] > 0 for r in rows if r["options"].startswith("flex default"))
+    assert (rows[0]["qk_dim"], rows[0]["v_dim"], rows[0]["tokens"]) == (64, 128, 256 + 128)

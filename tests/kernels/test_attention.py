@@ -161,3 +161,32 @@ def test_flex_by_name_refuses_head_dims_it_cannot_compile():
     q = k = v = torch.randn(1, 2, 16, 8)
     with pytest.raises(BackendUnavailable, match=r"head dims in \(16, 32, 64, 128\), got 8/8"):
         attention(q, k, v, plain_spec(1, 16, 0, None), backend="flex")
+
+
+def test_flex_forward_tiles_for_a_wide_value_head_on_sm90_only():
+    from hymba.kernels.attention.flex import WIDE_V_FWD_OPTIONS, fwd_kernel_options
+
+    assert fwd_kernel_options(64, 128, (9, 0)) == WIDE_V_FWD_OPTIONS  # the released layout on an H100/H200
+    assert all(k.startswith("fwd_") for k in WIDE_V_FWD_OPTIONS)  # the backward keeps flex's own tiles
+    assert fwd_kernel_options(64, 64, (9, 0)) is None  # measured equal: flex's default
+    assert fwd_kernel_options(64, 128, (8, 0)) is None  # not measured there
+    assert fwd_kernel_options(64, 128, None) is None  # not a CUDA device
+
+
+def test_attention_flex_passes_the_forward_options_for_its_device(monkeypatch):
+    import hymba.kernels.attention.flex as flex_mod
+
+    seen = []
+
+    def fake_flex(q, k, v, **kw):
+        seen.append(kw)
+        return torch.zeros(q.shape[:-1] + v.shape[-1:])
+
+    monkeypatch.setattr(flex_mod, "_compiled", lambda: fake_flex)
+    monkeypatch.setattr(flex_mod, "block_mask", lambda *a: "mask")
+    monkeypatch.setattr(flex_mod, "_capability", lambda device: (9, 0))
+    q, k = torch.randn(1, 4, 8, 64), torch.randn(1, 2, 8, 64)
+    for dv in (128, 64):
+        flex_mod.attention_flex(q, k, torch.randn(1, 2, 8, dv), plain_spec(1, 8, 0, None))
+    assert seen[0]["kernel_options"] == flex_mod.WIDE_V_FWD_OPTIONS and seen[0]["enable_gqa"]
+    assert seen[1]["kernel_options"] is None

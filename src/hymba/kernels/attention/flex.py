@@ -27,6 +27,26 @@ def block_mask(T: int, window: int | None, n_meta: int, device: str):
     return create_block_mask(mask_mod, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
 
 
+# FlexAttention picks its forward tiles by the Q/K head dim alone: on sm90 in bf16, 128 x 128 tiles with 4 warps
+# for head dim 64. With a wider V (the released Hymba layout: Q/K 64, V 128) that tile measured 1.6x slower than
+# 128 x 64 tiles with 4 warps and 3 stages at a Hymba-1.5B prefill chunk on an H200 (sliding window 3.08 against
+# 1.92 ms, causal 9.11 against 5.81; benchmarks/results/2026-12-03-h200-s14.md). With V as wide as Q/K the
+# two were equal, so the default stays there. The "fwd_" prefix leaves the backward's own tiles alone.
+WIDE_V_FWD_OPTIONS = {"fwd_BLOCK_M": 128, "fwd_BLOCK_N": 64, "fwd_num_warps": 4, "fwd_num_stages": 3}
+
+
+def fwd_kernel_options(qk_dim: int, v_dim: int, capability: tuple[int, int] | None) -> dict | None:
+    """The forward kernel options for these head dims on a GPU of this compute capability (None: flex's own)."""
+    if capability == (9, 0) and v_dim > qk_dim:
+        return dict(WIDE_V_FWD_OPTIONS)
+    return None
+
+
+@lru_cache(maxsize=8)
+def _capability(device: str) -> tuple[int, int] | None:
+    return torch.cuda.get_device_capability(device) if device.startswith("cuda") else None
+
+
 @lru_cache(maxsize=1)
 def _compiled():
     from torch.nn.attention.flex_attention import flex_attention
@@ -41,4 +61,5 @@ def attention_flex(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
     """Args as :func:`hymba.kernels.attention.ref.attention_sdpa`; needs ``spec.n_meta`` (plain layout)."""
     T = q.shape[2]
     bm = block_mask(T, spec.window, spec.n_meta or 0, str(q.device))
-    return _compiled()(q, k, v, block_mask=bm, enable_gqa=k.shape[1] != q.shape[1])
+    opts = fwd_kernel_options(q.shape[-1], v.shape[-1], _capability(str(q.device)))
+    return _compiled()(q, k, v, block_mask=bm, enable_gqa=k.shape[1] != q.shape[1], kernel_options=opts)
