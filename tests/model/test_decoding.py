@@ -169,13 +169,23 @@ def test_ragged_cached_decoding_on_the_triton_kernels_equals_each_prompt_alone(r
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("overlap", [False, True])
 @pytest.mark.parametrize("row", [6, 13])
-def test_ragged_decoding_from_a_graph_of_the_compiled_step_equals_each_prompt_alone(row, _fp32_cuda):
-    """The ``compiled_graph`` decode mode (torch.compile'd step, captured): the same exactness."""
-    _check_ragged_decoding(row, "cuda", True, compile=True)
+def test_ragged_decoding_from_a_graph_of_the_compiled_step_equals_each_prompt_alone(row, overlap, _fp32_cuda):
+    """The ``compiled_graph`` decode mode (torch.compile'd step, captured), and ``compiled_graph_overlap`` (the
+    SSM branch on a second stream): the same exactness."""
+    _check_ragged_decoding(row, "cuda", True, compile=True, overlap=overlap)
 
 
-def _check_ragged_decoding(row, device, graph, compile=False):
+def test_overlap_needs_a_cuda_graph():
+    m = HymbaLM(STRONG[13]).eval()
+    with torch.no_grad():
+        _, cache = m.prefill(torch.randint(1, 61, (1, 4)), max_len=8)
+    with pytest.raises(ValueError, match="overlap=True.*cuda_graph=True"):
+        m.decoder(cache, overlap=True)
+
+
+def _check_ragged_decoding(row, device, graph, compile=False, overlap=False):
     cfg = PAPER_LAYOUT[int(row[1:])] if isinstance(row, str) else STRONG[row]
     torch.manual_seed(int(str(row).lstrip("v")))
     m = HymbaLM(cfg).to(device).eval()
@@ -185,7 +195,7 @@ def _check_ragged_decoding(row, device, graph, compile=False):
     ids, mask = left_pad(prompts, pad_id=5)  # the pad id is arbitrary: it must not matter
     with torch.no_grad():
         logits, cache = m.prefill(ids.to(device), mask.to(device), max_len=ids.shape[1] + new)
-        step = m.decoder(cache, cuda_graph=graph, compile=compile)
+        step = m.decoder(cache, cuda_graph=graph, compile=compile, overlap=overlap)
         got = torch.stack([logits[:, -1]] + [step(cont[:, t])[:, -1].clone() for t in range(new - 1)], 1)
         for i, p in enumerate(prompts):
             seq = torch.cat([torch.tensor(p, device=device), cont[i, :-1]])[None]

@@ -48,8 +48,10 @@ def test_cached_decoding_on_cuda_equals_full_forward(row):
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("overlap", [False, True])
 @pytest.mark.parametrize("row", [1, 6, 13])
-def test_graphed_decoding_equals_eager_decoding(row):
+def test_graphed_decoding_equals_eager_decoding(row, overlap):
+    """overlap: the SSM branch of each hybrid layer (rows 6, 13) on a second stream of the graph."""
     from hymba import GraphedDecoder
 
     m = HymbaLM(row_config(row, "tiny", vocab_size=101, window=16, init_std=0.2)).cuda().eval()
@@ -57,7 +59,7 @@ def test_graphed_decoding_equals_eager_decoding(row):
     with torch.no_grad():
         _, eager_cache = m.prefill(ids[:, :20], max_len=70)
         _, graph_cache = m.prefill(ids[:, :20], max_len=70)
-        step = GraphedDecoder(m, graph_cache)
+        step = GraphedDecoder(m, graph_cache, overlap=overlap)
         for t in range(20, 70):  # past the 16-token window: the rings wrap
             a = m.decode_step(ids[:, t], eager_cache)
             b = step(ids[:, t])

@@ -50,7 +50,8 @@ def cache_size(
     }
 
 
-DECODE_MODES = ("eager", "cuda_graph", "compiled_graph")  # eager steps; a CUDA graph of them; of the compiled step
+# eager steps; a CUDA graph of them; of the compiled step; either graph with the SSM branch on a second stream
+DECODE_MODES = ("eager", "cuda_graph", "compiled_graph", "cuda_graph_overlap", "compiled_graph_overlap")
 
 
 def _sync(device: torch.device) -> None:
@@ -149,7 +150,12 @@ def _timed_generation(
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         # a graph capture (and a compile) is a one-off cost, like compilation: not timed
-        step = model.decoder(cache, cuda_graph=mode != "eager", compile=mode == "compiled_graph")
+        step = model.decoder(
+            cache,
+            cuda_graph=mode != "eager",
+            compile=mode.startswith("compiled_graph"),
+            overlap=mode.endswith("_overlap"),
+        )
         nxt = first
         _sync(device)
         t1 = time.perf_counter()

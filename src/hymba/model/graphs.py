@@ -30,13 +30,15 @@ class GraphedDecoder:
     >>> logits = step(next_ids)   # same as model.decode_step(next_ids, cache)
     """
 
-    def __init__(self, model, cache: HybridCache, warmup: int = 2, compile: bool = False):
+    def __init__(self, model, cache: HybridCache, warmup: int = 2, compile: bool = False, overlap: bool = False):
         if cache.next_pos is None or cache.next_pos.device.type != "cuda":
             raise ValueError("GraphedDecoder needs a cache prefilled on a CUDA device")
         self.model, self.cache = model, cache
         # the graph reads this copy at replay: held here, or its memory would go back to the allocator
         self.head = model.padded_lm_head()
-        step = partial(model.decode_step_graphable, head=self.head)
+        # overlap: each hybrid layer's SSM branch on this stream, forked and joined inside the captured graph
+        self.side = torch.cuda.Stream() if overlap else None
+        step = partial(model.decode_step_graphable, head=self.head, side=self.side)
         if compile:
             # every model instance (and batch) is a recompile of the one method; past dynamo's default limit
             # of 8 it would silently run eagerly
