@@ -26,7 +26,7 @@ except ImportError:  # a plain clone, not installed
 
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from hymba.bench import load_model_config  # noqa: E402
+from hymba.bench import DECODE_MODES, load_model_config  # noqa: E402
 from hymba.model import HymbaLM  # noqa: E402
 
 
@@ -59,7 +59,9 @@ def main() -> int:
     p.add_argument("--prompt-len", type=int, default=8192)
     p.add_argument("--steps", type=int, default=10, help="decode steps profiled per mode")
     p.add_argument("--prefill-chunk", type=int, default=8, help="prefill rows at a time (bounds activations)")
-    p.add_argument("--modes", default="eager,cuda_graph", help="eager, cuda_graph, prefill (comma-separated)")
+    p.add_argument(
+        "--modes", default="eager,cuda_graph", help=f"prefill or of {', '.join(DECODE_MODES)} (comma-separated)"
+    )
     p.add_argument("--top", type=int, default=25)
     a = p.parse_args()
     if not torch.cuda.is_available():
@@ -87,12 +89,14 @@ def main() -> int:
                 out = {**base, "mode": mode, "prefill_rows": chunk.shape[0], **summarize(prof, 1, a.top)}
                 print(json.dumps(out), flush=True)
                 continue
-            if mode == "eager":
-                step = model.decoder(cache)
-            elif mode == "cuda_graph":
-                step = model.decoder(cache, cuda_graph=True)
-            else:
-                raise SystemExit(f"--modes: unknown mode {mode!r} (eager, cuda_graph, prefill)")
+            if mode not in DECODE_MODES:
+                raise SystemExit(f"--modes: unknown mode {mode!r} (prefill, {', '.join(DECODE_MODES)})")
+            step = model.decoder(
+                cache,
+                cuda_graph=mode != "eager",
+                compile=mode.startswith("compiled_graph"),
+                overlap=mode.endswith("_overlap"),
+            )
             for _ in range(2):  # warm-up (Triton compiles, cuBLAS handles)
                 step(nxt)
             torch.cuda.synchronize()

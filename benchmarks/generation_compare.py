@@ -109,6 +109,9 @@ def main() -> int:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--decode", default=None, help=f"our decode modes, of {', '.join(DECODE_MODES)} "
                    "(default: cuda_graph,compiled_graph on CUDA, eager elsewhere)")  # fmt: skip
+    p.add_argument("--ssm-state-dtype", default="fp32", help="comma list of fp32 and model: our SSM state's dtype "
+                   "in the cache, each from its own prefill (model: the weights' dtype, as the released code keeps "
+                   "it) (default: %(default)s)")  # fmt: skip
     a = p.parse_args()
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -125,6 +128,9 @@ def main() -> int:
             p.error(f"--decode: unknown mode {m!r}; modes are {', '.join(DECODE_MODES)}")
         if m != "eager" and device.type != "cuda":
             p.error(f"--decode {m}: needs a CUDA device (on {device.type}: eager)")
+    states = [x.strip() for x in a.ssm_state_dtype.split(",")]
+    if not states or any(x not in ("fp32", "model") for x in states):
+        p.error(f"--ssm-state-dtype {a.ssm_state_dtype}: expected a comma list of fp32 and model")
     bandwidth = copy_bandwidth(device)
     head = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     print(json.dumps({**head, "copy_bw_gbs": round(bandwidth / 1e9, 1), "torch": torch.__version__}), flush=True)
@@ -144,16 +150,18 @@ def main() -> int:
             else:
                 model = HymbaLM(cfg).to(device=device, dtype=dtype)
                 row["params_m"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 3)
-                generation_benchmark(
-                    model,
-                    prompt_len=a.prompt_len,
-                    batch=a.batch,
-                    new_tokens=a.new_tokens,
-                    device=device,
-                    modes=modes,
-                    bandwidth=bandwidth,
-                    on_result=lambda r, row=row: print(json.dumps({**row, **r}), flush=True),
-                )
+                for state in states if cfg.ssm else states[:1]:  # no SSM: no state to vary
+                    generation_benchmark(
+                        model,
+                        prompt_len=a.prompt_len,
+                        batch=a.batch,
+                        new_tokens=a.new_tokens,
+                        device=device,
+                        modes=modes,
+                        bandwidth=bandwidth,
+                        on_result=lambda r, row=row: print(json.dumps({**row, **r}), flush=True),
+                        ssm_dtype=torch.float32 if state == "fp32" else dtype,
+                    )
         except Exception as e:  # one failing model must not hide the others
             print(json.dumps({**row, "error": f"{type(e).__name__}: {e}"[:300]}), flush=True)
         finally:

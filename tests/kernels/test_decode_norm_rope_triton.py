@@ -77,6 +77,26 @@ def test_split_norm_of_dt_B_C_matches_the_reference(widths, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("widths,extra,first", [((100, 16, 16), 4, 104), ((3, 4, 5), 0, 8), ((7, 1, 2), 2, 7)])
+def test_split_norm_reads_a_wider_input_and_pads_the_first_part(widths, extra, first, dtype):
+    """The decode step's padded layout (x_proj's output 136 wide, dt written 104 wide for dt_proj at K = 104):
+    the same parts; the first one's pad columns exactly zero (garbage there would reach dt_proj)."""
+    torch.manual_seed(sum(widths) + extra)
+    x = _rows(3, sum(widths) + extra, dtype)[:, 0]
+    weights = tuple((1 + 0.5 * torch.randn(w, device=DEVICE)).to(dtype) for w in widths)
+    want = rms_norm_split_ref(x[:, : sum(widths)], weights, 1e-6)
+    for backend in ("triton", "ref"):
+        got = rms_norm_split(x, weights, 1e-6, backend=backend, first_width=first)
+        assert got[0].shape == (3, first)
+        assert torch.equal(got[0][:, widths[0] :], torch.zeros_like(got[0][:, widths[0] :]))
+        close(got[0][:, : widths[0]], want[0])
+        for g, w in zip(got[1:], want[1:], strict=True):
+            close(g, w)
+    with pytest.raises(ValueError, match="narrower than the first part"):
+        rms_norm_split(x, weights, 1e-6, backend="triton", first_width=widths[0] - 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 @pytest.mark.parametrize("h,hkv,d", [(25, 5, 64), (4, 2, 16), (3, 0, 8)])
 def test_rotary_of_q_and_k_matches_the_reference(h, hkv, d, dtype):
     torch.manual_seed(h + d)

@@ -70,6 +70,21 @@ def test_state_update_matches_the_reference(b, d, n, dtype, strided):
     torch.testing.assert_close(y_tri.float(), y_ref.float(), rtol=rtol, atol=atol)
 
 
+@pytest.mark.parametrize("b,d,n", STEP_CASES, ids=lambda v: str(v))
+def test_state_update_in_a_bf16_state(b, d, n):
+    """The released code keeps the state in the model's dtype: read, advanced in fp32, stored rounded."""
+    torch.manual_seed(b + d + n)
+    x = _step_inputs(b, d, n, torch.bfloat16, strided=True)
+    h0 = torch.randn(b, d, n, device=DEVICE).to(torch.bfloat16)
+    h_ref, h_tri = h0.clone(), h0.clone()
+    y_ref = selective_state_update_ref(h_ref, **x, delta_softplus=True)
+    y_tri = selective_state_update_triton(h_tri, **x, delta_softplus=True)
+    assert h_tri.dtype == torch.bfloat16 and not torch.equal(h_tri, h0)
+    rtol, atol = tol(torch.bfloat16)
+    torch.testing.assert_close(h_tri.float(), h_ref.float(), rtol=rtol, atol=atol)
+    torch.testing.assert_close(y_tri.float(), y_ref.float(), rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("absent", ["D", "z", "delta_bias"])
 def test_state_update_without_optional_parts_and_without_softplus(absent):
     x = _step_inputs(2, 9, 5, torch.float32, strided=False)

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import pytest
@@ -39,6 +40,60 @@ def test_prefill_then_decode_equals_full_forward(row):
         logits, cache = m.prefill(ids[:, :13], max_len=T)
         steps = [logits] + [m.decode_step(ids[:, t], cache) for t in range(13, T)]
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernels", ["reference", "triton"])
+def test_the_ssm_step_weights_padded_give_the_same_logits(kernels, request):
+    """The graphed decoders' x_proj and dt_proj on CUDA, zero-padded to multiples of 8 (132 rows and K = 100 in
+    Hymba-1.5B; here a dt rank of 5 and 2 x 4 state rows, 13 -> 16 rows, K 5 -> 8): the same logits."""
+    if kernels == "triton":
+        request.getfixturevalue("triton_decode")
+    cfg = dataclasses.replace(STRONG[13], dt_rank=5, d_state=4)
+    torch.manual_seed(0)
+    m = HymbaLM(cfg).eval()
+    pads = m.ssm_step_weights()
+    assert sorted(pads) == [i for i, layer in enumerate(m.layers) if layer.ssm is not None] and pads
+    x_w, dt_w = pads[0]
+    assert x_w.shape == (16, cfg.d_inner) and dt_w.shape == (cfg.d_inner, 8)
+    assert torch.equal(x_w[:13], m.layers[0].ssm.x_proj.weight) and not x_w[13:].any() and not dt_w[:, 5:].any()
+    ids = torch.randint(0, 61, (2, 12))
+    with torch.no_grad():
+        _, c1 = m.prefill(ids, max_len=16)
+        _, c2 = m.prefill(ids, max_len=16)
+        for t in range(3):
+            want = m.decode_step_graphable(ids[:, t : t + 1], c1)
+            got = m.decode_step_graphable(ids[:, t : t + 1], c2, ssm_weights=pads)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        for i in c1.ssm:
+            torch.testing.assert_close(c2.ssm[i], c1.ssm[i], rtol=1e-5, atol=1e-5)
+    aligned = HymbaLM(dataclasses.replace(STRONG[13], dt_rank=8, d_state=4))
+    assert aligned.ssm_step_weights() == {}  # nothing to pad: no copies
+
+
+def test_an_ssm_state_in_the_model_dtype_is_the_fp32_one_rounded():
+    """``ssm_dtype``: the cache's SSM state in bf16, as the released code keeps it in the model's dtype. The
+    prefilled state is the fp32 one rounded; decoding from it stays close to the fp32-state decoding; the
+    benchmark counts the state's smaller bytes."""
+    torch.manual_seed(0)
+    m = HymbaLM(STRONG[13]).eval()
+    ids = torch.randint(0, 61, (2, 20))
+    with torch.no_grad():
+        l32, c32 = m.prefill(ids[:, :12], max_len=20)
+        l16, c16 = m.prefill(ids[:, :12], max_len=20, ssm_dtype=torch.bfloat16)
+        torch.testing.assert_close(l16, l32, rtol=0, atol=0)  # the prefill itself does not read the cache state
+        assert c16.ssm and all(c16.ssm[i].dtype == torch.bfloat16 for i in c16.ssm)
+        for i in c32.ssm:
+            assert torch.equal(c16.ssm[i], c32.ssm[i].to(torch.bfloat16))
+        for t in range(12, 20):
+            a, b = m.decode_step(ids[:, t], c32), m.decode_step(ids[:, t], c16)
+            torch.testing.assert_close(b, a, rtol=0.05, atol=0.05)
+        assert not torch.equal(a, b)  # rounded: close, not the same
+    conv = sum(t.numel() * t.element_size() for t in c32.conv.values())  # the conv state: the cache dtype
+    assert (c32.nbytes()["ssm"] - conv) == 2 * (c16.nbytes()["ssm"] - conv) > 0
+    (r,) = generation_benchmark(
+        m, prompt_len=12, batch=2, new_tokens=2, device="cpu", bandwidth=1e10, ssm_dtype=torch.bfloat16
+    )
+    assert r["ssm_state_dtype"] == "bfloat16" and r["state_gb"] * 1e9 == c16.nbytes()["ssm"]
 
 
 def test_a_padded_lm_head_gives_the_same_logits():

@@ -129,6 +129,28 @@ def test_official_names_and_round_trip(released_dir, tmp_path):
         assert f.metadata() == {"format": "pt"}  # the official loader needs it
 
 
+def test_released_gate_and_up_are_the_ffn_gate_and_up(released_dir):
+    """Our FFN stacks the official gate_proj and up_proj: the FFN is down(silu(x gate^T) * x up^T) with the
+    file's tensors, and the earlier layout (w_gate, w_up apart) loads into the stacked one."""
+    path, _, _ = released_dir
+    state = load_file(path / "model.safetensors")
+    model = HymbaLM.from_pretrained(path)
+    p = "model.layers.1.moe.experts.0."
+    gate, up, down = (state[p + n + "_proj.weight"] for n in ("gate", "up", "down"))
+    x = torch.randn(5, gate.shape[1])
+    want = (torch.nn.functional.silu(x @ gate.T) * (x @ up.T)) @ down.T
+    with torch.no_grad():
+        torch.testing.assert_close(model.layers[1].ffn(x), want)
+    old = {k: v for k, v in model.state_dict().items() if "w_gate_up" not in k}
+    for i in range(model.config.n_layers):
+        gu = model.layers[i].ffn.w_gate_up.weight
+        old[f"layers.{i}.ffn.w_gate.weight"], old[f"layers.{i}.ffn.w_up.weight"] = gu.detach().chunk(2)
+    again = HymbaLM(model.config)
+    again.load_state_dict(old, strict=True)
+    for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
 def test_untied_head_and_dtype(tmp_path):
     c = ModelConfig(vocab_size=50, d_model=32, n_heads=4, n_layers=2, tie_embeddings=False, init_std=0.2)
     m = HymbaLM(c).eval()
@@ -168,6 +190,8 @@ def _copy(path, dst):
     [
         ("shape", "model.layers.2.mamba.in_proj.weight has shape [1, 32] but config.json gives"),
         ("missing", "missing tensor model.layers.1.mamba.D.0"),
+        ("missing part", "missing tensor model.layers.1.moe.experts.0.up_proj.weight"),
+        ("part shape", "model.layers.0.moe.experts.0.gate_proj.weight has shape [3, 32] but config.json gives"),
         ("unexpected", "unexpected tensor model.layers.0.mamba.extra"),
         ("field", "num_experts=4 is not supported"),
         ("rope", 'rope_type="dynamic_ntk" is not supported'),
@@ -182,6 +206,10 @@ def test_bad_checkpoint_is_one_clear_error(released_dir, tmp_path, damage, messa
         state["model.layers.2.mamba.in_proj.weight"] = torch.zeros(1, 32)
     elif damage == "missing":
         del state["model.layers.1.mamba.D.0"]
+    elif damage == "missing part":
+        del state["model.layers.1.moe.experts.0.up_proj.weight"]
+    elif damage == "part shape":
+        state["model.layers.0.moe.experts.0.gate_proj.weight"] = torch.zeros(3, 32)
     elif damage == "unexpected":
         state["model.layers.0.mamba.extra"] = torch.zeros(3)
     elif damage == "field":

@@ -31,7 +31,7 @@ def test_no_weight_decay_on_norms_embeddings_meta_tokens():
     plain = {names[id(p)] for p in opt.param_groups[1]["params"]}
     assert opt.param_groups[0]["weight_decay"] == 0.1 and opt.param_groups[1]["weight_decay"] == 0.0
     assert {"embed.weight", "meta_tokens", "norm.weight", "layers.0.ffn_norm.weight"} <= plain
-    assert "layers.0.ffn.w_up.weight" in decayed and "layers.0.in_proj.weight" in decayed
+    assert "layers.0.ffn.w_gate_up.weight" in decayed and "layers.0.in_proj.weight" in decayed
     assert not any("norm" in n or "embed" in n or "bias" in n for n in decayed)
     assert len(decayed | plain) == len(list(model.parameters()))
 

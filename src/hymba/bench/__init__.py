@@ -120,19 +120,22 @@ def _timed_generation(
     modes: tuple[str, ...],
     bandwidth: float | None,
     on_result,
+    ssm_dtype: torch.dtype,
 ) -> list[dict[str, float]]:
     g = torch.Generator(device="cpu").manual_seed(0)
     ids = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).to(device)
     chunk = min(prefill_chunk, batch)
     for _ in range(warmup):  # compiles kernels for the timed shapes (a prefill chunk, a decode step)
-        _, c = model.prefill(ids[:chunk], max_len=prompt_len + 2, last_only=True)
+        _, c = model.prefill(ids[:chunk], max_len=prompt_len + 2, last_only=True, ssm_dtype=ssm_dtype)
         model.decode_step(ids[:chunk, -1], c)
         del c
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
     t0 = time.perf_counter()
-    logits, cache = model.prefill(ids, max_len=prompt_len + new_tokens, last_only=True, batch_chunk=chunk)
+    logits, cache = model.prefill(
+        ids, max_len=prompt_len + new_tokens, last_only=True, batch_chunk=chunk, ssm_dtype=ssm_dtype
+    )
     first = logits[:, -1].argmax(-1)
     _sync(device)
     prefill_s = time.perf_counter() - t0
@@ -184,6 +187,7 @@ def _timed_generation(
             "decode_s": decode_s,
             "cache_mb": cache.nbytes()["total"] / MB,
             "prefill_chunk": chunk,
+            "ssm_state_dtype": str(ssm_dtype).removeprefix("torch."),
         }
         if device.type == "cuda":
             r["prefill_peak_mem_gb"] = prefill_peak
@@ -208,6 +212,7 @@ def generation_benchmark(
     modes: tuple[str, ...] | None = None,
     bandwidth: float | None = None,
     on_result: Callable[[dict], None] | None = None,
+    ssm_dtype: torch.dtype = torch.float32,
 ) -> list[dict[str, float]]:
     """Paper protocol: a batch of random prompts, halve the batch on out-of-memory until it fits, prefill
     once, then generate ``new_tokens`` greedily in each decode mode (:data:`DECODE_MODES`; default
@@ -219,10 +224,11 @@ def generation_benchmark(
     default :func:`copy_bandwidth` measured now) turns the bytes a step must read
     (:func:`decode_step_bytes`) into the step's floor and the fraction of it reached. ``on_result`` is called
     with each mode's dict as soon as it is measured (a long compile of a later mode loses no earlier result).
+    ``ssm_dtype``: the SSM state's dtype in the cache (fp32; the released code's is the model's dtype).
 
     Returns one dict per mode: decode, tokens_per_s, step_ms, step_bytes (and its parts in GB: weights_gb,
     kv_gb, state_gb; kv_reread_gb beside it), floor_ms, hbm_fraction, copy_bw_gbs, batch_used, prompt_len,
-    new_tokens, prefill_s, decode_s, cache_mb, prefill_chunk, and on CUDA prefill_peak_mem_gb and
+    new_tokens, prefill_s, decode_s, cache_mb, prefill_chunk, ssm_state_dtype, and on CUDA prefill_peak_mem_gb and
     peak_mem_gb (prefill or this mode's decoding, whichever is higher; the copy of the prefilled cache that lets
     every mode start from it is left out).
     """
@@ -242,7 +248,7 @@ def generation_benchmark(
     while True:
         try:
             return _timed_generation(
-                model, batch, prompt_len, new_tokens, device, warmup, chunk, modes, bandwidth, on_result
+                model, batch, prompt_len, new_tokens, device, warmup, chunk, modes, bandwidth, on_result, ssm_dtype
             )
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()

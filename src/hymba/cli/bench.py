@@ -7,6 +7,8 @@ import argparse
 import json
 import sys
 
+import torch
+
 from hymba.bench import DECODE_MODES, generation_benchmark
 from hymba.cli.args import add_device_arg, add_model_args, model_config_from_args, parse_device
 from hymba.errors import UsageError
@@ -26,6 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_device_arg(p)
     p.add_argument(
         "--dtype", choices=sorted(DTYPES), default=None, help="weights' dtype (default: bf16 on CUDA, fp32 on CPU)"
+    )
+    p.add_argument(
+        "--ssm-state-dtype",
+        choices=("fp32", "model"),
+        default="fp32",
+        help="the SSM state's dtype in the cache: fp32, or the weights' dtype as the released code keeps it "
+        "(half the state's bytes per step, rounded after every token) (default: %(default)s)",
     )
     modes = p.add_mutually_exclusive_group()
     modes.add_argument("--eager", action="store_true", help="decode step by step in Python, not from a CUDA graph")
@@ -80,5 +89,6 @@ def run(args: argparse.Namespace) -> int:
         device=dev,
         modes=modes,
         on_result=report,
+        ssm_dtype=torch.float32 if args.ssm_state_dtype == "fp32" else dtype,
     )
     return 0

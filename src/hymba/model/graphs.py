@@ -36,9 +36,10 @@ class GraphedDecoder:
         self.model, self.cache = model, cache
         # the graph reads this copy at replay: held here, or its memory would go back to the allocator
         self.head = model.padded_lm_head()
+        self.ssm_weights = model.ssm_step_weights()  # x_proj, dt_proj padded to aligned GEMMs (same reason)
         # overlap: each hybrid layer's SSM branch on this stream, forked and joined inside the captured graph
         self.side = torch.cuda.Stream() if overlap else None
-        step = partial(model.decode_step_graphable, head=self.head, side=self.side)
+        step = partial(model.decode_step_graphable, head=self.head, side=self.side, ssm_weights=self.ssm_weights)
         if compile:
             # every model instance (and batch) is a recompile of the one method; past dynamo's default limit
             # of 8 it would silently run eagerly

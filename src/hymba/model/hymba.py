@@ -52,6 +52,7 @@ class _Context:
     shared_kv: dict[int, tuple[Tensor, Tensor, MaskSpec]] = field(default_factory=dict)
     pad: Tensor | None = None  # [B] left padding per row (prefill)
     side: torch.cuda.Stream | None = None  # decoding: the SSM branch's CUDA stream, beside attention's
+    ssm_weights: dict[int, tuple[Tensor, ...]] | None = None  # decoding: layer -> its SSM head's step_weights()
 
 
 class HymbaBlock(nn.Module):
@@ -128,7 +129,10 @@ class HymbaBlock(nn.Module):
     def _ssm(self, inputs: list[Tensor], ctx: _Context) -> Tensor:
         """The SSM head on its inputs [B, S, w]; prefill stores its final state, decoding advances it."""
         if ctx.decoding:
-            return self.ssm.step(*(t[:, 0] for t in inputs), state=ctx.cache.ssm_state(self.i))[:, None]
+            weights = ctx.ssm_weights.get(self.i) if ctx.ssm_weights else None
+            return self.ssm.step(*(t[:, 0] for t in inputs), state=ctx.cache.ssm_state(self.i), weights=weights)[
+                :, None
+            ]
         if ctx.cache is None:
             return self.ssm(*inputs, valid=ctx.valid)
         y, state = self.ssm(*inputs, valid=ctx.valid, return_state=True)
@@ -294,9 +298,16 @@ class HymbaLM(nn.Module):
         return ModelOutput(logits, loss)
 
     # ---- decoding ----------------------------------------------------------------------------------
-    def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> HybridCache:
+    def allocate_cache(
+        self, batch: int, max_len: int, dtype: torch.dtype | None = None, ssm_dtype: torch.dtype | None = None
+    ) -> HybridCache:
+        """A cache in ``dtype`` (default: the weights'), the SSM recurrent state in ``ssm_dtype`` (default fp32;
+        the released code keeps it in the model's dtype, which halves the state's bytes at every decode step and
+        rounds the state to that dtype after every token)."""
         p = self.embed.weight
-        return HybridCache.allocate(self.config, batch, max_len, device=p.device, dtype=dtype or p.dtype)
+        return HybridCache.allocate(
+            self.config, batch, max_len, device=p.device, dtype=dtype or p.dtype, ssm_dtype=ssm_dtype or torch.float32
+        )
 
     @torch.no_grad()
     def prefill(
@@ -307,6 +318,7 @@ class HymbaLM(nn.Module):
         cache: HybridCache | None = None,
         last_only: bool = False,
         batch_chunk: int | None = None,
+        ssm_dtype: torch.dtype | None = None,
     ) -> tuple[Tensor, HybridCache]:
         """Run the prompt (meta tokens included) once and fill a fresh cache.
 
@@ -315,12 +327,13 @@ class HymbaLM(nn.Module):
                 cache must hold (prompt + new tokens; default T + 256); last_only: logits of the last
                 position only (generation needs no more, and [B, T, vocab] can be the largest tensor);
                 batch_chunk: prefill at most this many rows at a time into the one cache, which bounds the
-                activation memory of long prompts (the paper's 8K x batch 128) by the chunk, not the batch.
+                activation memory of long prompts (the paper's 8K x batch 128) by the chunk, not the batch;
+                ssm_dtype: the SSM state's dtype in a fresh cache (:meth:`allocate_cache`).
         Returns:
             logits [B, T, vocab] (or [B, 1, vocab]) and the cache.
         """
         B, T = input_ids.shape
-        cache = cache or self.allocate_cache(B, max_len or T + 256)
+        cache = cache or self.allocate_cache(B, max_len or T + 256, ssm_dtype=ssm_dtype)
         if batch_chunk is not None and batch_chunk < B:
             parts = [
                 self.prefill(
@@ -354,15 +367,23 @@ class HymbaLM(nn.Module):
         return logits
 
     def decode_step_graphable(
-        self, ids: Tensor, cache: HybridCache, head: Tensor | None = None, side: torch.cuda.Stream | None = None
+        self,
+        ids: Tensor,
+        cache: HybridCache,
+        head: Tensor | None = None,
+        side: torch.cuda.Stream | None = None,
+        ssm_weights: dict[int, tuple[Tensor, ...]] | None = None,
     ) -> Tensor:
         """The device work of :meth:`decode_step` (ids [B, 1]): no host sync and no Python-side state, so
         that :class:`hymba.model.graphs.GraphedDecoder` can capture it once and replay it. Advances
         ``cache.step`` and ``cache.next_pos`` in place; the caller advances ``cache.length``. ``head``: the
         LM head's weight padded (:meth:`padded_lm_head`); the logits are then a view of the vocabulary's rows.
-        ``side``: a CUDA stream on which each hybrid layer's SSM branch runs beside its attention."""
+        ``side``: a CUDA stream on which each hybrid layer's SSM branch runs beside its attention.
+        ``ssm_weights``: the SSM heads' weights laid out for the step (:meth:`ssm_step_weights`)."""
         x = self.embed(ids)
-        ctx = self._context(cache.next_pos[:, None], None, x.dtype, cache=cache, decoding=True, side=side)
+        ctx = self._context(
+            cache.next_pos[:, None], None, x.dtype, cache=cache, decoding=True, side=side, ssm_weights=ssm_weights
+        )
         for layer in self.layers:
             x = layer.step(x, ctx)
         cache.step.add_(1)
@@ -371,6 +392,18 @@ class HymbaLM(nn.Module):
         if head is None:
             return self.lm_head(h)
         return F.linear(h, head)[..., : self.config.vocab_size]
+
+    def ssm_step_weights(self) -> dict[int, tuple[Tensor, ...]]:
+        """Layer -> copies of its SSM head's weights laid out for the decode step's GEMMs
+        (:meth:`~hymba.model.ssm.SSMHead.step_weights`; for Hymba-1.5B x_proj and dt_proj zero-padded to
+        multiples of 8, +49 MB), for layers where that pays. Taken once per graphed decoder, like
+        :meth:`padded_lm_head`."""
+        out = {}
+        for layer in self.layers:
+            w = layer.ssm.step_weights() if layer.ssm is not None else None
+            if w is not None:
+                out[layer.i] = w
+        return out
 
     def padded_lm_head(self) -> Tensor | None:
         """A copy of the LM head's weight with its rows padded to a multiple of 64, for decoding on CUDA when
@@ -444,12 +477,14 @@ class HymbaLM(nn.Module):
         attention_mask: Tensor | None = None,
         eos_id: int | None = None,
         cuda_graph: bool = False,
+        ssm_dtype: torch.dtype | None = None,
     ) -> Tensor:
         """Sample ``max_new_tokens`` after each (left-padded) prompt; temperature 0 = greedy.
 
         ``cuda_graph`` replays the decode step from a CUDA graph (:class:`~hymba.model.graphs.GraphedDecoder`;
         CUDA only, same tokens, several times faster for small models), with each hybrid layer's SSM branch on
-        a second stream (``decoder(overlap=True)``, the fastest measured step). Returns the new tokens
+        a second stream (``decoder(overlap=True)``, the fastest measured step). ``ssm_dtype``: the SSM
+        state's dtype in the cache (default fp32; see :meth:`allocate_cache`). Returns the new tokens
         [B, max_new_tokens]; rows that emitted ``eos_id`` are filled with it. ``max_new_tokens=0`` returns an
         empty [B, 0] tensor without running the model. A negative or non-finite ``temperature``, a negative
         ``max_new_tokens`` or a ``top_k`` below 1 is a ``ValueError`` naming the argument.
@@ -472,7 +507,9 @@ class HymbaLM(nn.Module):
             raise ValueError(f"generate(cuda_graph=True) needs CUDA tensors, got {input_ids.device}")
         padded = attention_mask is not None and not bool(attention_mask.all())
         self._check_memory(B, T, T + max_new_tokens, padded)
-        logits, cache = self.prefill(input_ids, attention_mask, max_len=T + max_new_tokens, last_only=True)
+        logits, cache = self.prefill(
+            input_ids, attention_mask, max_len=T + max_new_tokens, last_only=True, ssm_dtype=ssm_dtype
+        )
         last = logits[:, -1]
         decode = self.decoder(cache, cuda_graph, overlap=cuda_graph)
         out = []

@@ -105,35 +105,53 @@ _LAYER = {
     "ssm.B_norm.weight": "mamba.B_layernorm.weight",
     "ssm.C_norm.weight": "mamba.C_layernorm.weight",
     "ffn_norm.weight": "pre_moe_layernorm.weight",
-    "ffn.w_gate.weight": "moe.experts.0.gate_proj.weight",
-    "ffn.w_up.weight": "moe.experts.0.up_proj.weight",
     "ffn.w_down.weight": "moe.experts.0.down_proj.weight",
 }
+# ours stacks what the released format keeps apart: our tensor -> its official parts, in row order
+_STACKED = {"ffn.w_gate_up.weight": ("moe.experts.0.gate_proj.weight", "moe.experts.0.up_proj.weight")}
 _LAYER_BACK = {v: k for k, v in _LAYER.items()}
+_PART_BACK = {o: (k, i) for k, parts in _STACKED.items() for i, o in enumerate(parts)}
 _TOP_BACK = {v: k for k, v in _TOP.items()}
 _OURS_LAYER = re.compile(r"layers\.(\d+)\.(.+)")
 _OFFICIAL_LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
 
 
-def official_name(name: str) -> str:
-    """Our state-dict name -> the official tensor name (``layers.3.ssm.dt_bias`` -> ``model.layers.3.mamba.
-    dt_proj.0.bias``). A name with no official counterpart is a ``KeyError``."""
+def official_names(name: str) -> tuple[str, ...]:
+    """Our state-dict name -> the official tensor name(s) (``layers.3.ssm.dt_bias`` -> ``model.layers.3.mamba.
+    dt_proj.0.bias``; our stacked FFN gate/up weight -> the official gate and up weights). A name with no
+    official counterpart is a ``KeyError``."""
     if name in _TOP:
-        return _TOP[name]
+        return (_TOP[name],)
     m = _OURS_LAYER.fullmatch(name)
     if m and m.group(2) in _LAYER:
-        return f"model.layers.{m.group(1)}.{_LAYER[m.group(2)]}"
+        return (f"model.layers.{m.group(1)}.{_LAYER[m.group(2)]}",)
+    if m and m.group(2) in _STACKED:
+        return tuple(f"model.layers.{m.group(1)}.{o}" for o in _STACKED[m.group(2)])
     raise KeyError(f"{name} has no name in the released format")
 
 
-def our_name(name: str) -> str | None:
-    """The official tensor name -> our state-dict name; None for a name the released format does not have."""
+def our_name(name: str) -> tuple[str, int | None] | None:
+    """The official tensor name -> (our state-dict name, the part it is of our stacked tensor or None); None
+    for a name the released format does not have."""
     if name in _TOP_BACK:
-        return _TOP_BACK[name]
+        return _TOP_BACK[name], None
     m = _OFFICIAL_LAYER.fullmatch(name)
     if m and m.group(2) in _LAYER_BACK:
-        return f"layers.{m.group(1)}.{_LAYER_BACK[m.group(2)]}"
+        return f"layers.{m.group(1)}.{_LAYER_BACK[m.group(2)]}", None
+    if m and m.group(2) in _PART_BACK:
+        ours, part = _PART_BACK[m.group(2)]
+        return f"layers.{m.group(1)}.{ours}", part
     return None
+
+
+def to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict -> the released format's tensors (a stacked tensor split into its official parts)."""
+    out = {}
+    for k, v in state.items():
+        names = official_names(k)
+        for n, t in zip(names, v.chunk(len(names))):
+            out[n] = t
+    return out
 
 
 # ---- config.json <-> ModelConfig --------------------------------------------------------------------------
@@ -400,19 +418,35 @@ def load_pretrained(
         model = HymbaLM(config)  # shapes only: every tensor comes from the checkpoint
     expected = {k: v for k, v in model.state_dict().items() if not (config.tie_embeddings and k == "lm_head.weight")}
     state: dict[str, torch.Tensor] = {}
+    parts: dict[str, dict[int, torch.Tensor]] = {}
     problems: list[str] = []
     tied_head = None
     for name, t in _read_tensors(path):
-        ours = our_name(name)
+        ours, part = our_name(name) or (None, None)
         if ours == "lm_head.weight" and config.tie_embeddings:
             tied_head = t  # some writers store the tied head anyway: it must equal the embedding
         elif ours is None or ours not in expected:
             problems.append(f"unexpected tensor {name}")
-        elif tuple(t.shape) != tuple(expected[ours].shape):
-            problems.append(f"{name} has shape {list(t.shape)} but config.json gives {list(expected[ours].shape)}")
         else:
-            state[ours] = t
-    problems += [f"missing tensor {official_name(k)}" for k in expected if k not in state]
+            want = list(expected[ours].shape)
+            if part is not None:  # one of the official parts our tensor stacks along its rows
+                want[0] //= len(official_names(ours))
+            if list(t.shape) != want:
+                problems.append(f"{name} has shape {list(t.shape)} but config.json gives {want}")
+            elif part is None:
+                state[ours] = t
+            else:
+                parts.setdefault(ours, {})[part] = t
+    for ours, got in parts.items():
+        if len(got) == len(official_names(ours)):
+            state[ours] = torch.cat([got[i] for i in range(len(got))])
+    problems += [
+        f"missing tensor {n}"
+        for k in expected
+        if k not in state
+        for i, n in enumerate(official_names(k))
+        if i not in parts.get(k, {})
+    ]
     if tied_head is not None and "embed.weight" in state and not torch.equal(tied_head, state["embed.weight"]):
         problems.append("lm_head.weight differs from model.embed_tokens.weight but tie_word_embeddings is true")
     if problems:
@@ -450,11 +484,10 @@ def save_pretrained(
     c = model.config
     dtype = next(t.dtype for t in model.state_dict().values() if t.is_floating_point())
     config = config_to_released(c, extra_config, dtype)  # first: a config the format cannot hold writes nothing
-    weights = {
-        official_name(k): v.detach().cpu().contiguous()
-        for k, v in model.state_dict().items()
-        if not (c.tie_embeddings and k == "lm_head.weight")
-    }
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if c.tie_embeddings:
+        del state["lm_head.weight"]
+    weights = {k: v.contiguous() for k, v in to_official(state).items()}
     path.mkdir(parents=True, exist_ok=True)
     total = sum(t.numel() * t.element_size() for t in weights.values())
     rd = RunDir(path)
@@ -504,8 +537,9 @@ __all__ = [
     "is_pretrained_dir",
     "load_pretrained",
     "ntk_rope_base",
-    "official_name",
+    "official_names",
     "our_name",
+    "to_official",
     "read_config",
     "save_pretrained",
     "window_from_released",

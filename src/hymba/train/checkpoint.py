@@ -166,7 +166,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     load_weights(model, path / RunDir.WEIGHTS)
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as e:  # e.g. a run begun before the FFN's gate and up weights were stacked
+            raise ValueError(f"checkpoint {path}: its optimizer state does not fit the model's parameters ({e})") from e
     return state
 
 

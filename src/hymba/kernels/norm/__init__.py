@@ -56,14 +56,15 @@ def rms_norm_mean(a, wa, b, wb, eps: float, backend: str = "auto"):
     return rms_norm_mean_ref(a, wa, b, wb, eps)
 
 
-def rms_norm_split(x, weights, eps: float, backend: str = "auto"):
-    """x [..., sum W_i] -> its consecutive parts of the weights' widths, each normalised on its own (the Triton
-    kernel takes three parts: Mamba-1's dt, B, C)."""
+def rms_norm_split(x, weights, eps: float, backend: str = "auto", first_width: int | None = None):
+    """x [..., >= sum W_i] -> its first columns' consecutive parts of the weights' widths, each normalised on
+    its own (the Triton kernel takes three parts: Mamba-1's dt, B, C); ``first_width``: the first part that
+    wide, zero-padded."""
     if len(weights) == 3 and resolve(backend, x.device.type) == "triton":
         from hymba.kernels.norm.triton import rms_norm_split_triton
 
-        return rms_norm_split_triton(x, tuple(weights), eps)
-    return rms_norm_split_ref(x, tuple(weights), eps)
+        return rms_norm_split_triton(x, tuple(weights), eps, first_width)
+    return rms_norm_split_ref(x, tuple(weights), eps, first_width)
 
 
 def silu_mul(g, u, backend: str = "auto"):

@@ -26,10 +26,17 @@ def rms_norm_mean_ref(a: Tensor, wa: Tensor, b: Tensor, wb: Tensor, eps: float) 
     return (rms_norm_ref(a, wa, eps) + rms_norm_ref(b, wb, eps)) / 2
 
 
-def rms_norm_split_ref(x: Tensor, weights: tuple[Tensor, ...], eps: float) -> tuple[Tensor, ...]:
-    """x [..., sum W_i] split into consecutive parts of the weights' widths, each normalised on its own."""
-    parts = x.split([w.shape[0] for w in weights], dim=-1)
-    return tuple(rms_norm_ref(p, w, eps) for p, w in zip(parts, weights))
+def rms_norm_split_ref(
+    x: Tensor, weights: tuple[Tensor, ...], eps: float, first_width: int | None = None
+) -> tuple[Tensor, ...]:
+    """x [..., >= sum W_i]: its first sum W_i columns split into consecutive parts of the weights' widths, each
+    normalised on its own; ``first_width``: the first part returned that wide, zeros after its W_0 columns."""
+    widths = [w.shape[0] for w in weights]
+    parts = x[..., : sum(widths)].split(widths, dim=-1)
+    out = [rms_norm_ref(p, w, eps) for p, w in zip(parts, weights)]
+    if first_width is not None:
+        out[0] = F.pad(out[0], (0, first_width - widths[0]))
+    return tuple(out)
 
 
 def silu_mul_ref(g: Tensor, u: Tensor) -> Tensor:

@@ -69,7 +69,7 @@ def _rms_kernel(
 
 
 @triton.jit
-def _split_kernel(x_ptr, w0_ptr, w1_ptr, w2_ptr, out_ptr, W0, W1, W2, eps, s_x, s_o, BLOCK: tl.constexpr):
+def _split_kernel(x_ptr, w0_ptr, w1_ptr, w2_ptr, out_ptr, W0, P0, W1, W2, eps, s_x, s_o, BLOCK: tl.constexpr):
     row = tl.program_id(0)
     part = tl.program_id(1)
     c = tl.arange(0, BLOCK)
@@ -83,7 +83,9 @@ def _split_kernel(x_ptr, w0_ptr, w1_ptr, w2_ptr, out_ptr, W0, W1, W2, eps, s_x, 
     w += tl.load(w1_ptr + c, mask=m & (pv == 1), other=0.0).to(tl.float32)
     w += tl.load(w2_ptr + c, mask=m & (pv == 2), other=0.0).to(tl.float32)
     y = _normed(x, w, m, width, eps)
-    tl.store(out_ptr + row * s_o + lo + c, y.to(out_ptr.dtype.element_ty), mask=m)
+    # in the output the first part takes P0 >= W0 columns, zeros after its W0
+    o_lo = tl.where(part == 0, 0, lo + P0 - W0)
+    tl.store(out_ptr + row * s_o + o_lo + c, y.to(out_ptr.dtype.element_ty), mask=c < tl.where(part == 0, P0, width))
 
 
 @triton.jit
@@ -171,22 +173,23 @@ def _(a, wa, b, wb, eps):
 
 
 @torch.library.custom_op("hymba::rms_norm_split3", mutates_args=())
-def _rms_norm_split3(x: Tensor, w0: Tensor, w1: Tensor, w2: Tensor, eps: float) -> Tensor:
+def _rms_norm_split3(x: Tensor, w0: Tensor, w1: Tensor, w2: Tensor, eps: float, first_width: int) -> Tensor:
     shape = x.shape
     x = _rows(x)
     R = x.shape[0]
     W0, W1, W2 = w0.shape[0], w1.shape[0], w2.shape[0]
-    out = torch.empty(R, W0 + W1 + W2, device=x.device, dtype=x.dtype)
-    block = triton.next_power_of_2(max(W0, W1, W2))
+    out = torch.empty(R, first_width + W1 + W2, device=x.device, dtype=x.dtype)
+    block = triton.next_power_of_2(max(first_width, W1, W2))
     _split_kernel[(R, 3)](
-        x, w0, w1, w2, out, W0, W1, W2, eps, x.stride(0), out.stride(0), BLOCK=block, num_warps=_warps(block)
-    )
-    return out.view(*shape[:-1], W0 + W1 + W2)
+        x, w0, w1, w2, out, W0, first_width, W1, W2, eps, x.stride(0), out.stride(0), BLOCK=block,
+        num_warps=_warps(block),
+    )  # fmt: skip
+    return out.view(*shape[:-1], first_width + W1 + W2)
 
 
 @_rms_norm_split3.register_fake
-def _(x, w0, w1, w2, eps):
-    return x.new_empty(*x.shape[:-1], w0.shape[0] + w1.shape[0] + w2.shape[0])
+def _(x, w0, w1, w2, eps, first_width):
+    return x.new_empty(*x.shape[:-1], first_width + w1.shape[0] + w2.shape[0])
 
 
 @torch.library.custom_op("hymba::silu_mul", mutates_args=())
@@ -226,12 +229,19 @@ def rms_norm_mean_triton(a: Tensor, wa: Tensor, b: Tensor, wb: Tensor, eps: floa
     return _rms_norm_mean(a, wa, b, wb, eps)
 
 
-def rms_norm_split_triton(x: Tensor, weights: tuple[Tensor, ...], eps: float) -> tuple[Tensor, ...]:
-    """As :func:`~hymba.kernels.norm.ref.rms_norm_split_ref` for three parts: views of one output."""
-    if len(weights) != 3 or sum(w.shape[0] for w in weights) != x.shape[-1]:
-        raise ValueError(f"rms_norm_split: three weights whose widths sum to {x.shape[-1]} expected")
-    out = _rms_norm_split3(x, *weights, eps)
-    return tuple(out.split([w.shape[0] for w in weights], dim=-1))
+def rms_norm_split_triton(
+    x: Tensor, weights: tuple[Tensor, ...], eps: float, first_width: int | None = None
+) -> tuple[Tensor, ...]:
+    """As :func:`~hymba.kernels.norm.ref.rms_norm_split_ref` for three parts: views of one output (the first
+    part ``first_width`` wide, zero-padded, so that a GEMM reading it can take a K that is a multiple of 8)."""
+    widths = [w.shape[0] for w in weights]
+    if len(weights) != 3 or sum(widths) > x.shape[-1]:
+        raise ValueError(f"rms_norm_split: three weights whose widths sum to at most {x.shape[-1]} expected")
+    first = widths[0] if first_width is None else first_width
+    if first < widths[0]:
+        raise ValueError(f"rms_norm_split: first_width={first_width} is narrower than the first part ({widths[0]})")
+    out = _rms_norm_split3(x, *weights, eps, first)
+    return tuple(out.split([first, *widths[1:]], dim=-1))
 
 
 __all__ = ["rms_norm_triton", "rms_norm_mean_triton", "rms_norm_split_triton", "silu_mul_triton"]
