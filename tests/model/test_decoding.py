@@ -337,6 +337,14 @@ def test_swa_cache_never_grows_past_window_plus_meta_and_consumers_hold_nothing(
     consumers = {i for g in c.kv_groups() for i in g[1:]}
     assert consumers and not consumers & set(cache.kv)
     assert set(cache.kv) == (swa | glob) - consumers
+    # entries of one capacity share pos/valid; the first in layer order writes them at each step
+    for group in ([i for i in sorted(cache.kv) if i in swa], [i for i in sorted(cache.kv) if i in glob]):
+        assert len(group) >= 2
+        first = cache.kv[group[0]]
+        assert first.keeps_books and not any(cache.kv[i].keeps_books for i in group[1:])
+        assert all(cache.kv[i].pos is first.pos and cache.kv[i].valid is first.valid for i in group)
+    slot = cache.kv[group[0]].slot(cache.step - 1)  # the last token decoded
+    assert int(cache.kv[group[0]].pos[0, slot]) == int(cache.next_pos[0]) - 1  # the last token's position
 
 
 def test_cache_bytes_of_the_released_model():

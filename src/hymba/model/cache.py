@@ -36,6 +36,8 @@ class LayerKV:
     valid: Tensor  # [B, M + C] bool
     n_meta: int
     window: int | None  # None = global (C = max_len); else a ring of C = window slots
+    # False: pos and valid are shared with an earlier layer's entry, which writes them at each decode step
+    keeps_books: bool = True
     meta: Tensor = field(init=False)  # [1, M + C] bool, the pinned meta slots (built once, read every step)
 
     def __post_init__(self) -> None:
@@ -69,14 +71,23 @@ class LayerKV:
         self.pos[:, idx] = pos[:, start:]
         self.valid[:, idx] = valid[:, start:]
 
-    def append(self, j: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> None:
+    def slot(self, j: Tensor) -> Tensor:
+        """The [1] slot of token index ``j`` (a global cache is never full here: decode_step checks)."""
+        return self.n_meta + j % self.capacity
+
+    def append(
+        self, j: Tensor, k: Tensor, v: Tensor, pos: Tensor, slot: Tensor | None = None, bookkeeping: bool = True
+    ) -> None:
         """Decode: store one token (k, v [B, Hkv, 1, D]; pos [B, 1]) at token index ``j``, a [1] long tensor
-        on the cache's device. Device ops only (no host sync), so a decode step can run as a CUDA graph."""
-        slot = self.n_meta + j % self.capacity  # a global cache is never full here: decode_step checks
+        on the cache's device. Device ops only (no host sync), so a decode step can run as a CUDA graph.
+        ``slot``: :meth:`slot` of ``j`` where the caller has it; ``bookkeeping=False`` leaves ``pos`` and
+        ``valid`` alone (the entry sharing them that ``keeps_books`` has written them this step)."""
+        slot = self.slot(j) if slot is None else slot
         self.k.index_copy_(2, slot, k.to(self.k.dtype))
         self.v.index_copy_(2, slot, v.to(self.v.dtype))
-        self.pos.index_copy_(1, slot, pos)
-        self.valid.index_fill_(1, slot, True)
+        if bookkeeping:
+            self.pos.index_copy_(1, slot, pos)
+            self.valid.index_fill_(1, slot, True)
 
     def is_meta(self) -> Tensor:
         """[1, M + C] bool."""
@@ -104,22 +115,31 @@ class HybridCache:
         dtype: torch.dtype = torch.float32,
         ssm_dtype: torch.dtype = torch.float32,
     ) -> HybridCache:
-        """Allocate every buffer up front (``device="meta"`` sizes a cache without memory)."""
+        """Allocate every buffer up front (``device="meta"`` sizes a cache without memory). Entries of one
+        capacity share their slots' positions and validity (the same tokens land in the same slots of each):
+        a decode step writes them once per capacity, not once per layer."""
         c = config
         cache = cls(c)
         M = c.n_meta_tokens
+        books: dict[int, tuple[Tensor, Tensor]] = {}  # slots -> (pos, valid) of the first entry that size
         for plan in layer_plans(c):
             i, window = plan.index, plan.window
             if plan.has_kv:
                 S = M + (window if window is not None else max_len)
                 kw = dict(device=device, dtype=dtype)
+                keeps = S not in books
+                if keeps:
+                    books[S] = (
+                        torch.zeros(batch, S, dtype=torch.long, device=device),
+                        torch.zeros(batch, S, dtype=torch.bool, device=device),
+                    )
                 cache.kv[i] = LayerKV(
                     torch.zeros(batch, c.kv_heads, S, c.qk_head_dim, **kw),
                     torch.zeros(batch, c.kv_heads, S, c.value_head_dim, **kw),
-                    torch.zeros(batch, S, dtype=torch.long, device=device),
-                    torch.zeros(batch, S, dtype=torch.bool, device=device),
+                    *books[S],
                     M,
                     window,
+                    keeps,
                 )
             if plan.ssm_state is not None:
                 cache.conv[i] = torch.zeros(batch, *plan.ssm_state.conv, device=device, dtype=dtype)
@@ -137,7 +157,8 @@ class HybridCache:
             return t.narrow(0, start, n)
 
         kv = {
-            i: LayerKV(rows(e.k), rows(e.v), rows(e.pos), rows(e.valid), e.n_meta, e.window) for i, e in self.kv.items()
+            i: LayerKV(rows(e.k), rows(e.v), rows(e.pos), rows(e.valid), e.n_meta, e.window, e.keeps_books)
+            for i, e in self.kv.items()
         }
         return HybridCache(
             self.config, kv, {i: rows(t) for i, t in self.conv.items()}, {i: rows(t) for i, t in self.ssm.items()}

@@ -53,6 +53,7 @@ class _Context:
     pad: Tensor | None = None  # [B] left padding per row (prefill)
     side: torch.cuda.Stream | None = None  # decoding: the SSM branch's CUDA stream, beside attention's
     ssm_weights: dict[int, tuple[Tensor, ...]] | None = None  # decoding: layer -> its SSM head's step_weights()
+    slots: dict[tuple[int, int], Tensor] = field(default_factory=dict)  # decoding: the token's slot per (M, C)
 
 
 class HymbaBlock(nn.Module):
@@ -123,7 +124,12 @@ class HymbaBlock(nn.Module):
             valid = pos >= M if ctx.valid is None else ctx.valid[:, M:] & (pos >= M)
             entry.write(0, k[:, :, M:], v[:, :, M:], pos, valid)
             return k, v, spec
-        entry.append(cache.step, k, v, spec.q_pos)
+        # the slot once per capacity, not once per layer; entries of one capacity share pos and valid, which the
+        # first of them (in layer order) writes (HybridCache.allocate)
+        key = (entry.n_meta, entry.capacity)
+        if key not in ctx.slots:
+            ctx.slots[key] = entry.slot(cache.step)
+        entry.append(cache.step, k, v, spec.q_pos, slot=ctx.slots[key], bookkeeping=entry.keeps_books)
         return entry.k, entry.v, MaskSpec(spec.q_pos, entry.pos, entry.is_meta(), entry.valid, self.plan.window)
 
     def _ssm(self, inputs: list[Tensor], ctx: _Context) -> Tensor:
