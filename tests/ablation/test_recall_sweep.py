@@ -117,3 +117,36 @@ def test_recall_only_cli_conflicts_with_no_recall(tmp_path, cli_env):
     assert "Traceback" not in p.stderr
     p = subprocess.run([*cmd, "--recall-only", "--set", "recall.lrs=[0]"], env=cli_env, capture_output=True, text=True)
     assert p.returncode == 2 and "recall.lrs=[0] is invalid" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_a_wider_or_narrower_sweep_reuses_the_runs_and_other_run_settings_do_not(tmp_path, hymba_cache, monkeypatch):
+    out = tmp_path / "abl"
+    calls = []
+
+    def counted(*a):
+        calls.append((a[1], a[3]))
+        return fake_run(*a)
+
+    monkeypatch.setattr(runner_mod, "recall_row", counted)
+
+    def ablate(lrs, *more):
+        calls.clear()
+        run_ablation("micro", "7", out, overrides=[f"recall.lrs={lrs}", *more], recall_only=True, echo=lambda m: None)
+        return _rows(out)["7"]
+
+    assert ablate("[3e-3]")["recall_acc"] == pytest.approx(0.27) and calls == [(7, 3e-3)]
+    wider = ablate("[1e-3, 3e-3]")  # only the new learning rate runs; the row is scored over both
+    assert calls == [(7, 1e-3)]
+    assert wider["recall_acc"] == pytest.approx(0.9) and wider["recall_best_lr"] == 1e-3
+    assert wider["recall"]["settings"]["lrs"] == [1e-3, 3e-3] and [r["lr"] for r in wider["recall"]["runs"]] == [
+        1e-3,
+        3e-3,
+    ]
+    narrower = ablate("[3e-3]")  # nothing runs; the dropped rate's run stays in the record, unscored
+    assert calls == [] and narrower["recall_acc"] == pytest.approx(0.27) and narrower["recall_best_lr"] == 3e-3
+    assert [b["lr"] for b in narrower["recall"]["by_lr"]] == [3e-3] and len(narrower["recall"]["runs"]) == 2
+    md = (out / "table.md").read_text()
+    assert "| 7 | 27.0 (2) | 0.003 | 27.0 |" in md and "lr 0.001" not in md
+    longer = ablate("[3e-3]", "recall.train_steps=7")  # another cap: other runs, measured again
+    assert calls == [(7, 3e-3)] and longer["recall"]["settings"]["train_steps"] == 7
+    assert longer["recall_previous"]["settings"]["train_steps"] != 7

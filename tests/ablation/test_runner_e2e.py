@@ -137,9 +137,10 @@ def test_a_failed_recall_keeps_the_trained_row_and_is_retried_alone(tmp_path, hy
     msgs = []
     run = run_ablation("micro", "7,6", out, recall=True, overrides=["recall.lrs=[2e-3]"], echo=msgs.append)
     rows = _rows(out)
-    # row 7 (trained earlier): the 3e-3 value is not shown as the 2e-3 one (it stays in the record with its
-    # settings); row 6 (trained now) stays done
-    assert rows["7"]["recall_acc"] is None and rows["7"]["recall"]["settings"]["lrs"] == [3e-3]
+    # row 7 (trained earlier): the 3e-3 value is not shown as the 2e-3 one (its run stays in the record, outside
+    # the 2e-3 sweep, unscored); row 6 (trained now) stays done
+    assert rows["7"]["recall_acc"] is None and rows["7"]["recall"]["settings"]["lrs"] == [2e-3]
+    assert [r["lr"] for r in rows["7"]["recall"]["runs"]] == [3e-3] and rows["7"]["recall"]["missing"] == [[2e-3, 0]]
     assert rows["7"]["recall_error"].startswith("RuntimeError: recall crashed")
     assert rows["7"]["val_ppl"] == measured["val_ppl"] and rows["7"]["finished_at"] == measured["finished_at"]
     assert rows["6"]["status"] == "done" and rows["6"]["recall_acc"] is None and rows["6"]["val_ppl"] > 0
@@ -174,18 +175,19 @@ def test_an_interrupt_during_inline_recall_keeps_the_trained_row(tmp_path, hymba
 
 
 def test_recall_under_other_settings_leaves_the_table_when_recall_runs_again(tmp_path, hymba_cache):
-    # rows outside --rows keep their record but not a Recall cell measured under other [recall] settings
+    # rows outside --rows keep their record but not a Recall cell measured under other [recall] settings (here
+    # another step cap; other learning rates only widen or narrow the sweep: tests/ablation/test_recall_sweep.py)
     out = tmp_path / "abl"
     run_ablation("micro", "7,6", out, recall=True, echo=lambda m: None)
     msgs = []
-    run = run_ablation("micro", "7", out, recall=True, overrides=["recall.lrs=[2e-3]"], echo=msgs.append)
+    run = run_ablation("micro", "7", out, recall=True, overrides=["recall.train_steps=3"], echo=msgs.append)
     rows = _rows(out)
-    assert rows["6"]["recall_acc"] is None and rows["6"]["recall"]["settings"]["lrs"] == [3e-3]
-    assert rows["7"]["recall_acc"] is not None and rows["7"]["recall"]["settings"]["lrs"] == [2e-3]
+    assert rows["6"]["recall_acc"] is None and rows["6"]["recall"]["settings"]["train_steps"] == 2
+    assert rows["7"]["recall_acc"] is not None and rows["7"]["recall"]["settings"]["train_steps"] == 3
     assert any("recall of rows 6,7 was measured under other [recall] settings" in m for m in msgs), msgs
     assert run.table.set_index("ID").loc[6, "Recall acc"] != run.table.set_index("ID").loc[6, "Recall acc"]  # NaN
-    run_ablation("micro", "7", out, recall=False, echo=lambda m: None)  # the preset's lr again, recall off
-    assert _rows(out)["7"]["recall_acc"] is None and _rows(out)["7"]["recall"]["settings"]["lrs"] == [2e-3]
+    run_ablation("micro", "7", out, recall=False, echo=lambda m: None)  # the preset's cap again, recall off
+    assert _rows(out)["7"]["recall_acc"] is None and _rows(out)["7"]["recall"]["settings"]["train_steps"] == 3
 
 
 def test_recall_workers_measure_trained_rows_in_parallel_processes(tmp_path, hymba_cache):

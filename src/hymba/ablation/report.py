@@ -258,7 +258,10 @@ def recall_sweep_markdown(results: dict[str, Any]) -> str:
     sweeps = _sweeps(results)
     if not sweeps:
         return ""
-    lrs = sorted({r["lr"] for sw in sweeps.values() for r in sw["runs"]})
+    # the sweeps' learning rates (runs of a rate since dropped from recall.lrs stay in the record, not here)
+    lrs = sorted(
+        {lr for sw in sweeps.values() for lr in sw.get("settings", {}).get("lrs") or [r["lr"] for r in sw["runs"]]}
+    )
     lines = [
         "| ID | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | best lr | Recall acc |",
         "|---:|" + "---:|" * (len(lrs) + 2),

@@ -135,10 +135,44 @@ def recall_row(settings: AblationSettings, row: int, device: torch.device, lr: f
     return run_recall(settings.row_model(row), settings.recall, lr=lr, device=device, seed=seed).to_dict()
 
 
+# The sweep's extent: which (lr, seed) runs it holds, not how each run is trained. A run recorded under settings
+# that differ only in these is the same run, so widening or narrowing the sweep reuses it.
+_SWEEP_EXTENT = ("lrs", "seeds")
+
+
+def _run_settings(recall_settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in recall_settings.items() if k not in _SWEEP_EXTENT}
+
+
 def _row_recall(record: dict[str, Any], settings: AblationSettings) -> dict[str, Any] | None:
-    """The record's recall sweep if it was measured under this run's [recall] settings, else None."""
+    """The record's recall sweep if its runs were trained under this run's [recall] settings (the sweep's
+    learning rates and seed count may differ: :func:`rescored` fits it to this run's), else None."""
     r = record.get("recall")
-    return r if isinstance(r, dict) and r.get("settings") == settings.recall.result_settings() and "runs" in r else None
+    if not (isinstance(r, dict) and isinstance(r.get("settings"), dict) and "runs" in r):
+        return None
+    return r if _run_settings(r["settings"]) == _run_settings(settings.recall.result_settings()) else None
+
+
+def rescored(record: dict[str, Any], settings: AblationSettings) -> dict[str, Any]:
+    """``record`` with its recall sweep (:func:`_row_recall`, which must exist) scored over the runs of this
+    run's sweep (``hymba.eval.mqar.score_sweep``: ``recall_acc`` once none is missing) and recorded under this
+    run's [recall] settings. Runs outside the sweep (a learning rate dropped from ``recall.lrs``) stay in the
+    record, unscored."""
+    from hymba.eval.mqar import score_sweep, sweep_jobs
+
+    rec = dict(record)
+    sweep = _row_recall(rec, settings)
+    lrs = list(settings.recall.lrs)
+    runs = sorted(sweep["runs"], key=lambda r: (lrs.index(r["lr"]) if r["lr"] in lrs else len(lrs), r["lr"], r["seed"]))
+    jobs = set(sweep_jobs(settings.recall, settings.train.seed))
+    score = score_sweep(settings.recall, [r for r in runs if (r["lr"], r["seed"]) in jobs], settings.train.seed)
+    keep = {k: v for k, v in sweep.items() if k in ("probe", "features")}
+    rec["recall"] = {"settings": settings.recall.result_settings(), **keep, **score, "runs": runs}
+    rec["recall_acc"] = score["accuracy"]
+    rec["recall_best_lr"] = score["best_lr"] if score["accuracy"] is not None else None
+    if score.get("error") is not None:
+        rec["recall_error"] = score["error"]
+    return rec
 
 
 def pending_runs(record: dict[str, Any], settings: AblationSettings) -> list[tuple[float, int]]:
@@ -170,7 +204,7 @@ class RecallOutcome:
         """``record`` with this run added to its sweep under the current [recall] settings and the row scored
         again (``hymba.eval.mqar.score_sweep``): ``recall_acc`` once every run is in. A sweep measured under
         other settings moves to ``recall_previous``; a crashed run leaves ``recall_error``."""
-        from hymba.eval.mqar import plan_features, probe_config, score_sweep
+        from hymba.eval.mqar import plan_features, probe_config
 
         rec = dict(record)
         sweep = _row_recall(rec, settings)
@@ -184,20 +218,15 @@ class RecallOutcome:
                 "settings": settings.recall.result_settings(),
                 "probe": probe.to_dict(),
                 "features": plan_features(probe),
+                "runs": [],
             }
-            sweep["runs"] = []
         runs = [r for r in sweep["runs"] if (r["lr"], r["seed"]) != (self.lr, self.seed)]
         if self.run is not None:
-            runs = sorted([*runs, self.run], key=lambda r: (settings.recall.lrs.index(r["lr"]), r["seed"]))
-        score = score_sweep(settings.recall, runs, settings.train.seed)
-        rec["recall"] = {**{k: v for k, v in sweep.items() if k != "runs"}, **score, "runs": runs}
-        rec["recall_acc"] = score["accuracy"]
-        rec["recall_best_lr"] = score["best_lr"] if score["accuracy"] is not None else None
-        error = self.error or score.get("error")
-        if error is not None:
-            rec["recall_error"] = error
-        else:
-            rec.pop("recall_error", None)
+            runs.append(self.run)
+        rec.pop("recall_error", None)
+        rec = rescored({**rec, "recall": {**sweep, "runs": runs}}, settings)
+        if self.error is not None:
+            rec["recall_error"] = self.error
         return rec
 
 
@@ -381,14 +410,18 @@ def recall_mode(flag: bool | None, workers: int, device: torch.device) -> str:
 
 def _clear_stale_recall(store: ResultsStore, settings: AblationSettings, echo: Echo) -> None:
     """One Recall column, one set of [recall] settings (recall on or off): values measured under others are
-    not comparable, so they leave the table (the record keeps them under ``recall``)."""
-    stale = [
-        r
-        for r, rec in sorted(store.rows.items())
-        if rec.get("recall_acc") is not None and _row_recall(rec, settings) is None
-    ]
-    for r in stale:
-        store.put({**store.rows[r], "recall_acc": None, "recall_best_lr": None})
+    not comparable, so they leave the table (the record keeps them under ``recall``). A sweep whose runs were
+    trained under these settings but that holds other learning rates or seeds is scored again over this
+    run's sweep (:func:`rescored`): its runs are reused, the missing ones run."""
+    stale = []
+    for r, rec in sorted(store.rows.items()):
+        if _row_recall(rec, settings) is not None:
+            new = rescored(rec, settings)
+            if new != rec:
+                store.put(new)
+        elif rec.get("recall_acc") is not None:
+            stale.append(r)
+            store.put({**rec, "recall_acc": None, "recall_best_lr": None})
     if stale:
         echo(
             f"recall of rows {','.join(map(str, stale))} was measured under other [recall] settings: "
