@@ -29,6 +29,17 @@ def test_the_seed_probe_keeps_every_rows_layer_plan():
     assert p13.global_layers() == [0, 3, 5] and p13.kv_groups() == [[1, 2]]  # first/middle/last; one shared pair
 
 
+def test_the_capacity_probe_is_the_seed_probe_with_zoologys_vocabulary_and_more_pairs():
+    seed, cap = AblationSettings.load("seed"), AblationSettings.load("seed-capacity")
+    assert cap.model == seed.model and cap.train == seed.train  # only the recall probe differs
+    assert cap.recall.vocab == 8192 and max(n for _, n in cap.recall.eval) == 128
+    for row in ROW_NAMES:
+        a, b = probe_config(seed.row_model(row), seed.recall), probe_config(cap.row_model(row), cap.recall)
+        assert b.to_dict() == {**a.to_dict(), "vocab_size": 8192}, row
+    p1 = probe_config(cap.row_model(1), cap.recall)  # keys up to 32 windows back
+    assert max(T for T, _ in cap.recall.eval) == 32 * p1.window
+
+
 def test_a_probe_that_loses_a_feature_or_sees_every_key_is_refused():
     st = AblationSettings.load("seed")
     with pytest.raises(ValueError, match=r"^recall.n_layers=4 is invalid: .*kv_sharing: True -> False"):

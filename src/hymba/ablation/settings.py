@@ -24,16 +24,10 @@ from hymba.config import (
     section_from_dict,
 )
 from hymba.eval.mqar import MQARSettings
-from hymba.presets import ROW_NAMES, roadmap, row_config
+from hymba.presets import ROW_NAMES, SCALES, roadmap, row_config
 from hymba.runtime import DTYPES
 
-PRESETS = (
-    "auto",
-    "tiny",
-    "seed",
-    "paper",
-    "paper-layout",
-)  # what --preset offers (tests also use the hidden `micro` scale)
+PRESETS = ("auto", *SCALES)  # what --preset offers (tests also use the hidden `micro` scale)
 CACHE_SEQ_LEN = 8192  # the paper's cache column: KV cache at 8K tokens, FP16
 CACHE_DTYPE = torch.float16
 

@@ -13,7 +13,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-SCALES = ("tiny", "seed", "paper", "paper-layout")  # offered to users (the test suite's `micro` is hidden)
+# offered to users (the test suite's `micro` is hidden)
+SCALES = ("tiny", "seed", "seed-capacity", "paper", "paper-layout")
 
 
 @cache
