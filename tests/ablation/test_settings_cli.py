@@ -21,7 +21,7 @@ def test_parse_rows():
 def test_resolve_preset():
     assert resolve_preset("auto", cuda=True) == "seed"
     assert resolve_preset("auto", cuda=False) == "tiny"
-    with pytest.raises(ValueError, match="unknown preset 'huge'.*auto, tiny, seed, paper"):
+    with pytest.raises(ValueError, match="unknown preset 'huge'.*auto, tiny, seed, seed-capacity, paper"):
         resolve_preset("huge")
 
 
