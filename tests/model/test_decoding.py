@@ -452,11 +452,11 @@ print(status("VmHWM:") - base, model.generation_bytes(1, T, T + 2))
 def test_generation_memory_estimate_tracks_the_measured_peak_on_cpu():
     """The estimate behind generate's memory check against the peak RSS a long CPU prefill really adds (a fresh
     process each, so earlier allocations do not hide it): within a factor of 2 while the prompt's quadratic
-    attention term dominates."""
+    attention term dominates (from about 4K tokens: at 2K fixed costs put the ratio at 1.6-2.0, so it flaked)."""
     import subprocess
     import sys
 
-    for T in (2048, 4096):
+    for T in (4096, 6144):
         out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(T)], capture_output=True, text=True)
         if out.returncode == 3:
             pytest.skip("peak RSS cannot be reset here (/proc/self/clear_refs)")
