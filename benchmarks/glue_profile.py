@@ -7,6 +7,9 @@ and contiguous ops it runs and, on CUDA, their device time, from torch.profiler.
 
 ``--probe``: the row at the preset's MQAR recall-probe size (``[scales.<preset>.recall]``), MQAR vocabulary.
 ``--top N``: also the N ops with the most device time of their own.
+``--step-ms N`` (with ``--probe``): also the wall time of one whole MQAR optimiser step as the Recall column
+trains it (``hymba.eval.mqar.train_mqar``: the preset's curriculum and batch, CUDA graphs on CUDA), from runs of
+N and 2N steps (their difference per step, so that start-up and graph capture cancel).
 
 bf16 autocast on CUDA (as the trainer), fp32 on CPU unless ``--bf16``.
 """
@@ -15,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections import Counter
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from hymba.config import scale_settings
-from hymba.eval.mqar import probe_config
+from hymba.eval.mqar import MQARSettings, probe_config, train_mqar
 from hymba.model import HymbaLM
 from hymba.presets import row_config
 
@@ -32,6 +36,20 @@ def step(model: HymbaLM, ids: torch.Tensor, autocast: bool) -> None:
     with torch.autocast(ids.device.type, torch.bfloat16, enabled=autocast):
         out = model(ids[:, :-1], labels=ids[:, 1:])
     out.loss.backward()
+
+
+def mqar_step_ms(cfg, settings: dict, dev: torch.device, steps: int) -> float:
+    """Milliseconds per MQAR training step of the probe ``cfg`` under the recall ``settings``: runs of ``steps``
+    and ``2 * steps`` steps from fresh weights, no early stop, the difference per step."""
+    s = MQARSettings.from_dict({**settings, "target": None})
+
+    def run(n: int) -> float:
+        model = HymbaLM(cfg).to(dev)
+        t0 = time.perf_counter()
+        train_mqar(model, s.replace(train_steps=n), device=dev)  # reads the last loss back: synchronised
+        return time.perf_counter() - t0
+
+    return (run(2 * steps) - run(steps)) / steps * 1e3
 
 
 def profile_row(row: int, args) -> dict:
@@ -76,6 +94,7 @@ def profile_row(row: int, args) -> dict:
         "device_ms": {k: round(v, 3) for k, v in device_ms.items()} if dev.type == "cuda" else None,
         "device_total_ms": round(total, 3) if dev.type == "cuda" else None,
         **({"top": top} if args.top and dev.type == "cuda" else {}),
+        **({"mqar_step_ms": round(mqar_step_ms(cfg, settings, dev, args.step_ms), 3)} if args.step_ms else {}),
     }
 
 
@@ -94,7 +113,10 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too")
     p.add_argument("--probe", action="store_true", help="the row at the preset's MQAR recall-probe size")
     p.add_argument("--top", type=int, default=0, help="also list the N ops with the most own device time")
+    p.add_argument("--step-ms", type=int, default=0, metavar="N", help="with --probe: time whole MQAR steps (N, 2N)")
     args = p.parse_args()
+    if args.step_ms and not args.probe:
+        p.error("--step-ms times the MQAR probe's training step: add --probe")
     for row in map(int, args.rows.split(",")):
         print(json.dumps(profile_row(row, args)), flush=True)
 

@@ -46,3 +46,15 @@ def test_flex_attention_times_the_default_and_our_forward_options():
     assert {r["window"] for r in rows} == {1024, None}  # hymba-1.5b.toml's window, then global
     assert all(r["ms"] > 0 for r in rows if r["options"].startswith("flex default"))
     assert (rows[0]["qk_dim"], rows[0]["v_dim"], rows[0]["tokens"]) == (64, 128, 256 + 128)
+
+
+def test_glue_profile_times_the_mqar_probes_whole_training_step():
+    cmd = [sys.executable, "benchmarks/glue_profile.py", "--rows", "6,13", "--device", "cpu", "--preset", "micro"]
+    cmd += ["--probe", "--batch", "2", "--seq", "32", "--step-ms", "2"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True).stdout
+    rows = {r["row"]: r for r in map(json.loads, (line for line in out.splitlines() if line.startswith("{")))}
+    assert set(rows) == {6, 13} and all(r["mqar_step_ms"] > 0 for r in rows.values())
+    assert rows[13]["counts"]["aten::copy_"] > rows[6]["counts"]["aten::copy_"]  # the SSM branch's glue
+    bad = subprocess.run(cmd[:2] + ["--step-ms", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--step-ms times the MQAR probe's training step: add --probe" in bad.stderr
+    assert "Traceback" not in bad.stderr
