@@ -153,15 +153,14 @@ def _row_recall(record: dict[str, Any], settings: AblationSettings) -> dict[str,
     return r if _run_settings(r["settings"]) == _run_settings(settings.recall.result_settings()) else None
 
 
-def rescored(record: dict[str, Any], settings: AblationSettings) -> dict[str, Any]:
-    """``record`` with its recall sweep (:func:`_row_recall`, which must exist) scored over the runs of this
+def rescored(record: dict[str, Any], sweep: dict[str, Any], settings: AblationSettings) -> dict[str, Any]:
+    """``record`` with ``sweep`` (its :func:`_row_recall`, or one with a run added) scored over the runs of this
     run's sweep (``hymba.eval.mqar.score_sweep``: ``recall_acc`` once none is missing) and recorded under this
     run's [recall] settings. Runs outside the sweep (a learning rate dropped from ``recall.lrs``) stay in the
     record, unscored."""
     from hymba.eval.mqar import score_sweep, sweep_jobs
 
     rec = dict(record)
-    sweep = _row_recall(rec, settings)
     lrs = list(settings.recall.lrs)
     runs = sorted(sweep["runs"], key=lambda r: (lrs.index(r["lr"]) if r["lr"] in lrs else len(lrs), r["lr"], r["seed"]))
     jobs = set(sweep_jobs(settings.recall, settings.train.seed))
@@ -224,7 +223,7 @@ class RecallOutcome:
         if self.run is not None:
             runs.append(self.run)
         rec.pop("recall_error", None)
-        rec = rescored({**rec, "recall": {**sweep, "runs": runs}}, settings)
+        rec = rescored(rec, {**sweep, "runs": runs}, settings)
         if self.error is not None:
             rec["recall_error"] = self.error
         return rec
@@ -415,8 +414,8 @@ def _clear_stale_recall(store: ResultsStore, settings: AblationSettings, echo: E
     run's sweep (:func:`rescored`): its runs are reused, the missing ones run."""
     stale = []
     for r, rec in sorted(store.rows.items()):
-        if _row_recall(rec, settings) is not None:
-            new = rescored(rec, settings)
+        if (sweep := _row_recall(rec, settings)) is not None:
+            new = rescored(rec, sweep, settings)
             if new != rec:
                 store.put(new)
         elif rec.get("recall_acc") is not None:
