@@ -7,6 +7,9 @@ and contiguous ops it runs and, on CUDA, their device time, from torch.profiler.
 
 ``--probe``: the row at the preset's MQAR recall-probe size (``[scales.<preset>.recall]``), MQAR vocabulary.
 ``--top N``: also the N ops with the most device time of their own.
+``--compile``: the model under ``torch.compile`` (as the trainer's ``train.compile``), so the profile shows the
+kernels Inductor leaves. ``wall_ms`` is one whole step's wall time (mean of 10, synchronised) beside the
+profiled device time: a step whose wall time exceeds its device time is bound by the host (kernel launches).
 ``--step-ms N`` (with ``--probe``): also the wall time of one whole MQAR optimiser step as the Recall column
 trains it (``hymba.eval.mqar.train_mqar``: the preset's curriculum and batch, CUDA graphs on CUDA), from runs of
 N and 2N steps (their difference per step, so that start-up and graph capture cancel).
@@ -32,10 +35,21 @@ from hymba.presets import row_config
 GLUE = ("aten::copy_", "aten::_to_copy", "aten::cat", "aten::contiguous", "aten::clone", "aten::pad")
 
 
-def step(model: HymbaLM, ids: torch.Tensor, autocast: bool) -> None:
+def step(model, ids: torch.Tensor, autocast: bool) -> None:
     with torch.autocast(ids.device.type, torch.bfloat16, enabled=autocast):
         out = model(ids[:, :-1], labels=ids[:, 1:])
     out.loss.backward()
+
+
+def wall_ms(model, ids: torch.Tensor, autocast: bool, n: int = 10) -> float:
+    """Mean wall milliseconds of ``n`` whole steps (forward + backward), synchronised before and after."""
+    sync = torch.cuda.synchronize if ids.device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step(model, ids, autocast)
+    sync()
+    return (time.perf_counter() - t0) / n * 1e3
 
 
 def mqar_step_ms(cfg, settings: dict, dev: torch.device, steps: int) -> float:
@@ -68,12 +82,16 @@ def profile_row(row: int, args) -> dict:
     model = HymbaLM(cfg).to(dev)
     ids = torch.randint(0, vocab, (args.batch, args.seq + 1), device=dev)
     autocast = dev.type == "cuda" or args.bf16
-    for _ in range(2):  # warm-up: kernels compiled, caches filled
-        step(model, ids, autocast)
+    run = torch.compile(model) if args.compile else model
+    t0 = time.perf_counter()
+    for _ in range(3):  # warm-up: kernels compiled, caches filled
+        step(run, ids, autocast)
+    warmup_s = time.perf_counter() - t0
+    wall = wall_ms(run, ids, autocast)
     model.zero_grad(set_to_none=True)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with profile(activities=acts) as prof:
-        step(model, ids, autocast)
+        step(run, ids, autocast)
         if dev.type == "cuda":
             torch.cuda.synchronize()
     counts, device_ms = Counter(), Counter()
@@ -90,6 +108,11 @@ def profile_row(row: int, args) -> dict:
         "scan": args.scan,
         "attn": args.attn,
         "device": str(dev),
+        "compiled": args.compile,
+        "batch": args.batch,
+        "seq": args.seq,
+        "warmup_s": round(warmup_s, 1),
+        "wall_ms": round(wall, 3),
         "counts": dict(counts),
         "device_ms": {k: round(v, 3) for k, v in device_ms.items()} if dev.type == "cuda" else None,
         "device_total_ms": round(total, 3) if dev.type == "cuda" else None,
@@ -111,6 +134,7 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (as train.compile)")
     p.add_argument("--probe", action="store_true", help="the row at the preset's MQAR recall-probe size")
     p.add_argument("--top", type=int, default=0, help="also list the N ops with the most own device time")
     p.add_argument("--step-ms", type=int, default=0, metavar="N", help="with --probe: time whole MQAR steps (N, 2N)")

@@ -216,3 +216,15 @@ def test_tiny_toml_is_derived_from_the_tiny_scale_not_copied():
     for section in ("data", "train"):  # the file keeps only what differs from the scale
         assert all(tiny[section].get(k) != v for k, v in text[section].items()), section
     assert RunConfig.load("configs/train/tiny.toml").model == tiny_model()
+
+
+def test_train_compile_auto_compiles_on_cuda_only_and_rejects_other_values():
+    """``train.compile = "auto"`` (the default) compiles on CUDA and not on CPU; true/false force it; any other
+    value is one error naming the key, from TOML or ``--set`` alike."""
+    assert TrainConfig().compile == "auto"
+    assert TrainConfig().compiles("cuda") and not TrainConfig().compiles("cpu")
+    assert TrainConfig(compile=True).compiles("cpu") and not TrainConfig(compile=False).compiles("cuda")
+    with pytest.raises(ValueError, match=r"train.compile='fast' is invalid"):
+        TrainConfig(compile="fast")
+    with pytest.raises(ValueError, match=r"compile = 'fast' has the wrong type"):
+        TrainConfig.from_dict({"compile": "fast"})

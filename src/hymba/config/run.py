@@ -11,7 +11,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from hymba.config.model import ModelConfig
 from hymba.config.scales import scale_settings
@@ -69,7 +69,8 @@ class TrainConfig(Section):
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available
     precision: str = "auto"  # "auto" = bf16 autocast on CUDA, fp32 on CPU
-    compile: bool = False  # torch.compile the model
+    # torch.compile the model: true, false, or "auto" = on CUDA, off on CPU (TrainConfig.compiles)
+    compile: bool | Literal["auto"] = "auto"
     parallel: str = "auto"  # under torchrun: ddp, fsdp (FSDP2 sharding) or none; auto = ddp when world size > 1
     seq_len: int = 128
     batch_size: int = 16  # sequences per micro-batch, per rank under torchrun
@@ -99,6 +100,12 @@ class TrainConfig(Section):
 
     SECTION = "train"
 
+    def compiles(self, device_type: str) -> bool:
+        """Whether the trainer runs the model under ``torch.compile`` on this device type. ``auto``: on CUDA,
+        where Inductor's fused kernels train every roadmap row faster than eager (the compile time, paid once
+        per run, is left out of tokens/s); not on CPU, where compiling a row takes longer than a short run."""
+        return self.compile if isinstance(self.compile, bool) else device_type == "cuda"
+
     def validate(self) -> None:
         self.check_numbers("lr", "eps", strict=True)
         self.check_numbers("weight_decay", "grad_clip", "peak_flops")
@@ -116,6 +123,8 @@ class TrainConfig(Section):
             self.check_choice("device", DEVICES, " or cuda:N")
         self.check_choice("precision", PRECISIONS)
         self.check_choice("parallel", PARALLEL)
+        if self.compile not in (True, False, "auto"):
+            self.invalid("compile", 'must be true, false or "auto"')
         self.check_interval("min_lr_ratio", 0, 1, "[]")
         self.check_interval("beta1", 0, 1, "[)")
         self.check_interval("beta2", 0, 1, "[)")

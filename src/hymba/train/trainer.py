@@ -513,7 +513,7 @@ def _train(
     if resume:
         par.load_full_state(wrapped, optimizer, weights, optim_state)
         del weights, optim_state
-    forward = torch.compile(wrapped) if tc.compile else wrapped
+    forward = torch.compile(wrapped) if tc.compiles(device.type) else wrapped
     peak = peak_flops(device, tc.peak_flops)
     tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum * par.world_size  # all ranks
     eval_bs = tc.eval_batch_size or tc.batch_size
@@ -578,6 +578,8 @@ def _train(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             step_times.append(time.perf_counter() - t0)
+            if len(step_times) == 1 and forward is not wrapped:
+                log.info("first step %.1f s (torch.compile; not counted in tokens/s)", step_times[0])
             tok_s = tokens_per_step / step_times[-1]
             bar.update(1)
             bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
