@@ -44,7 +44,7 @@ from hymba.rundir import RunDir
 from hymba.runtime import autocast_context, autocast_dtype, peak_flops
 from hymba.train.checkpoint import latest_checkpoint, load_newest_checkpoint, save_checkpoint, save_weights
 from hymba.train.init import resolve_init
-from hymba.train.step import accumulate, build_optimizer, check_finite, lr_at, set_lr
+from hymba.train.step import accumulate, build_optimizer, check_finite, compile_model, lr_at, set_lr
 
 log = logging.getLogger(__name__)
 
@@ -513,7 +513,7 @@ def _train(
     if resume:
         par.load_full_state(wrapped, optimizer, weights, optim_state)
         del weights, optim_state
-    forward = torch.compile(wrapped) if tc.compiles(device.type) else wrapped
+    forward = compile_model(wrapped) if tc.compiles(device.type) else wrapped
     peak = peak_flops(device, tc.peak_flops)
     tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum * par.world_size  # all ranks
     eval_bs = tc.eval_batch_size or tc.batch_size
