@@ -51,6 +51,7 @@ def measure(settings: AblationSettings, row: int, scan: str, attn: str) -> dict:
         "seq": tc.seq_len,
         "grad_accum": tc.grad_accum,
         "timed_steps": tc.max_steps - tc.throughput_skip_steps,
+        "compiled": tc.compiles(device.type),
         "tokens_per_s": result.train_tokens_per_s,
         "mfu": result.mfu,
         "peak_flops": peak_flops(device, tc.peak_flops),

@@ -6,7 +6,7 @@ import typing
 
 import pytest
 
-from hymba.config import DataConfig, ModelConfig, RunConfig, TrainConfig, tiny_model
+from hymba.config import COMPILE_MIN_STEPS, DataConfig, ModelConfig, RunConfig, TrainConfig, tiny_model
 from hymba.eval.mqar import MQARSettings
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
@@ -219,10 +219,11 @@ def test_tiny_toml_is_derived_from_the_tiny_scale_not_copied():
 
 
 def test_train_compile_auto_compiles_on_cuda_only_and_rejects_other_values():
-    """``train.compile = "auto"`` (the default) compiles on CUDA and not on CPU; true/false force it; any other
+    """``train.compile = "auto"`` (the default) compiles long runs on CUDA, never on CPU; true/false force it; any other
     value is one error naming the key, from TOML or ``--set`` alike."""
     assert TrainConfig().compile == "auto"
-    assert TrainConfig().compiles("cuda") and not TrainConfig().compiles("cpu")
+    long, short = TrainConfig(max_steps=COMPILE_MIN_STEPS), TrainConfig(max_steps=COMPILE_MIN_STEPS - 1)
+    assert long.compiles("cuda") and not long.compiles("cpu") and not short.compiles("cuda")
     assert TrainConfig(compile=True).compiles("cpu") and not TrainConfig(compile=False).compiles("cuda")
     with pytest.raises(ValueError, match=r"train.compile='fast' is invalid"):
         TrainConfig(compile="fast")

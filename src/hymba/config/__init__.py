@@ -6,7 +6,16 @@ the value and what would be valid.
 """
 
 from hymba.config.model import FUSIONS, SWA_PLANS, ModelConfig, backends
-from hymba.config.run import DEVICES, PARALLEL, PRECISIONS, DataConfig, RunConfig, TrainConfig, tiny_model
+from hymba.config.run import (
+    COMPILE_MIN_STEPS,
+    DEVICES,
+    PARALLEL,
+    PRECISIONS,
+    DataConfig,
+    RunConfig,
+    TrainConfig,
+    tiny_model,
+)
 from hymba.config.scales import SCALES, roadmap, scale_names, scale_settings
 from hymba.config.section import (
     Section,
@@ -20,6 +29,7 @@ from hymba.config.section import (
 )
 
 __all__ = [
+    "COMPILE_MIN_STEPS",
     "DEVICES",
     "FUSIONS",
     "PARALLEL",

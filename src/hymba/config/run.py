@@ -62,6 +62,9 @@ class DataConfig(Section):
         return Path(os.environ.get("HYMBA_CACHE") or Path.home() / ".cache" / "hymba")
 
 
+COMPILE_MIN_STEPS = 2000  # train.compile = "auto" compiles runs of at least this many steps (TrainConfig.compiles)
+
+
 @dataclass
 class TrainConfig(Section):
     """Optimisation, evaluation and bookkeeping of one training run (``hymba.train.train``)."""
@@ -69,7 +72,7 @@ class TrainConfig(Section):
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available
     precision: str = "auto"  # "auto" = bf16 autocast on CUDA, fp32 on CPU
-    # torch.compile the model: true, false, or "auto" = on CUDA, off on CPU (TrainConfig.compiles)
+    # torch.compile the model: true, false, or "auto" = on CUDA for runs of 2000+ steps (TrainConfig.compiles)
     compile: bool | Literal["auto"] = "auto"
     parallel: str = "auto"  # under torchrun: ddp, fsdp (FSDP2 sharding) or none; auto = ddp when world size > 1
     seq_len: int = 128
@@ -101,10 +104,15 @@ class TrainConfig(Section):
     SECTION = "train"
 
     def compiles(self, device_type: str) -> bool:
-        """Whether the trainer runs the model under ``torch.compile`` on this device type. ``auto``: on CUDA,
-        where Inductor's fused kernels train every roadmap row faster than eager (the compile time, paid once
-        per run, is left out of tokens/s); not on CPU, where compiling a row takes longer than a short run."""
-        return self.compile if isinstance(self.compile, bool) else device_type == "cuda"
+        """Whether the trainer runs the model under ``torch.compile`` on this device type. ``auto``: on CUDA for
+        runs of at least :data:`COMPILE_MIN_STEPS` steps. Compiled, a seed-preset step is 20-60% faster on an
+        H100 (rows 1 and 13; benchmarks/results/2026-12-07-h100-s20.md), but compiling takes 25-65 s a model, which
+        a run pays back only after a few thousand such steps: the ablation's 150-step rows stay eager. Not on
+        CPU, where compiling takes longer than the short runs it serves. The compile time is never counted in
+        tokens/s."""
+        if isinstance(self.compile, bool):
+            return self.compile
+        return device_type == "cuda" and self.max_steps >= COMPILE_MIN_STEPS
 
     def validate(self) -> None:
         self.check_numbers("lr", "eps", strict=True)

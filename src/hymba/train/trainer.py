@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hymba.train.parallel as parallel
-from hymba.config import ModelConfig, RunConfig, apply_overrides
+from hymba.config import COMPILE_MIN_STEPS, ModelConfig, RunConfig, apply_overrides
 from hymba.data import IGNORE_INDEX, TrainBatches, prepare, val_batches
 from hymba.io import atomic_write, json_dumps, lock_directory
 from hymba.model import HymbaLM
@@ -513,7 +513,15 @@ def _train(
     if resume:
         par.load_full_state(wrapped, optimizer, weights, optim_state)
         del weights, optim_state
-    forward = compile_model(wrapped) if tc.compiles(device.type) else wrapped
+    compiled = tc.compiles(device.type)
+    if tc.compile == "auto":
+        log.info(
+            "train.compile=auto: %s",
+            f"torch.compile (CUDA, {tc.max_steps} steps)"
+            if compiled
+            else f"eager ({device.type}, {tc.max_steps} steps; compiling pays from {COMPILE_MIN_STEPS} steps on CUDA)",
+        )
+    forward = compile_model(wrapped) if compiled else wrapped
     peak = peak_flops(device, tc.peak_flops)
     tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum * par.world_size  # all ranks
     eval_bs = tc.eval_batch_size or tc.batch_size
