@@ -51,13 +51,32 @@ def build_optimizer(model: nn.Module, train_cfg: TrainConfig, capturable: bool =
 # templates that fuses RoPE (into every K tile the forward reads) and the attention branch's RMSNorm backward
 # (into every dO tile the backward reads, a reduction over all heads recomputed per tile): on an H100, row 13 of
 # the seed preset spent 14.4 ms a step in flex compiled against 3.7 ms eager (2026-12-07, benchmarks/results).
+# With it off, not yet measured: `benchmarks/glue_profile.py --compile` against `--compile --prologue-fusion`.
 COMPILE_OPTIONS = {"prologue_fusion": False}
 
 
 def compile_model(model: nn.Module, prologue_fusion: bool = False) -> nn.Module:
     """``torch.compile`` of a model for training, with :data:`COMPILE_OPTIONS` (``prologue_fusion``: Inductor's
-    default, for comparison)."""
-    return torch.compile(model, options={**COMPILE_OPTIONS, "prologue_fusion": prologue_fusion})
+    default, for comparison). An option this torch's Inductor does not have (older releases) is left out, and
+    said once: torch.compile would otherwise reject it at the first step."""
+    from torch._inductor import config as inductor_config
+
+    options = supported_options({**COMPILE_OPTIONS, "prologue_fusion": prologue_fusion}, inductor_config)
+    return torch.compile(model, options=options or None)
+
+
+def supported_options(options: dict, config: object) -> dict:
+    """The ``options`` that Inductor's ``config`` module has; the others logged (once per name) and dropped."""
+    for name in sorted(k for k in options if not hasattr(config, k)):
+        if name not in _missing_options:
+            _missing_options.add(name)
+            log.warning(
+                "torch.compile: torch %s has no Inductor option %r; compiling without it", torch.__version__, name
+            )
+    return {k: v for k, v in options.items() if hasattr(config, k)}
+
+
+_missing_options: set[str] = set()
 
 
 def lr_at(step: int, train_cfg: TrainConfig) -> float:
