@@ -55,14 +55,15 @@ def build_optimizer(model: nn.Module, train_cfg: TrainConfig, capturable: bool =
 COMPILE_OPTIONS = {"prologue_fusion": False}
 
 
-def compile_model(model: nn.Module, prologue_fusion: bool = False) -> nn.Module:
+def compile_model(model: nn.Module, prologue_fusion: bool = False, fullgraph: bool = False) -> nn.Module:
     """``torch.compile`` of a model for training, with :data:`COMPILE_OPTIONS` (``prologue_fusion``: Inductor's
-    default, for comparison). An option this torch's Inductor does not have (older releases) is left out, and
-    said once: torch.compile would otherwise reject it at the first step."""
+    default, for comparison; ``fullgraph``: as torch.compile's, for tests). An option this torch's Inductor does
+    not have (older releases) is left out, and said once: torch.compile would otherwise reject it at the first
+    step."""
     from torch._inductor import config as inductor_config
 
     options = supported_options({**COMPILE_OPTIONS, "prologue_fusion": prologue_fusion}, inductor_config)
-    return torch.compile(model, options=options or None)
+    return torch.compile(model, fullgraph=fullgraph, options=options or None)
 
 
 def supported_options(options: dict, config: object) -> dict:
