@@ -48,10 +48,10 @@ def build_optimizer(model: nn.Module, train_cfg: TrainConfig, capturable: bool =
 
 
 # Inductor fuses pointwise producers into the loads of its templates ("prologue fusion"). Into FlexAttention's
-# templates that fuses RoPE (into every K tile the forward reads) and the attention branch's RMSNorm backward
-# (into every dO tile the backward reads, a reduction over all heads recomputed per tile): on an H100, row 13 of
-# the seed preset spent 14.4 ms a step in flex compiled against 3.7 ms eager (2026-12-07, benchmarks/results).
-# With it off, not yet measured: `benchmarks/glue_profile.py --compile` against `--compile --prologue-fusion`.
+# backward template it fused the attention branch's RMSNorm backward, a reduction over all heads, into the dO
+# loads of every tile: on an H100, seed row 13's flex backward took 9.3 ms a step compiled against 2.7 eager
+# (and its forward 5.1 against 1.0, with only views fused: cause not found). 2026-12-07, benchmarks/results.
+# With prologue fusion off, not yet measured: `benchmarks/glue_profile.py --compile` against `--prologue-fusion`.
 COMPILE_OPTIONS = {"prologue_fusion": False}
 
 
