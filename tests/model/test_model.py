@@ -316,3 +316,25 @@ def test_rmsnorm_matches_its_formula_and_keeps_the_input_dtype():
     ref = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight
     torch.testing.assert_close(norm(x), ref)
     assert norm(x.bfloat16()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("row", [6, 13])
+def test_attention_gets_qkv_in_one_dtype_under_autocast(row, monkeypatch):
+    """Under bf16 autocast Q/K come out of RoPE in bf16, as V comes from the projection (RoPE's fp32 cos/sin
+    promoted them to fp32 before, and attention's autocast cast them back: two fp32 copies a layer)."""
+    import hymba.model.hymba as hymba_model
+    from hymba.presets import row_config
+
+    seen = []
+    real = hymba_model.attention
+
+    def spy(q, k, v, spec, backend="auto"):
+        seen.append((q.dtype, k.dtype, v.dtype))
+        return real(q, k, v, spec, backend=backend)
+
+    monkeypatch.setattr(hymba_model, "attention", spy)
+    cfg = row_config(row, "tiny", vocab_size=64, n_layers=2, scan_backend="ref", attn_backend="sdpa")
+    ids = torch.randint(0, 64, (2, 17))
+    with torch.autocast("cpu", torch.bfloat16):
+        HymbaLM(cfg)(ids[:, :-1], labels=ids[:, 1:]).loss.backward()
+    assert seen and all(d == (torch.bfloat16,) * 3 for d in seen), seen

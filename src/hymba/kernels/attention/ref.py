@@ -94,6 +94,10 @@ def attention_naive(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
 
 
 def rotary_ref(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """RoPE in the rotate-half layout (Llama): x [B, H, T, D], cos and sin broadcasting to it, in x's dtype."""
+    """RoPE in the rotate-half layout (Llama): x [B, H, T, D], cos and sin broadcasting to it, in x's dtype.
+    Under autocast q and k come from a bf16 projection while cos and sin are fp32 (the residual stream's dtype):
+    the rotation is then computed in fp32 and returned in bf16, so attention gets bf16 Q/K as it gets V (it
+    returned fp32 Q/K before, which autocast cast back to bf16 inside sdpa and flex: two fp32 tensors and two
+    casts a layer)."""
     x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+    return (x * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
