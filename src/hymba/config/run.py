@@ -105,11 +105,11 @@ class TrainConfig(Section):
 
     def compiles(self, device_type: str) -> bool:
         """Whether the trainer runs the model under ``torch.compile`` on this device type. ``auto``: on CUDA for
-        runs of at least :data:`COMPILE_MIN_STEPS` steps. Compiled, a seed-preset step is 20-60% faster on an
-        H100 (rows 1 and 13; benchmarks/results/2026-12-07-h100-s20.md), but compiling takes 25-65 s a model, which
-        a run pays back only after a few thousand such steps: the ablation's 150-step rows stay eager. Not on
-        CPU, where compiling takes longer than the short runs it serves. The compile time is never counted in
-        tokens/s."""
+        runs of at least :data:`COMPILE_MIN_STEPS` steps. Compiled, a seed-preset forward + backward ran 1.22x
+        (row 13) and 1.37x (row 1) as fast as eager on an H100 (benchmarks/results/2026-12-07-h100-s20.md), but
+        compiling took 26-63 s a model, which a run pays back only after a few thousand such steps: the
+        ablation's 150-step rows stay eager. Not on CPU, where compiling takes longer than the short runs it
+        serves. The compile time is never counted in tokens/s."""
         if isinstance(self.compile, bool):
             return self.compile
         return device_type == "cuda" and self.max_steps >= COMPILE_MIN_STEPS

@@ -52,18 +52,18 @@ def build_optimizer(model: nn.Module, train_cfg: TrainConfig, capturable: bool =
 # loads of every tile: on an H100, seed row 13's flex backward took 9.3 ms a step compiled against 2.7 eager
 # (and its forward 5.1 against 1.0, with only views fused: cause not found). 2026-12-07, benchmarks/results.
 # With prologue fusion off, not yet measured: `benchmarks/glue_profile.py --compile` against `--prologue-fusion`.
-COMPILE_OPTIONS = {"prologue_fusion": False}
-
-
 def compile_model(model: nn.Module, prologue_fusion: bool = False, fullgraph: bool = False) -> nn.Module:
-    """``torch.compile`` of a model for training, with :data:`COMPILE_OPTIONS` (``prologue_fusion``: Inductor's
-    default, for comparison; ``fullgraph``: as torch.compile's, for tests). An option this torch's Inductor does
-    not have (older releases) is left out, and said once: torch.compile would otherwise reject it at the first
-    step."""
+    """``torch.compile`` of a model for training, without Inductor's prologue fusion (``prologue_fusion``: with
+    it, Inductor's default, for comparison; ``fullgraph``: as torch.compile's, for tests). An option this torch's
+    Inductor does not have (older releases) is left out, and said once: torch.compile would otherwise reject it
+    at the first step."""
     from torch._inductor import config as inductor_config
 
-    options = supported_options({**COMPILE_OPTIONS, "prologue_fusion": prologue_fusion}, inductor_config)
+    options = supported_options({"prologue_fusion": prologue_fusion}, inductor_config)
     return torch.compile(model, fullgraph=fullgraph, options=options or None)
+
+
+_missing_options: set[str] = set()  # options supported_options has said this torch lacks
 
 
 def supported_options(options: dict, config: object) -> dict:
@@ -75,9 +75,6 @@ def supported_options(options: dict, config: object) -> dict:
                 "torch.compile: torch %s has no Inductor option %r; compiling without it", torch.__version__, name
             )
     return {k: v for k, v in options.items() if hasattr(config, k)}
-
-
-_missing_options: set[str] = set()
 
 
 def lr_at(step: int, train_cfg: TrainConfig) -> float:
