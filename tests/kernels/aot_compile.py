@@ -29,7 +29,7 @@ MODULES = [
 SIZES = {
     "triton_decode": dict(GP=16, DKP=64, DVP=128, BLOCK=64),
     "triton_rope": dict(BLOCK=32, TOKENS=32),
-    "triton": dict(BLOCK=16, NP=16, CH=64, UNROLL=4),  # the scan
+    "triton": dict(BLOCK=16, NP=16, CH=64, UNROLL=4, STAGES=2),  # the scan (STAGES 2: its loops pipelined)
     "triton_conv": dict(K=4, BT=32, BD=128),
     "triton_step": dict(BLOCK=32, NP=16, KP=4),
 }

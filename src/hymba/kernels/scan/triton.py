@@ -41,6 +41,8 @@ from torch import Tensor
 IMPL = "chunked"  # or "sequential"; chunked: fwd+bwd 2.0 vs 2.3 ms, row 13 95K vs 91K tok/s (H200, session 9)
 CHUNK = 64  # steps between saved states (the time chunk of the chunked implementation)
 UNROLL = 4  # time steps unrolled per loop iteration (CHUNK must be a multiple)
+FWD_STAGES = 1  # software-pipeline stages of the forward's time loop (tl.range num_stages; 1: loads not pipelined)
+BWD_STAGES = 1  # the same for the backward's loops
 BLOCK_D = 32  # channels per program, sequential
 NUM_WARPS = 4  # per program, sequential (benchmarks/scan_kernel.py --sweep measures the alternatives)
 CHUNKED_BLOCK_D = 32  # channels per program, chunked backward (16 was 15-24% slower, H200 session 13)
@@ -149,6 +151,7 @@ def _fwd_steps(
     SOFTPLUS: tl.constexpr,
     WRITE_Y: tl.constexpr,
     UNROLL: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """Steps t0 <= t < t_end from state h, writing y if ``WRITE_Y`` -> (the state after them, their sum of delta).
     The state and A are [NP, BLOCK] (transposed) and the chunk states are saved channels-contiguous: with 32
@@ -156,7 +159,7 @@ def _fwd_steps(
     benchmarks/results/2026-12-03-h200-s13.md)."""
     dt_sum = tl.zeros_like(bias)
     A2 = A * LOG2E  # exp(dt A) as exp2(dt A2): one multiply fewer per state and step
-    for tb in range(t0, t_end, UNROLL):
+    for tb in tl.range(t0, t_end, UNROLL, num_stages=STAGES):
         for k in tl.static_range(UNROLL):  # unrolled: the steps' loads do not wait for the state
             t = tb + k
             ok = tl.full([1], t, tl.int32) < t_end  # a tensor (also under the interpreter)
@@ -258,6 +261,7 @@ def _bwd_chunk(
     HAS_Z: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     UNROLL: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """One chunk's gradients, from its start state h and the adjoint dh flowing into its last state from later
     steps: its states are recomputed into ``scratch`` (step s at ``scratch + s * s_scr``), then the adjoint runs
@@ -266,7 +270,9 @@ def _bwd_chunk(
     mdn = md[:, None] & mn[None, :]
     A2 = A * LOG2E  # exp(dt A) as exp2(dt A2)
     tl.store(scratch, h, mask=mdn)
-    for tb in range(t0, t_end, UNROLL):  # recompute the chunk's states (the last one stays in h, not stored)
+    for tb in tl.range(
+        t0, t_end, UNROLL, num_stages=STAGES
+    ):  # recompute the chunk's states (the last one stays in h, not stored)
         for k in tl.static_range(UNROLL):
             t = tb + k
             ok = tl.full([1], t, tl.int32) < t_end
@@ -296,7 +302,7 @@ def _bwd_chunk(
             h = tl.math.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bt[None, :]
             tl.store(scratch + (t - t0 + 1) * s_scr, h, mask=mdn & (tl.full([1], t + 1, tl.int32) < t_end))
     h_t = h  # the state after step t: carried down from the previous (later) step, one scratch read per step
-    for i in range(0, t_end - t0, UNROLL):  # then the adjoint, backwards through them
+    for i in tl.range(0, t_end - t0, UNROLL, num_stages=STAGES):  # then the adjoint, backwards through them
         for k in tl.static_range(UNROLL):
             t = t_end - 1 - i - k
             ok = tl.full([1], t, tl.int32) >= t0
@@ -401,6 +407,7 @@ def _fwd_kernel(
     NP: tl.constexpr,
     CH: tl.constexpr,
     UNROLL: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """Sequential forward: one program per (batch row, channel block) walks all chunks."""
     b = tl.program_id(0)
@@ -457,6 +464,7 @@ def _fwd_kernel(
             SOFTPLUS,
             True,
             UNROLL,
+            STAGES,
         )
     tl.store(last_ptr + state, h, mask=mdn)
 
@@ -508,6 +516,7 @@ def _fwd_chunk_kernel(
     NP: tl.constexpr,
     CH: tl.constexpr,
     UNROLL: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """Chunked forward, one program per (channel block, chunk, batch row). Not ``FINAL`` (phase 1): the chunk
     from a zero state -> its end state and sum of delta. ``FINAL`` (phase 3): from its true start state (in
@@ -565,6 +574,7 @@ def _fwd_chunk_kernel(
         SOFTPLUS,
         FINAL,
         UNROLL,
+        STAGES,
     )
     if not FINAL:
         tl.store(loc_ptr + row, h, mask=mdn)
@@ -685,6 +695,7 @@ def _bwd_kernel(
     NP: tl.constexpr,
     CH: tl.constexpr,
     UNROLL: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """Sequential backward: one program per (batch row, channel block) walks the chunks in reverse."""
     b = tl.program_id(0)
@@ -768,6 +779,7 @@ def _bwd_kernel(
             HAS_Z,
             SOFTPLUS,
             UNROLL,
+            STAGES,
         )
     tl.store(dA_ptr + state, dA, mask=mdn)
     tl.store(dD_ptr + b * DIM + d, dD, mask=md)
@@ -810,6 +822,7 @@ def _bwd_chunk_local_kernel(
     NP: tl.constexpr,
     CH: tl.constexpr,
     UNROLL: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """Chunked backward, phase 1, one program per (channel block, chunk, batch row): the adjoint
     g_t = a_{t+1} g_{t+1} + dy_t C_t through the chunk from zero -> a_{t0} g_{t0} (its share of the adjoint
@@ -826,7 +839,7 @@ def _bwd_chunk_local_kernel(
     g = tl.zeros([BLOCK, NP], tl.float32)
     dt_sum = tl.zeros([BLOCK], tl.float32)
     A2 = A * LOG2E
-    for i in range(0, t_end - t0, UNROLL):
+    for i in tl.range(0, t_end - t0, UNROLL, num_stages=STAGES):
         for k in tl.static_range(UNROLL):
             t = t_end - 1 - i - k
             ok = tl.full([1], t, tl.int32) >= t0
@@ -909,6 +922,7 @@ def _bwd_chunked_kernel(
     NP: tl.constexpr,
     CH: tl.constexpr,
     UNROLL: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """Chunked backward, phase 3: every chunk from its saved start state and its incoming adjoint (``carry``).
     A persistent grid: program p owns scratch slot p and takes tiles p, p + grid, ... (channel block fastest,
@@ -989,6 +1003,7 @@ def _bwd_chunked_kernel(
             HAS_Z,
             SOFTPLUS,
             UNROLL,
+            STAGES,
         )
         part = (b * n_chunks + c) * DIM + d  # [B, n_chunks, D] partials
         tl.store(dA_ptr + part[:, None] * N + n[None, :], dA, mask=mdn)
@@ -1063,6 +1078,7 @@ def _scan_fwd(
         NP=triton.next_power_of_2(N),
         CH=CHUNK,
         UNROLL=UNROLL,
+        STAGES=FWD_STAGES,
         num_warps=warps,
     )
     n_blocks = triton.cdiv(dim, block)
@@ -1167,6 +1183,7 @@ def _scan_bwd(
         NP=triton.next_power_of_2(N),
         CH=CHUNK,
         UNROLL=UNROLL,
+        STAGES=BWD_STAGES,
         num_warps=warps,
     )
     if impl == "sequential":
