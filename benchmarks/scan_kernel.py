@@ -35,7 +35,9 @@ SETTINGS = {
 EXTRA_SWEEPS = {
     "chunked": [{"BWD_PROGRAMS_PER_SM": v} for v in (8, 32)]
     + [{"UNROLL": v} for v in (2, 8)]
-    + [{"CHUNKED_FWD_BLOCK_D": bd, "CHUNKED_FWD_WARPS": w} for bd, w in ((64, 1), (64, 2), (128, 4))]
+    + [{"CHUNKED_FWD_BLOCK_D": bd, "CHUNKED_FWD_WARPS": w} for bd, w in ((32, 1), (64, 2), (128, 4))]
+    + [{"CHUNKED_FWD_STAGES": v} for v in (1, 3)]
+    + [{"BWD_STAGES": 2}]
 }
 
 
@@ -107,6 +109,7 @@ def runs_here(backend: str) -> bool:
 
 def settings(impl: str) -> dict:
     names = [*SETTINGS[impl], *{k for e in EXTRA_SWEEPS.get(impl, []) for k in e}, "CHUNK", "UNROLL"]
+    names += ["BWD_STAGES"]
     return {k: getattr(scan_triton, k) for k in dict.fromkeys(names)}
 
 

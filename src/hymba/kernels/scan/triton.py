@@ -41,14 +41,19 @@ from torch import Tensor
 IMPL = "chunked"  # or "sequential"; chunked: fwd+bwd 2.0 vs 2.3 ms, row 13 95K vs 91K tok/s (H200, session 9)
 CHUNK = 64  # steps between saved states (the time chunk of the chunked implementation)
 UNROLL = 4  # time steps unrolled per loop iteration (CHUNK must be a multiple)
-FWD_STAGES = 1  # software-pipeline stages of the forward's time loop (tl.range num_stages; 1: loads not pipelined)
-BWD_STAGES = 1  # the same for the backward's loops
+BWD_STAGES = 1  # software-pipeline stages of the backward's time loops (tl.range num_stages; 1: not pipelined):
+# 2 pipelines its scratch and input loads through cp.async, and measured fwd+bwd 3-7% slower (chunked) and 50%
+# slower (sequential) on an H100 (session 21)
 BLOCK_D = 32  # channels per program, sequential
 NUM_WARPS = 4  # per program, sequential (benchmarks/scan_kernel.py --sweep measures the alternatives)
 CHUNKED_BLOCK_D = 32  # channels per program, chunked backward (16 was 15-24% slower, H200 session 13)
 CHUNKED_WARPS = 1  # per program, chunked
-CHUNKED_FWD_BLOCK_D = 32  # channels per program, chunked forward (64 or 128 measured slower)
+CHUNKED_FWD_BLOCK_D = 64  # channels per program, chunked forward
 CHUNKED_FWD_WARPS = 1  # per program, chunked forward
+CHUNKED_FWD_STAGES = 2  # pipeline stages of the chunked forward's time loop: with 64 channels a warp its u, delta
+# and z loads (4 bytes a thread in bf16) go through cp.async, issued a loop iteration ahead; with 32 (2 bytes a
+# thread) Triton leaves them unpipelined. 64 channels + 2 stages: forward 13-25% faster than 32 + 1 (H100,
+# session 21, benchmarks/results/2026-12-07-h100-s21.md), needs channels-contiguous inputs (the model's layout)
 BWD_PROGRAMS_PER_SM = 16  # chunked backward: persistent programs (scratch slots) per SM
 IMPLS = ("sequential", "chunked")
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -270,9 +275,8 @@ def _bwd_chunk(
     mdn = md[:, None] & mn[None, :]
     A2 = A * LOG2E  # exp(dt A) as exp2(dt A2)
     tl.store(scratch, h, mask=mdn)
-    for tb in tl.range(
-        t0, t_end, UNROLL, num_stages=STAGES
-    ):  # recompute the chunk's states (the last one stays in h, not stored)
+    # recompute the chunk's states (the last one stays in h, not stored)
+    for tb in tl.range(t0, t_end, UNROLL, num_stages=STAGES):
         for k in tl.static_range(UNROLL):
             t = tb + k
             ok = tl.full([1], t, tl.int32) < t_end
@@ -1058,8 +1062,9 @@ def _scan_fwd(
     b, dim, L = u.shape
     N = A.shape[1]
     impl, block, warps = _impl()
-    if impl == "chunked":  # its forward has its own block (measured best: 32 channels, one warp)
-        block, warps = CHUNKED_FWD_BLOCK_D, CHUNKED_FWD_WARPS
+    stages = 1  # the sequential forward measured 18% slower with 2 (H100, session 21)
+    if impl == "chunked":  # its forward has its own settings (measured best: 64 channels, one warp, 2 stages)
+        block, warps, stages = CHUNKED_FWD_BLOCK_D, CHUNKED_FWD_WARPS, CHUNKED_FWD_STAGES
     n_chunks = _n_chunks(L)
     out = torch.empty_like(u)  # u's layout: [B, L, D] memory from the model stays [B, L, D] (no copy after)
     last = torch.empty(b, dim, N, device=u.device, dtype=torch.float32)
@@ -1078,7 +1083,7 @@ def _scan_fwd(
         NP=triton.next_power_of_2(N),
         CH=CHUNK,
         UNROLL=UNROLL,
-        STAGES=FWD_STAGES,
+        STAGES=stages,
         num_warps=warps,
     )
     n_blocks = triton.cdiv(dim, block)
