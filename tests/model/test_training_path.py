@@ -1,7 +1,7 @@
-"""``torch.compile(fullgraph=True)``, as the trainer compiles (``hymba.train.step.compile_model``: an Inductor
-option it passes that this torch rejects fails here), of the training step of rows 1, 6 and 13 against eager
-(logits, loss and every gradient, at init_std 0.2): on CPU with the reference scan and, interpreted, the Triton
-scan's custom op; on CUDA with the Triton scan under flex and sdpa attention and bf16 autocast."""
+"""``torch.compile(fullgraph=True)``, as the trainer compiles (``hymba.train.step.compile_model``), of the
+training step of rows 1, 6 and 13 against eager (logits, loss and every gradient, at init_std 0.2): on CPU with
+the reference scan and, interpreted, the Triton scan's custom op; on CUDA with the Triton scan under flex and
+sdpa attention and bf16 autocast."""
 
 import importlib.util
 import os
@@ -67,3 +67,26 @@ def test_compiled_fullgraph_matches_eager_on_cuda_with_triton(row, attn, monkeyp
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     small = {**SMALL, "d_model": 128, "head_dim": 16}
     _check_compiled(row, "cuda", "triton", attn, False, T=200, rtol=1e-3, atol=1e-4, small=small)
+
+
+def test_training_scan_reads_channels_contiguous(monkeypatch):
+    """In a training step (autograd on: PyTorch's conv runs, not the Triton one) every per-step input of the
+    scan has its channels innermost: the kernels load one step's channels at a time and write du in u's
+    layout, so a [B, D, L]-contiguous u made those loads and stores strided by L."""
+    import hymba.model.ssm as ssm
+
+    seen = []
+
+    def spy(u, delta, A, B, C, D, z, delta_bias, **kw):
+        seen.append({"u": u, "delta": delta, "B": B, "C": C, "z": z})
+        return real(u, delta, A, B, C, D, z, delta_bias, **kw)
+
+    real = ssm.selective_scan
+    monkeypatch.setattr(ssm, "selective_scan", spy)
+    cfg = row_config(13, "tiny", **SMALL, scan_backend="ref", attn_backend="sdpa")
+    ids = torch.randint(0, 50, (2, 9))
+    _loss_and_grads(HymbaLM(cfg), ids)
+    assert len(seen) == SMALL["n_layers"]
+    for call in seen:
+        for name, t in call.items():  # [B, D or N, L] views: dim 1 (channels / states) has stride 1
+            assert t.stride(1) == 1, f"{name} {tuple(t.shape)} strides {t.stride()}"

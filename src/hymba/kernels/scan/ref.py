@@ -206,7 +206,10 @@ def causal_conv1d_ref(
         x: [B, S, D]; weight: [D, 1, K] (nn.Conv1d's) or [D, K]; bias: [D]; valid: [B, S] False at left padding
         (zeroed before the conv, so padding enters no output, and in the output); silu: SiLU on the output.
     Returns:
-        u [B, S, D] (a transposed view of conv1d's [B, D, S] output) in x's dtype.
+        u [B, S, D], contiguous (channels innermost), in x's dtype. conv1d writes [B, D, S]; the scan kernels read
+        one step's channels at a time, so u is laid out as the model's other [B, S, D] activations: in a view of
+        conv1d's output those loads (and the scan backward's du stores) were strided by S (in training, where this
+        conv runs). Under torch.compile the copy fuses into the SiLU.
     """
     S, dim = x.shape[1], x.shape[2]
     w = weight.reshape(dim, 1, -1)
@@ -217,4 +220,4 @@ def causal_conv1d_ref(
         u = F.silu(u)
     if valid is not None:
         u = u.masked_fill(~valid[:, None], 0.0)
-    return u.transpose(1, 2)
+    return u.transpose(1, 2).contiguous()
