@@ -7,10 +7,10 @@ and contiguous ops it runs and, on CUDA, their device time, from torch.profiler.
 
 ``--probe``: the row at the preset's MQAR recall-probe size (``[scales.<preset>.recall]``), MQAR vocabulary.
 ``--top N``: also the N ops with the most device time of their own.
-``--compile``: the model under ``torch.compile`` as the trainer compiles it (``hymba.train.step.compile_model``;
-``--prologue-fusion``: with Inductor's default prologue fusion instead), so the profile shows the
-kernels Inductor leaves. ``wall_ms`` is one whole step's wall time (mean of 10, synchronised) beside the
-profiled device time: a step whose wall time exceeds its device time is bound by the host (kernel launches).
+``--compile``: the model under ``torch.compile`` as the trainer compiles it (``hymba.train.step.compile_model``),
+so the profile shows the kernels Inductor leaves. ``wall_ms`` is one whole step's wall time (mean of 10,
+synchronised) beside the profiled device time: a step whose wall time exceeds its device time is bound by the
+host (kernel launches).
 ``--step-ms N`` (with ``--probe``): also the wall time of one whole MQAR optimiser step as the Recall column
 trains it (``hymba.eval.mqar.train_mqar``: the preset's curriculum and batch, CUDA graphs on CUDA), from runs of
 N and 2N steps (their difference per step, so that start-up and graph capture cancel).
@@ -84,7 +84,7 @@ def profile_row(row: int, args) -> dict:
     model = HymbaLM(cfg).to(dev)
     ids = torch.randint(0, vocab, (args.batch, args.seq + 1), device=dev)
     autocast = dev.type == "cuda" or args.bf16
-    run = compile_model(model, prologue_fusion=args.prologue_fusion) if args.compile else model
+    run = compile_model(model) if args.compile else model
     t0 = time.perf_counter()
     for _ in range(3):  # warm-up: kernels compiled, caches filled
         step(run, ids, autocast)
@@ -111,7 +111,6 @@ def profile_row(row: int, args) -> dict:
         "attn": args.attn,
         "device": str(dev),
         "compiled": args.compile,
-        "prologue_fusion": args.prologue_fusion if args.compile else None,
         "batch": args.batch,
         "seq": args.seq,
         "warmup_s": round(warmup_s, 1),
@@ -138,9 +137,6 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (as train.compile)")
-    p.add_argument(
-        "--prologue-fusion", action="store_true", help="with --compile: Inductor's prologue fusion on (its default)"
-    )
     p.add_argument("--probe", action="store_true", help="the row at the preset's MQAR recall-probe size")
     p.add_argument("--top", type=int, default=0, help="also list the N ops with the most own device time")
     p.add_argument("--step-ms", type=int, default=0, metavar="N", help="with --probe: time whole MQAR steps (N, 2N)")

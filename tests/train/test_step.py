@@ -170,20 +170,3 @@ def test_a_step_that_cannot_be_captured_falls_back_to_eager_with_a_note(caplog):
         lb = train_mqar(b, s, device="cuda")
     assert any("CUDA-graph capture of the MQAR step failed" in r.getMessage() for r in caplog.records)
     assert lb == pytest.approx(la, rel=1e-4, abs=1e-5)
-
-
-def test_compile_options_this_torch_lacks_are_left_out_and_said(caplog):
-    """``compile_model``'s Inductor options are filtered by the config module: an option an older torch lacks is
-    dropped with one warning (torch.compile would reject it at the first step), the others pass through."""
-    import types
-
-    import torch._inductor.config as inductor_config
-
-    from hymba.train.step import supported_options
-
-    assert supported_options({"prologue_fusion": False}, inductor_config) == {"prologue_fusion": False}  # this torch
-    old = types.SimpleNamespace(max_autotune=False)
-    with caplog.at_level("WARNING", logger="hymba.train.step"):
-        assert supported_options({"prologue_fusion": False, "max_autotune": True}, old) == {"max_autotune": True}
-        supported_options({"prologue_fusion": False}, old)
-    assert sum("no Inductor option 'prologue_fusion'" in r.message for r in caplog.records) == 1

@@ -62,7 +62,7 @@ class DataConfig(Section):
         return Path(os.environ.get("HYMBA_CACHE") or Path.home() / ".cache" / "hymba")
 
 
-COMPILE_MIN_STEPS = 2000  # train.compile = "auto" compiles runs of at least this many steps (TrainConfig.compiles)
+COMPILE_MIN_STEPS = 5000  # train.compile = "auto" compiles runs of at least this many steps (TrainConfig.compiles)
 
 
 @dataclass
@@ -72,7 +72,7 @@ class TrainConfig(Section):
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available
     precision: str = "auto"  # "auto" = bf16 autocast on CUDA, fp32 on CPU
-    # torch.compile the model: true, false, or "auto" = on CUDA for runs of 2000+ steps (TrainConfig.compiles)
+    # torch.compile the model: true, false, or "auto" = on CUDA for runs of 5000+ steps (TrainConfig.compiles)
     compile: bool | Literal["auto"] = "auto"
     parallel: str = "auto"  # under torchrun: ddp, fsdp (FSDP2 sharding) or none; auto = ddp when world size > 1
     seq_len: int = 128
@@ -105,11 +105,12 @@ class TrainConfig(Section):
 
     def compiles(self, device_type: str) -> bool:
         """Whether the trainer runs the model under ``torch.compile`` on this device type. ``auto``: on CUDA for
-        runs of at least :data:`COMPILE_MIN_STEPS` steps. Compiled, a seed-preset forward + backward ran 1.22x
-        (row 13) and 1.37x (row 1) as fast as eager on an H100 (benchmarks/results/2026-12-07-h100-s20.md), but
-        compiling took 26-63 s a model, which a run pays back only after a few thousand such steps: the
-        ablation's 150-step rows stay eager. Not on CPU, where compiling takes longer than the short runs it
-        serves. The compile time is never counted in tokens/s."""
+        runs of at least :data:`COMPILE_MIN_STEPS` steps. Compiled, the trainer ran seed-preset rows 1.23x (row 13:
+        63.7 against 78.2 ms a step) and 1.19x (row 1: 40.4 against 47.9) as fast as eager on an H100, but a
+        first compile took 58-69 s (row 13) and 26 s (row 1), which a run pays back after ~4,000-4,800 and ~3,500
+        steps (benchmarks/results/2026-12-07-h100-s21.md): the ablation's 150-step rows stay eager. Not on CPU,
+        where compiling takes longer than the short runs it serves. The compile time is never counted in
+        tokens/s."""
         if isinstance(self.compile, bool):
             return self.compile
         return device_type == "cuda" and self.max_steps >= COMPILE_MIN_STEPS

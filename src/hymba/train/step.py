@@ -6,7 +6,6 @@ input shape, for small models whose steps are bound by kernel launches (the MQAR
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from collections.abc import Callable, Iterable
 
@@ -15,8 +14,6 @@ from torch import Tensor, nn
 
 from hymba.config import TrainConfig
 from hymba.runtime import autocast_context
-
-log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,34 +44,12 @@ def build_optimizer(model: nn.Module, train_cfg: TrainConfig, capturable: bool =
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None, capturable=capturable)
 
 
-# Inductor fuses pointwise producers into the loads of its templates ("prologue fusion"). Into FlexAttention's
-# backward template it fused the attention branch's RMSNorm backward, a reduction over all heads, into the dO
-# loads of every tile: on an H100, seed row 13's flex backward took 9.3 ms a step compiled against 2.7 eager
-# (and its forward 5.1 against 1.0, with only views fused: cause not found). 2026-12-07, benchmarks/results.
-# With prologue fusion off, not yet measured: `benchmarks/glue_profile.py --compile` against `--prologue-fusion`.
-def compile_model(model: nn.Module, prologue_fusion: bool = False, fullgraph: bool = False) -> nn.Module:
-    """``torch.compile`` of a model for training, without Inductor's prologue fusion (``prologue_fusion``: with
-    it, Inductor's default, for comparison; ``fullgraph``: as torch.compile's, for tests). An option this torch's
-    Inductor does not have (older releases) is left out, and said once: torch.compile would otherwise reject it
-    at the first step."""
-    from torch._inductor import config as inductor_config
-
-    options = supported_options({"prologue_fusion": prologue_fusion}, inductor_config)
-    return torch.compile(model, fullgraph=fullgraph, options=options or None)
-
-
-_missing_options: set[str] = set()  # options supported_options has said this torch lacks
-
-
-def supported_options(options: dict, config: object) -> dict:
-    """The ``options`` that Inductor's ``config`` module has; the others logged (once per name) and dropped."""
-    for name in sorted(k for k in options if not hasattr(config, k)):
-        if name not in _missing_options:
-            _missing_options.add(name)
-            log.warning(
-                "torch.compile: torch %s has no Inductor option %r; compiling without it", torch.__version__, name
-            )
-    return {k: v for k, v in options.items() if hasattr(config, k)}
+def compile_model(model: nn.Module, fullgraph: bool = False) -> nn.Module:
+    """``torch.compile`` of a model for training, as the trainer runs it (``fullgraph``: as torch.compile's, for
+    tests). Inductor's defaults: turning its prologue fusion off (which session 20 suspected of FlexAttention's
+    3.4x slower compiled backward) changed nothing on an H100, 60.2 against 60.6 ms a seed row-13 step
+    (benchmarks/results/2026-12-07-h100-s21.md)."""
+    return torch.compile(model, fullgraph=fullgraph)
 
 
 def lr_at(step: int, train_cfg: TrainConfig) -> float:
