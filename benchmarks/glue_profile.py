@@ -8,7 +8,9 @@ and contiguous ops it runs and, on CUDA, their device time, from torch.profiler.
 ``--probe``: the row at the preset's MQAR recall-probe size (``[scales.<preset>.recall]``), MQAR vocabulary.
 ``--top N``: also the N ops with the most device time of their own.
 ``--compile``: the model under ``torch.compile`` as the trainer compiles it (``hymba.train.step.compile_model``),
-so the profile shows the kernels Inductor leaves. ``wall_ms`` is one whole step's wall time (mean of 10,
+so the profile shows the kernels Inductor leaves; ``--flex-in-graph``: with FlexAttention lowered into the
+compiled graph as Inductor would (``hymba.kernels.attention.flex.OPAQUE_UNDER_COMPILE`` off) instead of the
+opaque custom op the model uses. ``wall_ms`` is one whole step's wall time (mean of 10,
 synchronised) beside the profiled device time: a step whose wall time exceeds its device time is bound by the
 host (kernel launches).
 ``--step-ms N`` (with ``--probe``): also the wall time of one whole MQAR optimiser step as the Recall column
@@ -30,6 +32,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from hymba.config import scale_settings
 from hymba.eval.mqar import MQARSettings, probe_config, train_mqar
+from hymba.kernels.attention import flex
 from hymba.model import HymbaLM
 from hymba.presets import row_config
 from hymba.train.step import compile_model
@@ -84,6 +87,7 @@ def profile_row(row: int, args) -> dict:
     model = HymbaLM(cfg).to(dev)
     ids = torch.randint(0, vocab, (args.batch, args.seq + 1), device=dev)
     autocast = dev.type == "cuda" or args.bf16
+    flex.OPAQUE_UNDER_COMPILE = not args.flex_in_graph
     run = compile_model(model) if args.compile else model
     t0 = time.perf_counter()
     for _ in range(3):  # warm-up: kernels compiled, caches filled
@@ -111,6 +115,7 @@ def profile_row(row: int, args) -> dict:
         "attn": args.attn,
         "device": str(dev),
         "compiled": args.compile,
+        "flex_in_graph": args.flex_in_graph if args.compile and args.attn == "flex" else None,
         "batch": args.batch,
         "seq": args.seq,
         "warmup_s": round(warmup_s, 1),
@@ -137,6 +142,7 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (as train.compile)")
+    p.add_argument("--flex-in-graph", action="store_true", help="with --compile: flex lowered into the graph")
     p.add_argument("--probe", action="store_true", help="the row at the preset's MQAR recall-probe size")
     p.add_argument("--top", type=int, default=0, help="also list the N ops with the most own device time")
     p.add_argument("--step-ms", type=int, default=0, metavar="N", help="with --probe: time whole MQAR steps (N, 2N)")

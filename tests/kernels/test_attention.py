@@ -190,3 +190,50 @@ def test_attention_flex_passes_the_forward_options_for_its_device(monkeypatch):
         flex_mod.attention_flex(q, k, torch.randn(1, 2, 8, dv), plain_spec(1, 8, 0, None))
     assert seen[0]["kernel_options"] == flex_mod.WIDE_V_FWD_OPTIONS and seen[0]["enable_gqa"]
     assert seen[1]["kernel_options"] is None
+
+
+@pytest.mark.parametrize("window", [4, None])
+def test_flex_under_compile_is_one_opaque_op_with_flex_gradients(monkeypatch, window):
+    """Under torch.compile, attention_flex is the ``hymba::flex_attention`` custom op (Inductor cannot fuse into
+    flex's kernels): outputs and gradients as in eager, the forward run once and, in backward, once more with
+    autograd on to take flex's own gradients. Flex stood in for by the naive attention (CPU has no flex
+    backward); the GPU tests of the compiled model run the real one."""
+    import hymba.kernels.attention.flex as flex_mod
+
+    grad_modes = []
+
+    def fake_flex(q, k, v, block_mask, enable_gqa, kernel_options):
+        T, window, n_meta = block_mask
+        grad_modes.append(torch.is_grad_enabled())
+        return attention_naive(q, k, v, plain_spec(q.shape[0], T, n_meta, window))
+
+    monkeypatch.setattr(flex_mod, "_compiled", lambda: fake_flex)
+    monkeypatch.setattr(flex_mod, "block_mask", lambda T, window, n_meta, device: (T, window, n_meta))
+    monkeypatch.setattr(flex_mod, "_capability", lambda device: None)
+    spec = plain_spec(2, 12, 2, window)
+    torch.manual_seed(0)
+    x = [torch.randn(2, 4, 12, 8), torch.randn(2, 2, 12, 8), torch.randn(2, 2, 12, 16)]
+
+    def loss(q, k, v):
+        return flex_mod.attention_flex(q, k, v, spec).square().sum()
+
+    def run(fn):
+        qkv = [t.clone().requires_grad_(True) for t in x]
+        out = fn(*qkv)
+        out.backward()
+        return out, [t.grad for t in qkv]
+
+    want, want_grads = run(loss)
+    assert grad_modes == [True]  # eager: flex called directly, autograd through it
+    grad_modes.clear()
+    torch._dynamo.reset()
+    got, got_grads = run(torch.compile(loss, fullgraph=True))
+    assert grad_modes == [False, True]  # the op's forward; its backward's recompute
+    torch.testing.assert_close(got, want)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w)
+    monkeypatch.setattr(flex_mod, "OPAQUE_UNDER_COMPILE", False)
+    grad_modes.clear()
+    torch._dynamo.reset()
+    run(torch.compile(loss, fullgraph=True))
+    assert grad_modes == [True]  # traced into the graph (called once while tracing)

@@ -57,9 +57,74 @@ def _compiled():
     return torch.compile(flex_attention, dynamic=False)
 
 
-def attention_flex(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
-    """Args as :func:`hymba.kernels.attention.ref.attention_sdpa`; needs ``spec.n_meta`` (plain layout)."""
-    T = q.shape[2]
-    bm = block_mask(T, spec.window, spec.n_meta or 0, str(q.device))
+# Inside a torch.compile'd model (the trainer's compile), Inductor lowers flex_attention into its own templates
+# and fuses neighbours into them: on an H100, seed row 13's flex forward took 5.1 ms a step that way against 1.0
+# eager and its backward 9.3 against 2.7 (benchmarks/results/2026-12-07-h100-s21.md), with Inductor's prologue
+# fusion on or off. So under compile the call goes through the custom ops below, opaque to Inductor: the same
+# compiled flex kernels as in eager, with the block mask from the cache (not rebuilt in the graph). Their
+# backward recomputes the forward (about a third of the backward's time) to take flex's own gradients. Not yet
+# measured on a GPU; False keeps flex in the graph (``benchmarks/glue_profile.py --compile --flex-in-graph``).
+OPAQUE_UNDER_COMPILE = True
+
+
+def _flex(q: Tensor, k: Tensor, v: Tensor, window: int | None, n_meta: int) -> Tensor:
+    bm = block_mask(q.shape[2], window, n_meta, str(q.device))
     opts = fwd_kernel_options(q.shape[-1], v.shape[-1], _capability(str(q.device)))
     return _compiled()(q, k, v, block_mask=bm, enable_gqa=k.shape[1] != q.shape[1], kernel_options=opts)
+
+
+@torch.library.custom_op("hymba::flex_attention", mutates_args=())
+def _flex_op(q: Tensor, k: Tensor, v: Tensor, window: int | None, n_meta: int) -> Tensor:
+    return _flex(q, k, v, window, n_meta).contiguous()  # the fake's layout: Inductor plans with it
+
+
+@_flex_op.register_fake
+def _(q, k, v, window, n_meta):
+    return q.new_empty(*q.shape[:-1], v.shape[-1])
+
+
+@torch.library.custom_op("hymba::flex_attention_bwd", mutates_args=())
+def _flex_bwd_op(
+    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, window: int | None, n_meta: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    with torch.enable_grad(), _autograd_on():
+        qkv = [t.detach().requires_grad_(True) for t in (q, k, v)]
+        grads = torch.autograd.grad(_flex(*qkv, window, n_meta), qkv, dout)
+    return tuple(g.contiguous() for g in grads)
+
+
+def _autograd_on():
+    """A custom op's body runs with autograd's dispatch keys excluded (no graph is recorded, even under
+    enable_grad); this puts them back for the recompute in ``_flex_bwd_op``, the rest of the thread's dispatch
+    state as it is. The guard is PyTorch's own (``torch._C``), as its higher-order ops use it."""
+    keys = torch._C.DispatchKey
+    autograd = torch._C.DispatchKeySet(keys.AutogradFunctionality)
+    for key in (keys.AutogradOther, keys.AutogradNestedTensor):
+        autograd = autograd | torch._C.DispatchKeySet(key)
+    include, exclude = torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set()
+    return torch._C._ForceDispatchKeyGuard(include, exclude - autograd)
+
+
+@_flex_bwd_op.register_fake
+def _(dout, q, k, v, window, n_meta):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup(ctx, inputs, output):
+    q, k, v, ctx.window, ctx.n_meta = inputs
+    ctx.save_for_backward(q, k, v)
+
+
+def _backward(ctx, dout):
+    q, k, v = ctx.saved_tensors
+    return (*_flex_bwd_op(dout, q, k, v, ctx.window, ctx.n_meta), None, None)
+
+
+_flex_op.register_autograd(_backward, setup_context=_setup)
+
+
+def attention_flex(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
+    """Args as :func:`hymba.kernels.attention.ref.attention_sdpa`; needs ``spec.n_meta`` (plain layout)."""
+    if OPAQUE_UNDER_COMPILE and torch.compiler.is_compiling():
+        return _flex_op(q, k, v, spec.window, spec.n_meta or 0)
+    return _flex(q, k, v, spec.window, spec.n_meta or 0)
