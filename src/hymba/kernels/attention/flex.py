@@ -83,16 +83,6 @@ def _(q, k, v, window, n_meta):
     return q.new_empty(*q.shape[:-1], v.shape[-1])
 
 
-@torch.library.custom_op("hymba::flex_attention_bwd", mutates_args=())
-def _flex_bwd_op(
-    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, window: int | None, n_meta: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    with torch.enable_grad(), _autograd_on():
-        qkv = [t.detach().requires_grad_(True) for t in (q, k, v)]
-        grads = torch.autograd.grad(_flex(*qkv, window, n_meta), qkv, dout)
-    return tuple(g.contiguous() for g in grads)
-
-
 def _autograd_on():
     """A custom op's body runs with autograd's dispatch keys excluded (no graph is recorded, even under
     enable_grad); this puts them back for the recompute in ``_flex_bwd_op``, the rest of the thread's dispatch
@@ -103,6 +93,16 @@ def _autograd_on():
         autograd = autograd | torch._C.DispatchKeySet(key)
     include, exclude = torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set()
     return torch._C._ForceDispatchKeyGuard(include, exclude - autograd)
+
+
+@torch.library.custom_op("hymba::flex_attention_bwd", mutates_args=())
+def _flex_bwd_op(
+    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, window: int | None, n_meta: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    with torch.enable_grad(), _autograd_on():
+        qkv = [t.detach().requires_grad_(True) for t in (q, k, v)]
+        grads = torch.autograd.grad(_flex(*qkv, window, n_meta), qkv, dout)
+    return tuple(g.contiguous() for g in grads)
 
 
 @_flex_bwd_op.register_fake
