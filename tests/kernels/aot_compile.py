@@ -2,7 +2,8 @@
 a GPU: Triton's own compiler and ptxas, down to a cubin, with each kernel's constexpr flags all on and all off.
 The interpreter that runs the kernels on CPU (``TRITON_INTERPRET=1``) accepts code the compiler rejects; this
 catches that in CI. Run as a script (the interpreter must be off): prints one line per compile, exits 1 on
-any failure. Argument types follow the parameter names (positions int64, masks uint8, partial sums fp32)."""
+any failure. Argument types follow the parameter names (positions int64, masks uint8, partial sums fp32).
+``--scan-forward-async-copies``: only whether the chunked scan forward's loads are pipelined (exit 1 if not)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,41 @@ def compile_one(m: str, fn, sizes: dict, flag: bool) -> None:
     triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32))
 
 
+# the channel strides the model's [B, L, D] layout gives the scan (1: Triton specialises them as constants)
+UNIT_STRIDES = {"s_ud", "s_td", "s_zd", "s_od", "s_Bn", "s_Cn"}
+
+
+def scan_forward_async_copies() -> int:
+    """``cp.async`` instructions in the chunked scan forward's final pass at the module's default settings,
+    compiled as the runtime specialises a launch from the model (16-byte aligned pointers, sizes and strides
+    divisible by 16, channel strides 1): the time loop's loads pipelined (``CHUNKED_FWD_STAGES``) give some,
+    an unpipelined loop none."""
+    from hymba.kernels.scan import triton as scan
+
+    fn, sizes = scan._fwd_chunk_kernel, dict(SIZES["triton"])
+    sizes.update(BLOCK=scan.CHUNKED_FWD_BLOCK_D, STAGES=scan.CHUNKED_FWD_STAGES, CH=scan.CHUNK, UNROLL=scan.UNROLL)
+    sig, consts, attrs = {}, {}, {}
+    for i, p in enumerate(fn.params):
+        if p.is_constexpr:
+            sig[p.name], consts[p.name] = "constexpr", sizes.get(p.name, True)
+        elif p.name in UNIT_STRIDES:
+            sig[p.name], consts[p.name] = "constexpr", 1
+        else:
+            sig[p.name] = _ptr_type(p.name, scan.__name__) if p.name.endswith("_ptr") else "i32"
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    k = triton.compile(
+        ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
+        target=GPUTarget("cuda", 90, 32),
+        options=dict(num_warps=scan.CHUNKED_FWD_WARPS),
+    )
+    return k.asm["ptx"].count("cp.async.")
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--scan-forward-async-copies"]:
+        n = scan_forward_async_copies()
+        print(f"cp.async in the chunked scan forward: {n}")
+        return 0 if n else 1
     failed = 0
     for m, name, fn, sizes in kernels():
         for flag in (True, False):
