@@ -108,8 +108,7 @@ def runs_here(backend: str) -> bool:
 
 
 def settings(impl: str) -> dict:
-    names = [*SETTINGS[impl], *{k for e in EXTRA_SWEEPS.get(impl, []) for k in e}, "CHUNK", "UNROLL"]
-    names += ["BWD_STAGES"]
+    names = [*SETTINGS[impl], *{k for e in EXTRA_SWEEPS.get(impl, []) for k in e}, "CHUNK", "UNROLL", "BWD_STAGES"]
     return {k: getattr(scan_triton, k) for k in dict.fromkeys(names)}
 
 

@@ -66,46 +66,41 @@ def kernels():
                 yield m, name, fn, sizes
 
 
-def compile_one(m: str, fn, sizes: dict, flag: bool) -> None:
-    sig, consts = {}, {}
-    for p in fn.params:
-        if p.is_constexpr:
-            sig[p.name] = "constexpr"
-            consts[p.name] = sizes[p.name] if p.name in sizes else flag
-        elif p.name.endswith("_ptr"):
-            sig[p.name] = _ptr_type(p.name, m)
-        else:
-            sig[p.name] = "fp32" if p.name in FLOATS else "i32"
-    triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32))
-
-
 # the channel strides the model's [B, L, D] layout gives the scan (1: Triton specialises them as constants)
 UNIT_STRIDES = {"s_ud", "s_td", "s_zd", "s_od", "s_Bn", "s_Cn"}
 
 
-def scan_forward_async_copies() -> int:
-    """``cp.async`` instructions in the chunked scan forward's final pass at the module's default settings,
-    compiled as the runtime specialises a launch from the model (16-byte aligned pointers, sizes and strides
-    divisible by 16, channel strides 1): the time loop's loads pipelined (``CHUNKED_FWD_STAGES``) give some,
-    an unpipelined loop none."""
-    from hymba.kernels.scan import triton as scan
-
-    fn, sizes = scan._fwd_chunk_kernel, dict(SIZES["triton"])
-    sizes.update(BLOCK=scan.CHUNKED_FWD_BLOCK_D, STAGES=scan.CHUNKED_FWD_STAGES, CH=scan.CHUNK, UNROLL=scan.UNROLL)
+def compile_one(m: str, fn, sizes: dict, flag: bool, launched: bool = False, num_warps: int = 4):
+    """``fn`` compiled for sm_90 with ``sizes`` and every other constexpr flag ``flag``. ``launched``: specialised
+    as the runtime specialises a launch from the model (16-byte aligned pointers, integers divisible by 16, the
+    scan's channel strides 1), so the compile is the one a GPU would run."""
     sig, consts, attrs = {}, {}, {}
     for i, p in enumerate(fn.params):
         if p.is_constexpr:
-            sig[p.name], consts[p.name] = "constexpr", sizes.get(p.name, True)
-        elif p.name in UNIT_STRIDES:
+            sig[p.name] = "constexpr"
+            consts[p.name] = sizes[p.name] if p.name in sizes else flag
+        elif launched and p.name in UNIT_STRIDES:
             sig[p.name], consts[p.name] = "constexpr", 1
         else:
-            sig[p.name] = _ptr_type(p.name, scan.__name__) if p.name.endswith("_ptr") else "i32"
-            attrs[(i,)] = [["tt.divisibility", 16]]
-    k = triton.compile(
-        ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
-        target=GPUTarget("cuda", 90, 32),
-        options=dict(num_warps=scan.CHUNKED_FWD_WARPS),
-    )
+            if p.name.endswith("_ptr"):
+                sig[p.name] = _ptr_type(p.name, m)
+            else:
+                sig[p.name] = "fp32" if p.name in FLOATS else "i32"
+            if launched and sig[p.name] != "fp32":
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    source = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
+
+
+def scan_forward_async_copies() -> int:
+    """``cp.async`` instructions in the chunked scan forward's final pass at the module's default settings, as
+    launched from the model: the time loop's loads pipelined (``CHUNKED_FWD_STAGES``) give some, an unpipelined
+    loop none."""
+    from hymba.kernels.scan import triton as scan
+
+    sizes = dict(SIZES["triton"], CH=scan.CHUNK, UNROLL=scan.UNROLL)
+    sizes.update(BLOCK=scan.CHUNKED_FWD_BLOCK_D, STAGES=scan.CHUNKED_FWD_STAGES)
+    k = compile_one(scan.__name__, scan._fwd_chunk_kernel, sizes, True, True, scan.CHUNKED_FWD_WARPS)
     return k.asm["ptx"].count("cp.async.")
 
 
