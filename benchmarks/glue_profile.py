@@ -10,9 +10,10 @@ and contiguous ops it runs and, on CUDA, their device time, from torch.profiler.
 ``--compile``: the model under ``torch.compile`` as the trainer compiles it (``hymba.train.step.compile_model``),
 so the profile shows the kernels Inductor leaves; ``--flex-in-graph``: with FlexAttention lowered into the
 compiled graph as Inductor would (``hymba.kernels.attention.flex.OPAQUE_UNDER_COMPILE`` off) instead of the
-opaque custom op the model uses. ``wall_ms`` is one whole step's wall time (mean of 10,
-synchronised) beside the profiled device time: a step whose wall time exceeds its device time is bound by the
-host (kernel launches).
+opaque custom op the model uses. ``--train-conv triton``: the Mamba conv with autograd through our Triton
+kernels (``hymba.kernels.scan.TRAIN_CONV``) instead of PyTorch's conv1d. ``wall_ms`` is one whole step's
+wall time (mean of 10, synchronised) beside the profiled device time: a step whose wall time exceeds its
+device time is bound by the host (kernel launches).
 ``--step-ms N`` (with ``--probe``): also the wall time of one whole MQAR optimiser step as the Recall column
 trains it (``hymba.eval.mqar.train_mqar``: the preset's curriculum and batch, CUDA graphs on CUDA), from runs of
 N and 2N steps (their difference per step, so that start-up and graph capture cancel).
@@ -32,6 +33,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from hymba.config import scale_settings
 from hymba.eval.mqar import MQARSettings, probe_config, train_mqar
+from hymba.kernels import scan
 from hymba.kernels.attention import flex
 from hymba.model import HymbaLM
 from hymba.presets import row_config
@@ -116,6 +118,7 @@ def profile_row(row: int, args) -> dict:
         "device": str(dev),
         "compiled": args.compile,
         "flex_in_graph": args.flex_in_graph if args.compile and args.attn == "flex" else None,
+        "train_conv": args.train_conv,
         "batch": args.batch,
         "seq": args.seq,
         "warmup_s": round(warmup_s, 1),
@@ -146,7 +149,9 @@ def main() -> None:
     p.add_argument("--probe", action="store_true", help="the row at the preset's MQAR recall-probe size")
     p.add_argument("--top", type=int, default=0, help="also list the N ops with the most own device time")
     p.add_argument("--step-ms", type=int, default=0, metavar="N", help="with --probe: time whole MQAR steps (N, 2N)")
+    p.add_argument("--train-conv", choices=("ref", "triton"), default=scan.TRAIN_CONV, help="the conv with autograd")
     args = p.parse_args()
+    scan.TRAIN_CONV = args.train_conv
     if args.step_ms and not args.probe:
         p.error("--step-ms times the MQAR probe's training step: add --probe")
     for row in map(int, args.rows.split(",")):

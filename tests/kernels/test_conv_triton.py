@@ -1,8 +1,8 @@
 """The Triton causal conv over a sequence (Mamba-1's conv1d) against PyTorch's conv1d: outputs and the
 gradients of x, weight and bias per dtype at odd shapes (lengths around the time block, channels not a
 multiple of the channel block), the model's strided input (a slice of the input projection), left padding,
-bias and SiLU off; the dispatch (the Triton conv without autograd, PyTorch's with it); and the Triton scan
-keeping the [B, L, D] layout.
+bias and SiLU off; the dispatch (the Triton conv without autograd, PyTorch's with it unless ``TRAIN_CONV``
+names ours); and the Triton scan keeping the [B, L, D] layout.
 
 On CPU the kernels run under ``TRITON_INTERPRET=1`` at tiny shapes; on CUDA compiled, at real ones too."""
 
@@ -127,6 +127,25 @@ def test_dispatch_runs_triton_without_autograd_and_pytorch_with_it():
     with torch.no_grad():
         ref = causal_conv1d(x, w, bias, backend="ref")
     assert ref.is_contiguous()
+
+
+def test_train_conv_triton_puts_autograd_through_the_triton_kernels(monkeypatch):
+    """``TRAIN_CONV = "triton"``: where a gradient is needed the conv is our custom op (its autograd node, not
+    PyTorch's conv1d + copy), with PyTorch's conv's values and gradients."""
+    import hymba.kernels.scan as scan
+
+    torch.manual_seed(3)
+    x, w, bias = _inputs(2, BLOCK_T + 3, 9, 4, torch.float32, strided=True)
+    outs = {}
+    for conv in ("ref", "triton"):
+        monkeypatch.setattr(scan, "TRAIN_CONV", conv)
+        xx, ww, bb = (t.detach().clone().requires_grad_(True) for t in (x, w, bias))
+        u = causal_conv1d(xx, ww, bb, backend="triton")
+        u.square().sum().backward()
+        outs[conv] = (type(u.grad_fn).__name__, u.detach(), xx.grad, ww.grad, bb.grad)
+    assert "causal_conv1d" in outs["triton"][0] and "causal_conv1d" not in outs["ref"][0]
+    for got, want in zip(outs["triton"][1:], outs["ref"][1:]):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
 def test_triton_scan_keeps_the_model_layout():

@@ -32,6 +32,10 @@ from hymba.kernels.scan.ref import (
 )
 
 BACKENDS = ("auto", "ref", "triton", "mamba_ssm")
+# the conv where a gradient is needed (training), under a non-``ref`` backend on CUDA: "ref", PyTorch's conv1d and
+# its autograd, or "triton", our kernels and their backward (hymba::causal_conv1d_bwd). "ref": the Triton backward
+# trained slower on the H200 (2026-12-03, benchmarks/results/2026-12-03-h200-s11.md); glue_profile.py --train-conv
+TRAIN_CONV = "ref"
 
 
 # looked up once at import: resolve() runs inside torch.compile'd forwards, where find_spec cannot be traced
@@ -170,17 +174,20 @@ def selective_state_update(
 def causal_conv1d(x, weight, bias=None, valid=None, silu: bool = True, backend: str = "auto"):
     """Mamba-1's depthwise causal conv, x [B, S, D] -> u [B, S, D]; see ``causal_conv1d_ref``. ``backend`` is
     the scan backend's name: ``ref`` runs PyTorch's conv1d; the others run the Triton kernel on CUDA (or under
-    ``TRITON_INTERPRET=1``) where no gradient is needed, PyTorch's conv1d where one is (our Triton backward
-    trained slower end to end on the H200, 2026-12-03: see benchmarks/results)."""
+    ``TRITON_INTERPRET=1``) where no gradient is needed, and where one is the conv ``TRAIN_CONV`` names."""
     chosen = resolve(backend, x.device.type)
     if chosen != "ref" and _has_triton() and (x.device.type == "cuda" or _interpreted()):
         params = (x, weight) if bias is None else (x, weight, bias)
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in params)):
             log_choice("causal_conv1d", "triton", "no gradient needed")
-            from hymba.kernels.scan.triton_conv import causal_conv1d_triton
+        elif TRAIN_CONV == "triton":
+            log_choice("causal_conv1d", "triton", "autograd, TRAIN_CONV = 'triton'")
+        else:
+            log_choice("causal_conv1d", "ref", "autograd: PyTorch's conv1d trains faster than the Triton backward")
+            return causal_conv1d_ref(x, weight, bias, valid, silu)
+        from hymba.kernels.scan.triton_conv import causal_conv1d_triton
 
-            return causal_conv1d_triton(x, weight, bias, valid, silu)
-        log_choice("causal_conv1d", "ref", "autograd: PyTorch's conv1d trains faster than the Triton backward")
+        return causal_conv1d_triton(x, weight, bias, valid, silu)
     return causal_conv1d_ref(x, weight, bias, valid, silu)
 
 

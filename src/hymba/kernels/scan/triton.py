@@ -55,6 +55,8 @@ CHUNKED_FWD_STAGES = 2  # pipeline stages of the chunked forward's time loop: wi
 # thread) Triton leaves them unpipelined. 64 channels + 2 stages: forward 13-25% faster than 32 + 1 (H100,
 # session 21, benchmarks/results/2026-12-07-h100-s21.md), needs channels-contiguous inputs (the model's layout)
 BWD_PROGRAMS_PER_SM = 16  # chunked backward: persistent programs (scratch slots) per SM
+BWD_MAXNREG = 0  # registers a thread of the backward kernels may use (0: the compiler's choice, 255 for the
+# chunked backward on sm_90 at the defaults, so 8 one-warp programs fit an SM; 128 fits 16 and spills)
 IMPLS = ("sequential", "chunked")
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -1190,6 +1192,7 @@ def _scan_bwd(
         UNROLL=UNROLL,
         STAGES=BWD_STAGES,
         num_warps=warps,
+        **({"maxnreg": BWD_MAXNREG} if BWD_MAXNREG and u.is_cuda else {}),
     )
     if impl == "sequential":
         dA, dD, dbias = torch.empty(b, dim, N, **f32), torch.empty(b, dim, **f32), torch.empty(b, dim, **f32)
