@@ -237,3 +237,26 @@ def test_flex_under_compile_is_one_opaque_op_with_flex_gradients(monkeypatch, wi
     torch._dynamo.reset()
     run(torch.compile(loss, fullgraph=True))
     assert grad_modes == [True]  # traced into the graph (called once while tracing)
+
+
+def test_flex_under_compile_builds_its_first_block_mask_inside_the_graph():
+    """The opaque op's body runs with functorch's dispatch keys excluded, and create_block_mask vmaps the
+    mask_mod: a length whose block mask is first built there (inside a compiled training step) raised "NYI:
+    querying is_contiguous inside of vmap" on an H100. Real flex forward on CPU (CPU flex has no backward), the
+    block mask cache empty: the compiled op's output equals the naive attention's, and the mask it built equals
+    one built in eager."""
+    import hymba.kernels.attention.flex as flex_mod
+
+    spec = plain_spec(1, 40, 3, 8)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 40, 16) for _ in range(3))
+    flex_mod.block_mask.cache_clear()
+    torch._dynamo.reset()
+    got = torch.compile(lambda q, k, v: flex_mod.attention_flex(q, k, v, spec), fullgraph=True)(q, k, v)
+    torch.testing.assert_close(got, attention_naive(q, k, v, spec), rtol=1e-4, atol=1e-4)
+    inside = flex_mod.block_mask(40, 8, 3, "cpu")
+    flex_mod.block_mask.cache_clear()
+    eager = flex_mod.block_mask(40, 8, 3, "cpu")
+    assert inside is not eager
+    for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices", "q_num_blocks"):
+        assert torch.equal(getattr(inside, name), getattr(eager, name)), name

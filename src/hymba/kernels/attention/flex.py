@@ -24,7 +24,8 @@ def block_mask(T: int, window: int | None, n_meta: int, device: str):
             return causal
         return causal & ((q_idx - kv_idx < window) | (kv_idx < n_meta))
 
-    return create_block_mask(mask_mod, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
+    with _keys_back(FUNCTORCH_KEYS):  # it vmaps mask_mod
+        return create_block_mask(mask_mod, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
 
 
 # FlexAttention picks its forward tiles by the Q/K head dim alone: on sm90 in bf16, 128 x 128 tiles with 4 warps
@@ -83,23 +84,29 @@ def _(q, k, v, window, n_meta):
     return q.new_empty(*q.shape[:-1], v.shape[-1])
 
 
-def _autograd_on():
-    """A custom op's body runs with autograd's dispatch keys excluded (no graph is recorded, even under
-    enable_grad); this puts them back for the recompute in ``_flex_bwd_op``, the rest of the thread's dispatch
-    state as it is. The guard is PyTorch's own (``torch._C``), as its higher-order ops use it."""
-    keys = torch._C.DispatchKey
-    autograd = torch._C.DispatchKeySet(keys.AutogradFunctionality)
-    for key in (keys.AutogradOther, keys.AutogradNestedTensor):
-        autograd = autograd | torch._C.DispatchKeySet(key)
+def _keys_back(names: tuple[str, ...]):
+    """A custom op's body runs with the dispatch keys above its backend excluded: autograd's (no graph is
+    recorded, even under enable_grad) and functorch's (vmap fails: "NYI: querying is_contiguous inside of vmap",
+    seen on an H100 where the first block mask of a length was built inside a compiled graph). This puts the
+    named keys back, the rest of the thread's dispatch state as it is. The guard is PyTorch's own
+    (``torch._C``), as its higher-order ops use it."""
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.Undefined)
+    for name in names:
+        keys = keys | torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, name))
     include, exclude = torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set()
-    return torch._C._ForceDispatchKeyGuard(include, exclude - autograd)
+    return torch._C._ForceDispatchKeyGuard(include, exclude - keys)
+
+
+AUTOGRAD_KEYS = ("AutogradFunctionality", "AutogradOther", "AutogradNestedTensor")
+FUNCTORCH_KEYS = ("FuncTorchBatched", "FuncTorchVmapMode")
+FUNCTORCH_KEYS += ("FuncTorchDynamicLayerFrontMode", "FuncTorchDynamicLayerBackMode")
 
 
 @torch.library.custom_op("hymba::flex_attention_bwd", mutates_args=())
 def _flex_bwd_op(
     dout: Tensor, q: Tensor, k: Tensor, v: Tensor, window: int | None, n_meta: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    with torch.enable_grad(), _autograd_on():
+    with torch.enable_grad(), _keys_back(AUTOGRAD_KEYS):
         qkv = [t.detach().requires_grad_(True) for t in (q, k, v)]
         grads = torch.autograd.grad(_flex(*qkv, window, n_meta), qkv, dout)
     return tuple(g.contiguous() for g in grads)
