@@ -55,8 +55,10 @@ CHUNKED_FWD_STAGES = 2  # pipeline stages of the chunked forward's time loop: wi
 # thread) Triton leaves them unpipelined. 64 channels + 2 stages: forward 13-25% faster than 32 + 1 (H100,
 # session 21, benchmarks/results/2026-12-07-h100-s21.md), needs channels-contiguous inputs (the model's layout)
 BWD_PROGRAMS_PER_SM = 16  # chunked backward: persistent programs (scratch slots) per SM
-BWD_MAXNREG = 0  # registers a thread of the backward kernels may use (0: the compiler's choice, 255 for the
-# chunked backward on sm_90 at the defaults, so 8 one-warp programs fit an SM; 128 fits 16 and spills)
+BWD_MAXNREG = 128  # registers a thread of the backward kernels may use (0: the compiler's choice, 255 for the
+# chunked backward on sm_90, so 8 one-warp programs fit an SM). 128 fits 16 and spills, and the chunked backward
+# kernel took 822 against 927 us (ncu), fwd+bwd 1.61 against 1.84 ms (B16 D1024 L512) and 5.12 against 5.27
+# (B8 D2048 L2048); 168: 1.65 and 5.71 (H100, session 22, benchmarks/results/2026-12-07-h100-s22.md)
 IMPLS = ("sequential", "chunked")
 LOG2E = tl.constexpr(1.4426950408889634)
 
