@@ -260,3 +260,37 @@ def test_flex_under_compile_builds_its_first_block_mask_inside_the_graph():
     assert inside is not eager
     for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices", "q_num_blocks"):
         assert torch.equal(getattr(inside, name), getattr(eager, name)), name
+
+
+def test_flex_under_compile_compiles_its_kernel_inside_the_graph_both_ways(monkeypatch):
+    """The opaque op's body calls flex through its own ``torch.compile``: on the first step of a compiled
+    training run that inner compile happens inside the outer graph's custom op, forward (no grad) and backward
+    (autograd put back), with the real block mask built there too. A compiled stand-in for flex (CPU flex has
+    no backward) with the real BlockMask: the compiled loss and gradients equal eager ones."""
+    import hymba.kernels.attention.flex as flex_mod
+
+    def stand_in(q, k, v, block_mask, enable_gqa, kernel_options):
+        assert block_mask.seq_lengths == (q.shape[2], q.shape[2])
+        return attention_naive(q, k, v, spec)
+
+    compiled_stand_in = torch.compile(stand_in, dynamic=False)
+    monkeypatch.setattr(flex_mod, "_compiled", lambda: compiled_stand_in)
+    monkeypatch.setattr(flex_mod, "_capability", lambda device: None)
+    spec = plain_spec(2, 12, 2, 4)
+    torch.manual_seed(0)
+    x = [torch.randn(2, 4, 12, 8), torch.randn(2, 2, 12, 8), torch.randn(2, 2, 12, 16)]
+
+    def loss(q, k, v):
+        return flex_mod.attention_flex(q, k, v, spec).square().sum()
+
+    def run(fn):
+        qkv = [t.clone().requires_grad_(True) for t in x]
+        out = fn(*qkv)
+        out.backward()
+        return [out.detach()] + [t.grad for t in qkv]
+
+    want = run(loss)
+    torch._dynamo.reset()
+    flex_mod.block_mask.cache_clear()
+    for g, w in zip(run(torch.compile(loss, fullgraph=True)), want, strict=True):
+        torch.testing.assert_close(g, w)
