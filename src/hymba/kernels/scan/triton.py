@@ -725,7 +725,7 @@ def _bwd_kernel(
     dbias = tl.zeros([BLOCK], tl.float32)
     for ci in range(0, n_chunks):
         c = n_chunks - 1 - ci
-        h = tl.load(chk_ptr + ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :], mask=mdn, other=0.0)
+        h = tl.load(chk_ptr + ((b * n_chunks + c) * N + n[None, :]) * DIM + d[:, None], mask=mdn, other=0.0)
         dh, dA, dD, dbias = _bwd_chunk(
             h,
             dh,
@@ -951,7 +951,7 @@ def _bwd_chunked_kernel(
         A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, d, n, md, mn, s_Ad, s_An, HAS_D, HAS_BIAS, BLOCK)
         row = ((b * DIM + d[:, None]) * n_chunks + c) * N + n[None, :]
         dh, dA, dD, dbias = _bwd_chunk(
-            tl.load(chk_ptr + row, mask=mdn, other=0.0),
+            tl.load(chk_ptr + ((b * n_chunks + c) * N + n[None, :]) * DIM + d[:, None], mask=mdn, other=0.0),
             tl.load(carry_ptr + row, mask=mdn, other=0.0),
             tl.zeros([BLOCK, NP], tl.float32),
             tl.zeros([BLOCK], tl.float32),
@@ -1159,9 +1159,9 @@ def _scan_bwd(
     n_chunks, n_blocks = chk.shape[1], triton.cdiv(dim, block)
     if n_chunks != _n_chunks(L):
         raise ValueError(f"scan CHUNK={CHUNK} changed between forward and backward ({n_chunks} saved chunks)")
-    # the forward saves [B, n_chunks, N, D] (channels contiguous, as its [N, channels] state); the backward's
-    # kernels keep each channel's states together, [B, D, n_chunks, N]: one copy of B x D x N x L / CHUNK floats
-    chk = chk.permute(0, 3, 1, 2).contiguous()
+    # the forward saves the chunk start states as [B, n_chunks, N, D] (channels contiguous, as its [N, channels]
+    # state); the backward reads them so (one strided [BLOCK, N] tile per chunk) and keeps its own adjoints per
+    # chunk as [B, D, n_chunks, N]
     f32 = dict(device=u.device, dtype=torch.float32)
     du, ddt = torch.empty_like(u, dtype=torch.float32), torch.empty_like(delta, dtype=torch.float32)
     has_z = z.numel() > 0
@@ -1232,8 +1232,8 @@ def _scan_bwd(
         )
         sum_dims = (0,)
     else:
-        loc = torch.empty_like(chk)  # each chunk's share of the adjoint flowing into the previous chunk
-        carry = torch.empty_like(chk)  # the adjoint flowing into each chunk's last state from later chunks
+        loc = torch.empty(b, dim, n_chunks, N, **f32)  # each chunk's share of the adjoint into the previous one
+        carry = torch.empty_like(loc)  # the adjoint flowing into each chunk's last state from later chunks
         dt_sum = torch.empty(b, n_chunks, dim, **f32)
         _bwd_chunk_local_kernel[(n_blocks, n_chunks, b)](
             delta,
