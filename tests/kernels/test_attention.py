@@ -192,6 +192,25 @@ def test_attention_flex_passes_the_forward_options_for_its_device(monkeypatch):
     assert seen[1]["kernel_options"] is None
 
 
+def _flex_loss_and_grads(flex_mod, spec, compiled: bool) -> list:
+    """The loss sum(attention_flex(q, k, v)^2) of fixed inputs (B2, 4 query heads, 2 KV heads, T12, V dim 16),
+    eager or under torch.compile(fullgraph) (dynamo reset first), with the gradients of q, k, v: [loss, dq, dk,
+    dv]."""
+    torch.manual_seed(0)
+    qkv = [torch.randn(2, 4, 12, 8), torch.randn(2, 2, 12, 8), torch.randn(2, 2, 12, 16)]
+    qkv = [t.requires_grad_(True) for t in qkv]
+
+    def loss(q, k, v):
+        return flex_mod.attention_flex(q, k, v, spec).square().sum()
+
+    if compiled:
+        torch._dynamo.reset()
+        loss = torch.compile(loss, fullgraph=True)
+    out = loss(*qkv)
+    out.backward()
+    return [out.detach()] + [t.grad for t in qkv]
+
+
 @pytest.mark.parametrize("window", [4, None])
 def test_flex_under_compile_is_one_opaque_op_with_flex_gradients(monkeypatch, window):
     """Under torch.compile, attention_flex is the ``hymba::flex_attention`` custom op (Inductor cannot fuse into
@@ -211,31 +230,16 @@ def test_flex_under_compile_is_one_opaque_op_with_flex_gradients(monkeypatch, wi
     monkeypatch.setattr(flex_mod, "block_mask", lambda T, window, n_meta, device: (T, window, n_meta))
     monkeypatch.setattr(flex_mod, "_capability", lambda device: None)
     spec = plain_spec(2, 12, 2, window)
-    torch.manual_seed(0)
-    x = [torch.randn(2, 4, 12, 8), torch.randn(2, 2, 12, 8), torch.randn(2, 2, 12, 16)]
-
-    def loss(q, k, v):
-        return flex_mod.attention_flex(q, k, v, spec).square().sum()
-
-    def run(fn):
-        qkv = [t.clone().requires_grad_(True) for t in x]
-        out = fn(*qkv)
-        out.backward()
-        return out, [t.grad for t in qkv]
-
-    want, want_grads = run(loss)
+    want = _flex_loss_and_grads(flex_mod, spec, compiled=False)
     assert grad_modes == [True]  # eager: flex called directly, autograd through it
     grad_modes.clear()
-    torch._dynamo.reset()
-    got, got_grads = run(torch.compile(loss, fullgraph=True))
+    got = _flex_loss_and_grads(flex_mod, spec, compiled=True)
     assert grad_modes == [False, True]  # the op's forward; its backward's recompute
-    torch.testing.assert_close(got, want)
-    for g, w in zip(got_grads, want_grads, strict=True):
+    for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w)
     monkeypatch.setattr(flex_mod, "OPAQUE_UNDER_COMPILE", False)
     grad_modes.clear()
-    torch._dynamo.reset()
-    run(torch.compile(loss, fullgraph=True))
+    _flex_loss_and_grads(flex_mod, spec, compiled=True)
     assert grad_modes == [True]  # traced into the graph (called once while tracing)
 
 
@@ -277,20 +281,7 @@ def test_flex_under_compile_compiles_its_kernel_inside_the_graph_both_ways(monke
     monkeypatch.setattr(flex_mod, "_compiled", lambda: compiled_stand_in)
     monkeypatch.setattr(flex_mod, "_capability", lambda device: None)
     spec = plain_spec(2, 12, 2, 4)
-    torch.manual_seed(0)
-    x = [torch.randn(2, 4, 12, 8), torch.randn(2, 2, 12, 8), torch.randn(2, 2, 12, 16)]
-
-    def loss(q, k, v):
-        return flex_mod.attention_flex(q, k, v, spec).square().sum()
-
-    def run(fn):
-        qkv = [t.clone().requires_grad_(True) for t in x]
-        out = fn(*qkv)
-        out.backward()
-        return [out.detach()] + [t.grad for t in qkv]
-
-    want = run(loss)
-    torch._dynamo.reset()
+    want = _flex_loss_and_grads(flex_mod, spec, compiled=False)
     flex_mod.block_mask.cache_clear()
-    for g, w in zip(run(torch.compile(loss, fullgraph=True)), want, strict=True):
+    for g, w in zip(_flex_loss_and_grads(flex_mod, spec, compiled=True), want, strict=True):
         torch.testing.assert_close(g, w)
