@@ -14,6 +14,24 @@ from torch import Tensor
 from hymba.kernels.attention.ref import MaskSpec
 
 
+def _keys_back(names: tuple[str, ...]):
+    """A custom op's body runs with the dispatch keys above its backend excluded: autograd's (no graph is
+    recorded, even under enable_grad) and functorch's (vmap fails: "NYI: querying is_contiguous inside of vmap",
+    seen on an H100 where the first block mask of a length was built inside a compiled graph). This puts the
+    named keys back, the rest of the thread's dispatch state as it is. The guard is PyTorch's own
+    (``torch._C``), as its higher-order ops use it."""
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.Undefined)
+    for name in names:
+        keys = keys | torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, name))
+    include, exclude = torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set()
+    return torch._C._ForceDispatchKeyGuard(include, exclude - keys)
+
+
+AUTOGRAD_KEYS = ("AutogradFunctionality", "AutogradOther", "AutogradNestedTensor")
+FUNCTORCH_KEYS = ("FuncTorchBatched", "FuncTorchVmapMode")
+FUNCTORCH_KEYS += ("FuncTorchDynamicLayerFrontMode", "FuncTorchDynamicLayerBackMode")
+
+
 @lru_cache(maxsize=64)
 def block_mask(T: int, window: int | None, n_meta: int, device: str):
     from torch.nn.attention.flex_attention import create_block_mask
@@ -82,24 +100,6 @@ def _flex_op(q: Tensor, k: Tensor, v: Tensor, window: int | None, n_meta: int) -
 @_flex_op.register_fake
 def _(q, k, v, window, n_meta):
     return q.new_empty(*q.shape[:-1], v.shape[-1])
-
-
-def _keys_back(names: tuple[str, ...]):
-    """A custom op's body runs with the dispatch keys above its backend excluded: autograd's (no graph is
-    recorded, even under enable_grad) and functorch's (vmap fails: "NYI: querying is_contiguous inside of vmap",
-    seen on an H100 where the first block mask of a length was built inside a compiled graph). This puts the
-    named keys back, the rest of the thread's dispatch state as it is. The guard is PyTorch's own
-    (``torch._C``), as its higher-order ops use it."""
-    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.Undefined)
-    for name in names:
-        keys = keys | torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, name))
-    include, exclude = torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set()
-    return torch._C._ForceDispatchKeyGuard(include, exclude - keys)
-
-
-AUTOGRAD_KEYS = ("AutogradFunctionality", "AutogradOther", "AutogradNestedTensor")
-FUNCTORCH_KEYS = ("FuncTorchBatched", "FuncTorchVmapMode")
-FUNCTORCH_KEYS += ("FuncTorchDynamicLayerFrontMode", "FuncTorchDynamicLayerBackMode")
 
 
 @torch.library.custom_op("hymba::flex_attention_bwd", mutates_args=())
