@@ -2,10 +2,12 @@
 
 Tolerance: fp32 on CPU, one thread per process. The two runs see the same sequences and the same schedule; they
 differ only in the order of floating-point sums (the gradient all-reduce, the per-rank means), measured at
-~1e-7 relative on losses and most weights after six AdamW steps. The tests allow rtol 1e-5 (losses, gradient
-norms, validation losses) and atol 1e-4 on weights: AdamW divides by sqrt(v), so where a gradient is near zero a
-1e-7 difference in it moves that weight by up to lr-sized steps (one element of 8192 moved 1.5e-5 in a test
-session whose freshly trained tokenizer, not deterministic in `tokenizers`, gave another trajectory). A wrong
+~1e-7 relative on losses and most weights after six AdamW steps. The tests allow rtol 1e-5 on losses and
+validation losses, rtol 1e-4 on gradient norms and atol 1e-4 on weights: AdamW divides by sqrt(v), so where a
+gradient is near zero a 1e-7 difference in it moves that weight by up to lr-sized steps (one element of 8192 moved
+1.5e-5 in a test session whose freshly trained tokenizer, not deterministic in `tokenizers`, gave another
+trajectory), and the next gradient norm, which sums every squared gradient, carries that move: on one CI machine
+the step-3 norm differed by 1.03e-5 relative (1.0157528 against 1.0157424) while every loss agreed to 1e-5. A wrong
 shard, a double-counted gradient or a schedule off by one step is off by 1e-2 or more.
 """
 
@@ -29,7 +31,7 @@ from hymba.train import parallel
 from hymba.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[2]
-RTOL, ATOL = 1e-5, 1e-4
+RTOL, GRAD_NORM_RTOL, ATOL = 1e-5, 1e-4, 1e-4
 
 TOML = """
 [model]
@@ -118,7 +120,8 @@ def assert_same_run(a: Path, b: Path, steps: range, rtol: float = RTOL, atol: fl
         ca, cb = curve(a, key), curve(b, key)
         assert [s for s in ca if s in steps] == list(steps) == [s for s in cb if s in steps], key
         for s in steps:
-            assert cb[s] == pytest.approx(ca[s], rel=rtol), (key, s)
+            tol = max(rtol, GRAD_NORM_RTOL) if key == "grad_norm" else rtol
+            assert cb[s] == pytest.approx(ca[s], rel=tol), (key, s)
     assert curve(b, "val_loss")[3] == pytest.approx(curve(a, "val_loss")[3], rel=rtol)
     assert final(b)["val_loss"] == pytest.approx(final(a)["val_loss"], rel=rtol)
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
