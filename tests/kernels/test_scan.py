@@ -19,9 +19,18 @@ def _inputs(b, d, L, n, dtype=torch.float64, device="cpu"):
     )
 
 
+@pytest.mark.parametrize("block", [None, 1, 7], ids=lambda v: f"block{v}")
 @pytest.mark.parametrize("b,d,L,n", [(1, 3, 1, 2), (2, 5, 63, 4), (2, 8, 100, 16)], ids=lambda v: str(v))
-def test_ref_matches_quadratic_oracle_outputs_state_and_grads(b, d, L, n):
+def test_ref_matches_quadratic_oracle_outputs_state_and_grads(b, d, L, n, block, monkeypatch):
+    """Blocks of 1 and 7 steps (and the whole sequence in one block, the default at these sizes), from a
+    nonzero initial state whose gradient is checked too."""
+    from hymba.kernels.scan import ref
+
+    if block is not None:
+        monkeypatch.setattr(ref, "BLOCK_ELEMENTS", block * b * d * n)
+        assert ref._block_steps(b, d, n, L) == min(block, L)
     x = _inputs(b, d, L, n)
+    x["initial_state"] = torch.randn(b, d, n, dtype=torch.float64)
     for t in x.values():
         t.requires_grad_(True)
     y1, h1 = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
@@ -33,6 +42,21 @@ def test_ref_matches_quadratic_oracle_outputs_state_and_grads(b, d, L, n):
     g2 = torch.autograd.grad((y2 * w).sum() + h2.sum(), list(x.values()))
     for name, a, b_ in zip(x, g1, g2):
         torch.testing.assert_close(a, b_, rtol=1e-8, atol=1e-8, msg=f"grad of {name}")
+
+
+def test_ref_without_gradient_equals_ref_with_it(monkeypatch):
+    """Without a gradient the scan keeps one block of states at a time (another code path)."""
+    from hymba.kernels.scan import ref
+
+    monkeypatch.setattr(ref, "BLOCK_ELEMENTS", 3 * 2 * 4 * 3)  # blocks of 3 steps
+    x = _inputs(2, 4, 20, 3)
+    x["delta"].requires_grad_(True)
+    y1, h1 = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
+    with torch.no_grad():
+        y2, h2 = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
+    assert y1.grad_fn is not None and y2.grad_fn is None
+    torch.testing.assert_close(y2, y1.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(h2, h1.detach(), rtol=0, atol=0)
 
 
 def test_initial_state_continues_a_split_sequence():

@@ -4,11 +4,17 @@ Recurrence per channel d and state n (Gu & Dao 2023, Alg. 2):
     h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t
     y_t = C_t . h_t + D * u_t,  then y_t *= silu(z_t)
 
-``selective_scan_ref`` runs the recurrence over time, vectorised over batch, channels and states, with one
-fused op per step forward and backward: on a CPU the fastest plain-PyTorch form we found (the chunked
-matrix form was 25x slower at B16 x L144). ``selective_scan_quadratic`` is the independent test oracle:
-every output as a masked sum with decay exp(cum_t - cum_s) over chunks chained through the state (the
-"attention-like" dual form), so it shares no loop with the reference.
+``selective_scan_ref`` runs the recurrence over time, vectorised over batch, channels and states, one op per
+step, in blocks of steps: a block's decays, inputs, outputs and gradients are formed at once, sized to stay in
+a CPU core's cache (:data:`BLOCK_ELEMENTS`), with a hand-written backward. On a CPU that is the fastest
+plain-PyTorch form we found: the chunked matrix form was 25x slower at B16 x L144 than a whole-sequence
+recurrence (every [L, b, d, n] tensor formed at once, autograd for all but the recurrence), which in turn took
+1.5-3.7x the blocked form's time forward + backward and 1.3-4.7x forward alone (2 cores, fp32;
+``python benchmarks/scan_cpu.py``, benchmarks/results/2026-12-07-cpu-s23-scan-ref.md).
+
+``selective_scan_quadratic`` is the independent test oracle: every output as a masked sum with decay
+exp(cum_t - cum_s) over chunks chained through the state (the "attention-like" dual form), so it shares no loop
+with the reference.
 """
 
 from __future__ import annotations
@@ -86,29 +92,86 @@ def selective_scan_quadratic(
     return (y, h) if return_last_state else y
 
 
-class _LinearRecurrence(torch.autograd.Function):
-    """h_t = a_t * h_{t-1} + b_t over the leading (time) dim, one fused op per step each way.
+# (b, d, n) elements a block of steps holds: about 512 KB per fp32 tensor, so that a block's decays, inputs and
+# states stay in cache while the recurrence runs over them (2 cores, `benchmarks/scan_cpu.py --blocks 15,19`:
+# 2^15 took up to 1.5x its time, 2^19 up to 1.7x)
+BLOCK_ELEMENTS = 1 << 17
 
-    Backward is the same recurrence run in reverse: g_{t-1} += a_t * g_t, then da_t = g_t * h_{t-1}, db_t = g_t.
+
+def _block_steps(b: int, d: int, n: int, L: int) -> int:
+    return max(1, min(L, BLOCK_ELEMENTS // (b * d * n)))
+
+
+def _time_major(*ts: Tensor) -> tuple[Tensor, ...]:
+    """[b, x, L] -> contiguous [L, b, x]: one step's slice is then a contiguous [b, x] block."""
+    return tuple(t.permute(2, 0, 1).contiguous() for t in ts)
+
+
+def _scan_blocks(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h: Tensor, K: int, hs: Tensor | None):
+    """The recurrence over time-major inputs (u, dt: [L, b, d]; B, C: [L, b, n]) from state h, in blocks of K
+    steps; returns y [L, b, d] and the last state, and keeps every state in ``hs`` [L, b, d, n] when given."""
+    L, b, d = u.shape
+    n = A.shape[1]
+    y = u.new_empty(L, b, d)
+    for s in range(0, L, K):
+        e = min(L, s + K)
+        k = e - s
+        a = torch.exp(dt[s:e, :, :, None] * A)  # (k, b, d, n) decays
+        x = (dt[s:e] * u[s:e])[..., None] * B[s:e, :, None, :]  # (k, b, d, n) inputs
+        states = hs[s:e] if hs is not None else torch.empty_like(x)
+        for t in range(k):  # contiguous out= slices: traces under torch.compile
+            h = torch.addcmul(x[t], a[t], h, out=states[t])
+        y[s:e] = torch.bmm(states.view(k * b, d, n), C[s:e].view(k * b, n, 1)).view(k, b, d)
+    return y, h
+
+
+class _Scan(torch.autograd.Function):
+    """y_t = C_t . h_t with h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, over time-major inputs (see
+    :func:`_scan_blocks`); outputs y [L, b, d] and the last state [b, d, n].
+
+    Backward runs the recurrence in reverse, block by block, with the block's decays recomputed:
+    g_t = C_t gy_t + exp(dt_{t+1} A) g_{t+1} (+ the last state's gradient at t = L - 1); then with
+    ga_t = g_t h_{t-1} exp(dt_t A), the gradient of dt_t A:  dA = sum ga_t dt_t,
+    ddt_t = sum_n ga_t A + u_t sum_n g_t B_t,  du_t = dt_t sum_n g_t B_t,  dB_t = sum_d g_t dt_t u_t,
+    dC_t = sum_d gy_t h_t,  dh_0 = exp(dt_0 A) g_0.
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
-        hs = torch.empty(b.shape, dtype=b.dtype, device=b.device)  # contiguous: out=hs[t] traces under compile
-        h = h0
-        for t in range(b.shape[0]):
-            h = torch.addcmul(b[t], a[t], h, out=hs[t])
-        ctx.save_for_backward(a, hs, h0)
-        return hs
+    def forward(ctx, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor, K: int):
+        hs = u.new_empty(*u.shape, A.shape[1])
+        y, h = _scan_blocks(u, dt, A, B, C, h0, K, hs)
+        ctx.K = K
+        ctx.save_for_backward(u, dt, A, B, C, h0, hs)
+        return y, h
 
     @staticmethod
-    def backward(ctx, g: Tensor):
-        a, hs, h0 = ctx.saved_tensors
-        g = g.clone()
-        for t in range(g.shape[0] - 1, 0, -1):
-            g[t - 1].addcmul_(a[t], g[t])
-        h_prev = torch.cat([h0[None], hs[:-1]], dim=0)
-        return g * h_prev, g, a[0] * g[0]
+    def backward(ctx, gy: Tensor, g_last: Tensor):
+        u, dt, A, B, C, h0, hs = ctx.saved_tensors
+        K = ctx.K
+        L, b, d = u.shape
+        n = A.shape[1]
+        gy = gy.contiguous()
+        carry = g_last.clone()  # exp(dt_{t+1} A) g_{t+1}, from the step after the block
+        du, ddt = torch.empty_like(u), torch.empty_like(dt)
+        dB, dC = torch.empty_like(B), torch.empty_like(C)
+        dA = torch.zeros_like(A)
+        for s in reversed(range(0, L, K)):
+            e = min(L, s + K)
+            k = e - s
+            a = torch.exp(dt[s:e, :, :, None] * A)
+            dC[s:e] = torch.bmm(gy[s:e].view(k * b, 1, d), hs[s:e].view(k * b, d, n)).view(k, b, n)
+            g = torch.mul(gy[s:e, :, :, None], C[s:e, :, None, :])  # (k, b, d, n), contiguous
+            for t in range(k - 1, -1, -1):
+                g[t].add_(carry)
+                carry = a[t] * g[t]
+            h_prev = hs[s - 1 : e - 1] if s > 0 else torch.cat([h0[None], hs[: e - 1]])
+            ga = g * h_prev * a
+            gB = torch.bmm(g.view(k * b, d, n), B[s:e].view(k * b, n, 1)).view(k, b, d)
+            ddt[s:e] = (ga * A).sum(-1) + gB * u[s:e]
+            du[s:e] = gB * dt[s:e]
+            dA += (ga * dt[s:e, :, :, None]).sum((0, 1))
+            dB[s:e] = torch.bmm((dt[s:e] * u[s:e]).view(k * b, 1, d), g.view(k * b, d, n)).view(k, b, n)
+        return du, ddt, dA, dB, dC, carry, None
 
 
 def selective_scan_ref(
@@ -126,19 +189,22 @@ def selective_scan_ref(
 ):
     """Selective scan by its recurrence (fp32 state); shapes as :func:`selective_scan_quadratic`.
 
-    Decay and input terms are formed for all steps at once; only the first-order recurrence
-    h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t runs step by step (with a hand-written backward).
+    The recurrence h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t runs step by step in blocks of steps whose
+    decays and inputs are formed at once (module docstring), with a hand-written backward; without a gradient
+    to keep, only one block of states is held at a time.
     """
     dtype_in, u, delta, A, B, C = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     b, d, L = u.shape
-    h0 = u.new_zeros(b, d, A.shape[1]) if initial_state is None else _up(initial_state)
-    dt = delta.permute(2, 0, 1)[..., None]  # (L, b, d, 1)
-    dA = torch.exp(dt * A)  # (L, b, d, n)
-    dBu = (dt * u.permute(2, 0, 1)[..., None]) * B.permute(2, 0, 1)[:, :, None]  # (L, b, d, n)
-    hs = _LinearRecurrence.apply(dA, dBu, h0)
-    y = torch.einsum("lbdn,bnl->bdl", hs, C)
-    y = _finish(y, u, D, z, dtype_in)
-    return (y, hs[-1]) if return_last_state else y
+    n = A.shape[1]
+    h0 = u.new_zeros(b, d, n) if initial_state is None else _up(initial_state)
+    K = _block_steps(b, d, n, L)
+    ut, dtt, Bt, Ct = _time_major(u, delta, B, C)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, h0)):
+        y, h = _Scan.apply(ut, dtt, A, Bt, Ct, h0, K)
+    else:
+        y, h = _scan_blocks(ut, dtt, A, Bt, Ct, h0, K, None)
+    y = _finish(y.permute(1, 2, 0), u, D, z, dtype_in)
+    return (y, h) if return_last_state else y
 
 
 def selective_state_update_ref(
