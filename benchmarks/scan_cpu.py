@@ -9,7 +9,7 @@ path (one without blocks, e.g. ``git worktree add /tmp/old 30db347`` and ``PYTHO
 that code's scan alone at the same shapes.
 
     python benchmarks/scan_cpu.py                        # JSON lines: ms fwd, ms fwd+bwd, ratio to the default
-    python benchmarks/scan_cpu.py --blocks 15,17,19 --threads 2
+    python benchmarks/scan_cpu.py --blocks 15,19 --threads 2 --shapes 1,2
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ SHAPES = {
 
 
 def inputs(b, d, L, n):
+    # the model's layout: [B, L, D] activations seen as [B, D, L] (hymba.model.ssm)
     x = dict(
-        u=torch.randn(b, d, L),
-        delta=torch.randn(b, d, L) * 0.5 - 2,
+        u=torch.randn(b, L, d).transpose(1, 2),
+        delta=(torch.randn(b, L, d) * 0.5 - 2).transpose(1, 2),
         A=-torch.exp(torch.randn(d, n)),
-        B=torch.randn(b, n, L),
-        C=torch.randn(b, n, L),
+        B=torch.randn(b, L, n).transpose(1, 2),
+        C=torch.randn(b, L, n).transpose(1, 2),
         D=torch.randn(d),
-        z=torch.randn(b, d, L),
+        z=torch.randn(b, L, d).transpose(1, 2),
         delta_bias=torch.randn(d) * 0.1,
     )
     return {k: v.requires_grad_(True) for k, v in x.items()}
@@ -59,13 +60,16 @@ def main() -> None:
     p.add_argument("--blocks", default="", help="log2 block sizes to time besides the default, e.g. 15,19")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's)")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--shapes", default="", help=f"indices into {list(SHAPES)} (default: all)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     blocked = hasattr(ref, "BLOCK_ELEMENTS")  # False: a checkout from before the blocks
     default = ref.BLOCK_ELEMENTS if blocked else None
     sizes = [("default", default)] + [(f"2^{e}", 1 << int(e)) for e in args.blocks.split(",") if e and blocked]
-    for name, (b, d, L, n) in SHAPES.items():
+    names = list(SHAPES)
+    for name in [names[int(i)] for i in args.shapes.split(",")] if args.shapes else names:
+        b, d, L, n = SHAPES[name]
         sizes_here = sizes + ([("whole sequence", b * d * n * L)] if blocked else [])
         x = inputs(b, d, L, n)
         base = None

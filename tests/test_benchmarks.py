@@ -58,3 +58,13 @@ def test_glue_profile_times_the_mqar_probes_whole_training_step():
     bad = subprocess.run(cmd[:2] + ["--step-ms", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--step-ms times the MQAR probe's training step: add --probe" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_scan_cpu_times_the_reference_scan_per_block_size():
+    cmd = [sys.executable, "benchmarks/scan_cpu.py", "--shapes", "0", "--blocks", "15", "--reps", "1"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    timed = [r for r in rows if "block" in r]
+    # B8 D128 N16 L64: 2^17 elements are 8 steps a block, 2^15 two, the whole sequence 64
+    assert [(r["block"], r["block_steps"]) for r in timed] == [("default", 8), ("2^15", 2), ("whole sequence", 64)]
+    assert all(r["ms_fwd"] > 0 and r["ms_fwd_bwd"] > r["ms_fwd"] for r in timed) and timed[0]["vs_default"] == 1.0

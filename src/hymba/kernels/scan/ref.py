@@ -9,8 +9,9 @@ step, in blocks of steps: a block's decays, inputs, outputs and gradients are fo
 a CPU core's cache (:data:`BLOCK_ELEMENTS`), with a hand-written backward. On a CPU that is the fastest
 plain-PyTorch form we found: the chunked matrix form was 25x slower at B16 x L144 than a whole-sequence
 recurrence (every [L, b, d, n] tensor formed at once, autograd for all but the recurrence), which in turn took
-1.5-3.7x the blocked form's time forward + backward and 1.3-4.7x forward alone (2 cores, fp32;
-``python benchmarks/scan_cpu.py``, benchmarks/results/2026-12-07-cpu-s23-scan-ref.md).
+3.3-3.4x the blocked form's time forward + backward at the recall probes' batches, 1.3-2.1x at batch 8 and
+about the same at test sizes (2 cores, fp32; ``python benchmarks/scan_cpu.py``,
+benchmarks/results/2026-12-07-cpu-s23-scan-ref.md).
 
 ``selective_scan_quadratic`` is the independent test oracle: every output as a masked sum with decay
 exp(cum_t - cum_s) over chunks chained through the state (the "attention-like" dual form), so it shares no loop
@@ -94,7 +95,7 @@ def selective_scan_quadratic(
 
 # (b, d, n) elements a block of steps holds: about 512 KB per fp32 tensor, so that a block's decays, inputs and
 # states stay in cache while the recurrence runs over them (2 cores, `benchmarks/scan_cpu.py --blocks 15,19`:
-# 2^15 took up to 1.5x its time, 2^19 up to 1.7x)
+# 2^15 and 2^19 took up to 1.4x and 1.6x its time, 2^19 0.8x at B8 L512; one block for all steps up to 2.8x)
 BLOCK_ELEMENTS = 1 << 17
 
 
