@@ -29,6 +29,7 @@ def test_ref_matches_quadratic_oracle_outputs_state_and_grads(b, d, L, n, block,
     if block is not None:
         monkeypatch.setattr(ref, "BLOCK_ELEMENTS", block * b * d * n)
         assert ref._block_steps(b, d, n, L) == min(block, L)
+        assert ref._block_steps(b, d, n, L, torch.device("cuda")) == L  # one block on a GPU: launches bound it
     x = _inputs(b, d, L, n)
     x["initial_state"] = torch.randn(b, d, n, dtype=torch.float64)
     for t in x.values():

@@ -6,7 +6,7 @@ Recurrence per channel d and state n (Gu & Dao 2023, Alg. 2):
 
 ``selective_scan_ref`` runs the recurrence over time, vectorised over batch, channels and states, one op per
 step, in blocks of steps: a block's decays, inputs, outputs and gradients are formed at once, sized to stay in
-a CPU core's cache (:data:`BLOCK_ELEMENTS`), with a hand-written backward. On a CPU that is the fastest
+a CPU core's cache (:data:`BLOCK_ELEMENTS`; on a GPU one block), with a hand-written backward. On a CPU that is the fastest
 plain-PyTorch form we found: the chunked matrix form was 25x slower at B16 x L144 than a whole-sequence
 recurrence (every [L, b, d, n] tensor formed at once, autograd for all but the recurrence), which in turn took
 3.3-3.4x the blocked form's time forward + backward at the recall probes' batches, 1.3-2.1x at batch 8 and
@@ -99,7 +99,11 @@ def selective_scan_quadratic(
 BLOCK_ELEMENTS = 1 << 17
 
 
-def _block_steps(b: int, d: int, n: int, L: int) -> int:
+def _block_steps(b: int, d: int, n: int, L: int, device: torch.device | None = None) -> int:
+    """Steps a block: cache-sized on a CPU; on a GPU all L in one block, where kernel launches (a few per block
+    and per step), not cache, bound the time."""
+    if device is not None and device.type != "cpu":
+        return L
     return max(1, min(L, BLOCK_ELEMENTS // (b * d * n)))
 
 
@@ -198,7 +202,7 @@ def selective_scan_ref(
     b, d, L = u.shape
     n = A.shape[1]
     h0 = u.new_zeros(b, d, n) if initial_state is None else _up(initial_state)
-    K = _block_steps(b, d, n, L)
+    K = _block_steps(b, d, n, L, u.device)
     ut, dtt, Bt, Ct = _time_major(u, delta, B, C)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, h0)):
         y, h = _Scan.apply(ut, dtt, A, Bt, Ct, h0, K)
