@@ -6,8 +6,8 @@ Recurrence per channel d and state n (Gu & Dao 2023, Alg. 2):
 
 ``selective_scan_ref`` runs the recurrence over time, vectorised over batch, channels and states, one op per
 step, in blocks of steps: a block's decays, inputs, outputs and gradients are formed at once, sized to stay in
-a CPU core's cache (:data:`BLOCK_ELEMENTS`; on a GPU one block), with a hand-written backward. On a CPU that is the fastest
-plain-PyTorch form we found: the chunked matrix form was 25x slower at B16 x L144 than a whole-sequence
+a CPU core's cache (:data:`BLOCK_ELEMENTS`; on a GPU one block), with a hand-written backward. On a CPU that is
+the fastest plain-PyTorch form we found: the chunked matrix form was 25x slower at B16 x L144 than a whole-sequence
 recurrence (every [L, b, d, n] tensor formed at once, autograd for all but the recurrence), which in turn took
 3.3-3.4x the blocked form's time forward + backward at the recall probes' batches, 1.3-2.1x at batch 8 and
 about the same at test sizes (2 cores, fp32; ``python benchmarks/scan_cpu.py``,
