@@ -9,6 +9,12 @@ def test_cache_size_of_the_released_model(capsys):
     assert main(["cache-size", "--config", "configs/models/hymba-1.5b.toml"]) == 0
     out = capsys.readouterr().out
     assert "KV cache 78.89 MB (17 KV layers)" in out and "SSM state 3.89 MB" in out
+    assert "1522.8M parameters, Attn:Mamba 1:4.79" in out  # Q/K/V against the rest of the mixer
+
+
+def test_cache_size_prints_the_papers_attn_mamba_ratio_of_a_row(capsys):
+    assert main(["cache-size", "--row", "2", "--preset", "paper-layout"]) == 0
+    assert "Attn:Mamba 1:8.48" in capsys.readouterr().out  # the paper's row 2, as printed
 
 
 def test_bad_input_is_one_line_and_exit_code_2():

@@ -8,7 +8,7 @@ Every row shares data, tokenizer, training settings and seed; only the row's mod
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,7 +24,7 @@ from hymba.config import (
     section_from_dict,
 )
 from hymba.eval.mqar import MQARSettings
-from hymba.presets import ROW_NAMES, SCALES, roadmap, row_config
+from hymba.presets import ROW_NAMES, SCALES, roadmap, row_config, scale_row_sets
 from hymba.runtime import DTYPES
 
 PRESETS = ("auto", *SCALES)  # what --preset offers (tests also use the hidden `micro` scale)
@@ -132,6 +132,7 @@ class AblationSettings:
     train: TrainConfig
     bench: BenchSettings
     recall: MQARSettings
+    row_sets: dict[int, dict[str, Any]] = field(default_factory=dict)  # the scale's own changes to single rows
 
     @classmethod
     def load(cls, preset: str, overrides: list[str] | tuple[str, ...] = ()) -> AblationSettings:
@@ -155,6 +156,7 @@ class AblationSettings:
         out = cls(
             preset=preset,
             model=model,
+            row_sets=scale_row_sets(preset),
             **{
                 name: section_from_dict(SECTIONS[name], tables[name], where=f"{where}.{name}")
                 for name in ("data", "train", "bench", "recall")
@@ -170,10 +172,13 @@ class AblationSettings:
     def row_model(self, row: int, vocab_size: int | None = None) -> ModelConfig:
         """The model of row ``row``: the row's deltas over this run's base model table (the scale's, with the
         model overrides; its meta token count goes to the rows that use meta tokens)."""
-        return row_config(row, self.model, **({} if vocab_size is None else {"vocab_size": vocab_size}))
+        extra = {} if vocab_size is None else {"vocab_size": vocab_size}
+        return row_config(row, self.model, row_sets=self.row_sets, **extra)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"preset": self.preset, "model": dict(self.model)}
+        if self.row_sets:
+            d["rows"] = {str(k): dict(v) for k, v in self.row_sets.items()}
         for name in ("data", "train", "bench", "recall"):
             d[name] = getattr(self, name).to_dict()
         return d

@@ -595,9 +595,28 @@ class HymbaLM(nn.Module):
         return groups
 
     def attn_mamba_ratio(self) -> tuple[int, int]:
-        """(attention params, SSM params), from :meth:`param_breakdown`."""
-        b = self.param_breakdown()
-        return b["attention"], b["ssm"]
+        """(attention, Mamba) parameters as the paper's "Param ratio Attn:Mamba" column counts them.
+
+        In a layer with both branches the attention heads are their Q, K and V projections (the released code's
+        attention has no projection of its own, ``attn_only_wo_proj=True``), and the Mamba heads the rest of the
+        mixer: the x/z projection, conv, x_proj, dt_proj, A, D, their norms and the output projection W_out,
+        which a Mamba-only layer has too (a concat W_out whole). The paper layout's own attention projection
+        (``attn_proj``) is counted in neither. So counted, the `paper-layout` preset gives the paper's rows 2-4
+        (1:8.48, 1:4.24, 1:2.12) and 5 (1:3.64) to the printed digits; counting attn_proj as attention gives
+        1:6.36 / 3.18 / 1.59, and :meth:`param_breakdown`'s split of a shared W_out by its input columns is
+        further off still (benchmarks/results/2026-12-07-cpu-s23-paper-layout.md). Attention-only layers
+        count their output projection as attention."""
+        c = self.config
+        attn = ssm = 0
+        for layer in self.layers:
+            qkv = sum(layer.split[:3]) * c.d_model
+            attn += qkv
+            ssm += layer.in_proj.weight.numel() - qkv
+            if layer.ssm is not None:
+                ssm += sum(p.numel() for p in layer.ssm.parameters()) + layer.out_proj.weight.numel()
+            else:
+                attn += layer.out_proj.weight.numel()
+        return attn, ssm
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs (forward + backward) per token: 6 x matmul params, the attention term of each layer's

@@ -31,15 +31,39 @@ def row_overrides(row: int) -> dict[str, Any]:
     return out
 
 
-def row_config(row: int, base: str | dict[str, Any] = "tiny", **model_overrides: Any) -> ModelConfig:
+def scale_row_sets(scale: str) -> dict[int, dict[str, Any]]:
+    """A scale's own changes to single rows (``[scales.<name>.rows]``: row id = {field = value}), applied over
+    the row's deltas at that scale only, and not inherited by the rows derived from it."""
+    sets = scale_settings(scale).get("rows", {})
+    rows = _rows()
+    for key, fields in sets.items():
+        if not str(key).isdigit() or int(key) not in rows or not isinstance(fields, dict):
+            raise ValueError(
+                f"roadmap.toml: [scales.{scale}.rows] {key} = {fields!r}: expected a row id 1..{len(rows)}"
+            )
+    return {int(k): dict(v) for k, v in sets.items()}
+
+
+def row_config(
+    row: int,
+    base: str | dict[str, Any] = "tiny",
+    *,
+    row_sets: dict[int, dict[str, Any]] | None = None,
+    **model_overrides: Any,
+) -> ModelConfig:
     """Model configuration of one roadmap row: the row's deltas over a base model table (``base``: a scale's
-    name, or the table itself, e.g. a scale's with ``--set`` overrides applied), then ``model_overrides``.
+    name, or the table itself, e.g. a scale's with ``--set`` overrides applied), the scale's own changes to this
+    row (``row_sets``; by default, for a scale's name, :func:`scale_row_sets`), then ``model_overrides``.
     The base's ``n_meta_tokens`` is the count of the rows that use meta tokens; the other rows have none."""
-    model = dict(scale_settings(base)["model"] if isinstance(base, str) else base)
+    if isinstance(base, str):
+        row_sets = scale_row_sets(base) if row_sets is None else row_sets
+        base = scale_settings(base)["model"]
+    model = dict(base)
     n_meta = model.pop("n_meta_tokens", 0)
     fields = row_overrides(row)
     use_meta = fields.pop("use_meta", False)
     model.update(fields)
+    model.update((row_sets or {}).get(row, {}))
     model["n_meta_tokens"] = n_meta if use_meta else 0
     model.update(model_overrides)
     return ModelConfig.from_dict(model, where=f"row {row}")
@@ -50,4 +74,13 @@ def ablation_rows(base: str = "tiny", **model_overrides: Any) -> dict[int, Model
     return {i: row_config(i, base, **model_overrides) for i in sorted(_rows())}
 
 
-__all__ = ["ROW_NAMES", "SCALES", "ablation_rows", "roadmap", "row_config", "row_overrides", "scale_settings"]
+__all__ = [
+    "ROW_NAMES",
+    "SCALES",
+    "ablation_rows",
+    "roadmap",
+    "row_config",
+    "row_overrides",
+    "scale_row_sets",
+    "scale_settings",
+]
