@@ -19,7 +19,7 @@ LRS = "recall.lrs=[1e-3, 3e-3, 1e-2]"
 PEAK = {6: 3e-3}
 
 
-def fake_run(settings, row, device, lr, seed):
+def fake_run(settings, row, device, lr, seed, checkpoint=None):
     if lr == 1e-2:
         raise TrainingDiverged(f"MQAR training diverged at step 3 of 2 (lr={lr:g} of recall.lrs)")
     acc = 0.9 if lr == PEAK.get(row, 1e-3) else 0.2 + row / 100
@@ -150,3 +150,34 @@ def test_a_wider_or_narrower_sweep_reuses_the_runs_and_other_run_settings_do_not
     longer = ablate("[3e-3]", "recall.train_steps=7")  # another cap: other runs, measured again
     assert calls == [(7, 3e-3)] and longer["recall"]["settings"]["train_steps"] == 7
     assert longer["recall_previous"]["settings"]["train_steps"] != 7
+
+
+def test_a_recall_run_killed_mid_run_resumes_from_its_saved_state(tmp_path, hymba_cache, monkeypatch):
+    # a run of 5 steps with a curve point every 2: killed at its second check, it resumes from step 2 and
+    # ends as the uninterrupted run; its saved state is removed once its result is in results.json
+    from hymba.eval import mqar
+
+    over = ["recall.lrs=[3e-3]", "recall.target=1.0", "recall.train_steps=5", "recall.eval_every=2"]
+    run_ablation("micro", "1", tmp_path / "ref", overrides=over, recall_only=True, report=False, echo=lambda m: None)
+    real, checks = mqar._accuracy, []
+
+    def killed_at_second_check(*a, **kw):
+        checks.append(1)
+        if len(checks) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    out = tmp_path / "abl"
+    monkeypatch.setattr(mqar, "_accuracy", killed_at_second_check)
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation("micro", "1", out, overrides=over, recall_only=True, report=False, echo=lambda m: None)
+    partial = out / "recall_partial" / "row1-lr0.003-seed0.pt"
+    assert partial.is_file() and _rows(out)["1"]["recall_acc"] is None
+    monkeypatch.setattr(mqar, "_accuracy", real)
+    msgs = []
+    run_ablation("micro", "1", out, overrides=over, recall_only=True, report=False, echo=msgs.append)
+    (got,), (want,) = _rows(out)["1"]["recall"]["runs"], _rows(tmp_path / "ref")["1"]["recall"]["runs"]
+    assert [r["step"] for r in got.pop("resumed")] == [2] and any("resumed at step 2" in m for m in msgs), msgs
+    for r in (got, want):
+        r.pop("seconds")
+    assert got == want and not partial.exists()

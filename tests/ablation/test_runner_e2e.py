@@ -130,7 +130,7 @@ def test_a_failed_recall_keeps_the_trained_row_and_is_retried_alone(tmp_path, hy
     measured = _rows(out)["7"]
     assert measured["recall_acc"] is not None
 
-    def diverges(settings, row, device, lr, seed):
+    def diverges(settings, row, device, lr, seed, checkpoint=None):
         raise RuntimeError("recall crashed")
 
     monkeypatch.setattr(runner_mod, "recall_row", diverges)
@@ -158,7 +158,7 @@ def test_an_interrupt_during_inline_recall_keeps_the_trained_row(tmp_path, hymba
     out = tmp_path / "abl"
     real = runner_mod.recall_row
 
-    def interrupted(settings, row, device, lr, seed):
+    def interrupted(settings, row, device, lr, seed, checkpoint=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner_mod, "recall_row", interrupted)

@@ -186,3 +186,100 @@ def test_out_of_memory_accumulates_micro_batches_instead_of_failing(caplog):
     notes = [r.getMessage() for r in caplog.records]
     assert any("micro-batches of 3 rows" in n for n in notes), notes  # 12 -> 6 -> 3
     assert any("evaluating 24 x 32 tokens" in n for n in notes), notes
+
+
+def _resumable():
+    """A hybrid probe (SSM + attention) and seven steps with a curve point (and a saved state) every two."""
+    s = MQARSettings(
+        vocab=64,
+        train=[(32, 4), (48, 6)],
+        eval=[(32, 4)],
+        train_steps=7,
+        batch_size=8,
+        warmup_steps=2,
+        eval_every=2,
+        target=None,
+        check_sequences=8,
+        eval_sequences=16,
+        eval_batch_size=16,
+    )
+    return s, ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, d_state=4)
+
+
+def test_a_run_cut_off_resumes_from_its_last_curve_point_and_ends_as_the_uninterrupted_run(tmp_path, caplog):
+    from hymba import HymbaLM
+
+    s, cfg = _resumable()
+    torch.manual_seed(0)
+    whole = HymbaLM(cfg)
+    init = {k: v.clone() for k, v in whole.state_dict().items()}
+    curve_a: list = []
+    a = train_mqar(whole, s, lr=3e-3, curve=curve_a, checkpoint=tmp_path / "a.pt")
+    assert torch.load(tmp_path / "a.pt", weights_only=True)["step"] == 6  # the last point before the last step
+
+    cut = HymbaLM(cfg)
+    cut.load_state_dict(init)
+
+    def killed(step, loss):  # the job dies during the 5th step: the state saved after the 4th survives
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_mqar(cut, s, lr=3e-3, curve=[], checkpoint=tmp_path / "b.pt", callback=killed)
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["step"] == 4
+    torch.manual_seed(1)
+    again = HymbaLM(cfg)  # other weights: the saved ones are loaded
+    curve_b: list = []
+    resumed: list = []
+    with caplog.at_level("INFO", logger="hymba.eval.mqar"):
+        b = train_mqar(again, s, lr=3e-3, curve=curve_b, checkpoint=tmp_path / "b.pt", resumed=resumed)
+    assert b == a and curve_b == curve_a and [p["step"] for p in curve_a] == [2, 4, 6]
+    for (name, p), q in zip(whole.named_parameters(), again.parameters()):
+        assert torch.equal(p, q), name
+    assert [r["step"] for r in resumed] == [4] and resumed[0]["seconds"] > 0
+    assert any("resuming the run (lr 0.003, seed 0) from step 4" in r.getMessage() for r in caplog.records)
+
+
+def test_a_saved_state_of_another_run_is_not_resumed(tmp_path, caplog):
+    from hymba import HymbaLM
+
+    s, cfg = _resumable()
+    torch.manual_seed(0)
+    train_mqar(HymbaLM(cfg), s, lr=3e-3, checkpoint=tmp_path / "run.pt")
+    for lr, settings in ((1e-3, s), (3e-3, dataclasses.replace(s, batch_size=4))):
+        torch.manual_seed(0)
+        fresh, other = HymbaLM(cfg), HymbaLM(cfg)
+        other.load_state_dict(fresh.state_dict())
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="hymba.eval.mqar"):
+            got = train_mqar(fresh, settings, lr=lr, checkpoint=tmp_path / "run.pt")
+        assert got == train_mqar(other, settings, lr=lr)  # from step 0, not from the other run's state
+        assert any("holds a run of other settings" in r.getMessage() for r in caplog.records)
+        assert torch.load(tmp_path / "run.pt", weights_only=True)["lr"] == lr  # overwritten by this run
+
+
+@pytest.mark.gpu
+def test_a_cut_off_run_resumes_on_cuda_with_graphed_steps(tmp_path):
+    # the capturable optimizer (its learning rate a device tensor the CUDA graph reads) keeps its own
+    # hyperparameters and takes the saved per-parameter state; the resumed steps replay new graphs
+    from hymba import HymbaLM
+
+    s, cfg = _resumable()
+    torch.manual_seed(0)
+    whole = HymbaLM(cfg).cuda()
+    init = {k: v.clone() for k, v in whole.state_dict().items()}
+    a = train_mqar(whole, s, lr=3e-3, device="cuda")
+    cut = HymbaLM(cfg).cuda()
+    cut.load_state_dict(init)
+
+    def killed(step, loss):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_mqar(cut, s, lr=3e-3, device="cuda", checkpoint=tmp_path / "b.pt", callback=killed)
+    again = HymbaLM(cfg).cuda()
+    b = train_mqar(again, s, lr=3e-3, device="cuda", checkpoint=tmp_path / "b.pt")
+    assert b == pytest.approx(a, rel=1e-3)
+    for (name, p), q in zip(whole.named_parameters(), again.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4, msg=name)

@@ -127,12 +127,23 @@ def measure_row(settings: AblationSettings, model: Any, device: torch.device) ->
     }
 
 
-def recall_row(settings: AblationSettings, row: int, device: torch.device, lr: float, seed: int) -> dict[str, Any]:
+def recall_row(
+    settings: AblationSettings, row: int, device: torch.device, lr: float, seed: int, checkpoint: str | None = None
+) -> dict[str, Any]:
     """One run of the row's recall sweep: the row's probe (``hymba.eval.mqar.probe_config``, fresh weights)
-    trained on MQAR at ``lr`` from ``seed``; its record (``RecallResult.to_dict``, with the curve)."""
+    trained on MQAR at ``lr`` from ``seed``, resumable from ``checkpoint``; its record (``RecallResult.to_dict``,
+    with the curve)."""
     from hymba.eval.mqar import run_recall
 
-    return run_recall(settings.row_model(row), settings.recall, lr=lr, device=device, seed=seed).to_dict()
+    model = settings.row_model(row)
+    return run_recall(model, settings.recall, lr=lr, device=device, seed=seed, checkpoint=checkpoint).to_dict()
+
+
+def partial_run_path(out_dir: str | Path, row: int, lr: float, seed: int) -> Path:
+    """Where a recall run's state is kept while it trains (``hymba.eval.mqar.train_mqar``'s ``checkpoint``), so
+    that a run cut off (a killed job, a lost machine) continues from its last curve point; removed once the
+    run's result is saved."""
+    return Path(out_dir) / "recall_partial" / f"row{row}-lr{lr:g}-seed{seed}.pt"
 
 
 # The sweep's extent: which (lr, seed) runs it holds, not how each run is trained. A run recorded under settings
@@ -240,6 +251,7 @@ class RecallJob:
     lr: float
     seed: int
     threads: int | None = None  # intra-op threads of a CPU worker
+    checkpoint: str | None = None  # the run's partial state (partial_run_path)
 
     def __call__(self) -> RecallOutcome:
         from hymba.train.step import TrainingDiverged
@@ -248,7 +260,7 @@ class RecallJob:
             torch.set_num_threads(self.threads)
         t0 = time.perf_counter()
         try:
-            run = recall_row(self.settings, self.row, torch.device(self.device), self.lr, self.seed)
+            run = recall_row(self.settings, self.row, torch.device(self.device), self.lr, self.seed, self.checkpoint)
         except TrainingDiverged as e:  # a result of this learning rate: recorded, not retried
             error = f"TrainingDiverged: {e}".splitlines()[0][:500]
             run = {"lr": self.lr, "seed": self.seed, "accuracy": None, "error": error}
@@ -266,7 +278,7 @@ def recall_jobs(
     """The missing runs of ``rows``' sweeps as jobs; rows with an SSM branch first (their runs are the slow
     ones, so a pool of workers ends sooner), the given row order otherwise."""
     jobs = [
-        RecallJob(settings, row, str(device), lr, seed, threads)
+        RecallJob(settings, row, str(device), lr, seed, threads, str(partial_run_path(store.dir, row, lr, seed)))
         for row in rows
         for lr, seed in pending_runs(store.rows[row], settings)
     ]
@@ -278,6 +290,8 @@ def _save_recall(store: ResultsStore, settings: AblationSettings, outcome: Recal
     rec = outcome.merged_into(store.rows[outcome.row], settings)
     rec["seconds"] = rec.get("seconds", 0.0) + outcome.seconds
     store.put(rec)
+    if outcome.run is not None:  # kept: its partial state is done with (a crashed run resumes from it)
+        partial_run_path(store.dir, outcome.row, outcome.lr, outcome.seed).unlink(missing_ok=True)
     what = f"lr {outcome.lr:g}, seed {outcome.seed}"
     if outcome.error is not None:
         echo(f"recall run ({what}) failed: {outcome.error}")
@@ -286,7 +300,9 @@ def _save_recall(store: ResultsStore, settings: AblationSettings, outcome: Recal
     if run.get("error"):
         echo(f"recall run ({what}): {run['error']}")
     else:
-        echo(f"recall run ({what}): {run['accuracy']:.3f} after {run['steps']} MQAR steps ({outcome.seconds:.0f}s)")
+        resumed = "".join(f", resumed at step {r['step']}" for r in run.get("resumed", []))
+        steps = f"{run['steps']} MQAR steps ({outcome.seconds:.0f}s{resumed})"
+        echo(f"recall run ({what}): {run['accuracy']:.3f} after {steps}")
     if rec["recall_acc"] is not None:
         echo(f"recall {rec['recall_acc']:.3f} at its best learning rate {rec['recall_best_lr']:g}")
     return True

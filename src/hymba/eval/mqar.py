@@ -41,6 +41,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ import torch
 
 from hymba.config import ModelConfig, Section, TrainConfig, scale_settings
 from hymba.data.dataset import IGNORE_INDEX
+from hymba.io import atomic_path
 from hymba.runtime import autocast_context, autocast_dtype
 from hymba.train.step import GraphedStep, TrainingDiverged, accumulate, build_optimizer, check_finite, lr_at, set_lr
 
@@ -386,9 +388,18 @@ def train_mqar(
     seed: int = 0,
     callback: Callable[[int, float], None] | None = None,
     curve: list[dict[str, float]] | None = None,
+    checkpoint: str | Path | None = None,
+    resumed: list[dict[str, float]] | None = None,
 ) -> list[float]:
     """Train ``model`` in place on MQAR at peak learning rate ``lr`` (default: the one of ``settings.lrs``);
     returns the loss of every step.
+
+    ``checkpoint``: a file that makes the run resumable. Every ``settings.eval_every`` steps the run's state
+    (weights, optimizer, losses, curve) is written there atomically; a run started with a file left by an
+    interrupted run of the same settings, learning rate and seed continues from it and ends as the
+    uninterrupted run would (the batches are a function of the step). A file of another run is ignored, with
+    a logged note, and overwritten. The caller removes it once the run's result is kept. ``resumed`` (a list)
+    receives ``{"step", "seconds"}`` per interruption: the step it resumed from and the seconds spent before.
 
     ``callback(step, loss)`` runs after every optimiser step. Every ``settings.eval_every`` steps, when
     ``curve`` is a list or ``settings.target`` is set, the model is scored on the check stream: the point
@@ -403,15 +414,29 @@ def train_mqar(
     graphed = s.cuda_graphs and dev.type == "cuda"
     opt = build_optimizer(model, tc, capturable=graphed)
     amp = autocast_dtype(tc.precision, dev)  # bf16 on CUDA, as language-model training
+    identity = _partial_identity(s, lr, seed)
+    partial = _load_partial(checkpoint, identity, model, opt) if checkpoint is not None else None
+    start = 0
+    losses: list[float] = []
+    since = 0  # losses[since:] are the steps after the last curve point
+    history: list[dict[str, float]] = []  # the run's earlier segments: {"step" resumed from, "seconds" spent}
+    t0 = time.perf_counter()
+    if partial is not None:
+        start, losses, since = partial["step"], list(partial["losses"]), partial["since"]
+        history = list(partial["history"]) + [{"step": start, "seconds": partial["seconds"]}]
+        if curve is not None:
+            curve[:] = partial["curve"]
+        if resumed is not None:
+            resumed[:] = history
+        log.info("recall: resuming the run (lr %g, seed %d) from step %d of %s", lr, seed, start, checkpoint)
     step_fn = _StepFn(model, opt, dev, amp, s, graphs=graphed)
     # The host reads the loss back only every `_SYNC_EVERY` steps (every step with a callback or a check
     # due), so that on a GPU it can queue the next steps' kernels while the current ones run.
     pinned = dev.type == "cuda"
-    losses: list[float] = []
     pending: list[torch.Tensor] = []  # [loss, grad_norm] of the steps not read back yet
     checking = s.target is not None or curve is not None
-    since = 0  # losses[since:] are the steps after the last curve point
-    for step in range(s.train_steps):
+    saved_curve: list[dict[str, float]] = curve if curve is not None else []
+    for step in range(start, s.train_steps):
         seq_len, pairs = s.train[step % len(s.train)]
         ids, labels = mqar_batch(
             s.batch_size,
@@ -425,8 +450,10 @@ def train_mqar(
             ids, labels = ids.pin_memory(), labels.pin_memory()
         set_lr(opt, lr_at(step, tc))
         pending.append(step_fn(ids, labels))
-        check = checking and (step + 1) % s.eval_every == 0
-        if callback is not None or check or (step + 1) % _SYNC_EVERY == 0 or step + 1 == s.train_steps:
+        at_point = (step + 1) % s.eval_every == 0
+        check = checking and at_point
+        save = checkpoint is not None and at_point and step + 1 < s.train_steps
+        if callback is not None or check or save or (step + 1) % _SYNC_EVERY == 0 or step + 1 == s.train_steps:
             _read_back(pending, losses, s, lr)
             if callback is not None:
                 callback(step, losses[-1])
@@ -438,7 +465,48 @@ def train_mqar(
                 since = len(losses)
             if s.target is not None and acc >= s.target:
                 break
+        if save:
+            seconds = (history[-1]["seconds"] if history else 0.0) + time.perf_counter() - t0
+            state = {"step": step + 1, "losses": losses, "since": since, "curve": saved_curve}
+            state.update(history=history, seconds=seconds)
+            _save_partial(checkpoint, identity, model, opt, state)
     return losses
+
+
+_PARTIAL_FORMAT = 1
+
+
+def _partial_identity(s: MQARSettings, lr: float, seed: int) -> dict[str, Any]:
+    """What a run's partial state belongs to: its settings (the sweep's extent aside), learning rate, seed."""
+    settings = {k: v for k, v in s.result_settings().items() if k not in ("lrs", "seeds")}
+    return {"format": _PARTIAL_FORMAT, "settings": settings, "lr": float(lr), "seed": int(seed)}
+
+
+def _save_partial(path, identity: dict[str, Any], model, opt, state: dict[str, Any]) -> None:
+    blob = {**identity, **state, "model": model.state_dict(), "optimizer": opt.state_dict()}
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def _load_partial(path, identity: dict[str, Any], model, opt) -> dict[str, Any] | None:
+    """The saved state of this run (weights and optimizer loaded into ``model`` and ``opt``), or None: no file,
+    or one of another run (logged). The optimizer keeps its own hyperparameters (a capturable one's learning
+    rate is a device tensor that a CUDA graph reads); only its per-parameter state is loaded."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - an unreadable file is a run to start afresh, not a failure
+        log.warning("recall: cannot read the partial run %s (%s); starting the run afresh", path, e)
+        return None
+    if not isinstance(blob, dict) or {k: blob.get(k) for k in identity} != identity:
+        log.warning("recall: %s holds a run of other settings; starting this run afresh", path)
+        return None
+    model.load_state_dict(blob["model"])
+    saved = blob["optimizer"]
+    opt.load_state_dict({"state": saved["state"], "param_groups": opt.state_dict()["param_groups"]})
+    return blob
 
 
 class _StepFn:
@@ -603,8 +671,10 @@ class RecallResult:
     lr: float | None = None
     seed: int = 0
     stopped_early: bool = False
+    resumed: list[dict[str, float]] = field(default_factory=list)  # see train_mqar; seconds include them
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {"resumed": self.resumed} if self.resumed else {}
         return {
             "lr": self.lr,
             "seed": self.seed,
@@ -615,6 +685,7 @@ class RecallResult:
             "stopped_early": self.stopped_early,
             "per_setting": [{"seq_len": t, "pairs": n, "accuracy": a} for (t, n), a in self.per_setting.items()],
             "curve": self.curve,
+            **extra,
         }
 
 
@@ -625,9 +696,11 @@ def run_recall(
     lr: float | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    checkpoint: str | Path | None = None,
 ) -> RecallResult:
     """One run: a fresh model of ``model_cfg``'s probe (:func:`probe_config`) trained on MQAR at ``lr`` (default:
-    the one of ``settings.lrs``), its curve kept, then evaluated on held-out sequences (module docstring)."""
+    the one of ``settings.lrs``), its curve kept, then evaluated on held-out sequences (module docstring).
+    ``checkpoint``: resumable from there (:func:`train_mqar`)."""
     from hymba import HymbaLM
 
     s = _coerce(settings)
@@ -638,12 +711,14 @@ def run_recall(
         torch.manual_seed(int(np.random.SeedSequence([seed, _INIT_STREAM]).generate_state(1)[0]))
         model = HymbaLM(cfg).to(device)
     curve: list[dict[str, float]] = []
-    losses = train_mqar(model, s, lr=lr, device=device, seed=seed, curve=curve)
+    resumed: list[dict[str, float]] = []
+    losses = train_mqar(model, s, lr=lr, device=device, seed=seed, curve=curve, checkpoint=checkpoint, resumed=resumed)
     per = evaluate_mqar(model, s, device=device, seed=seed)
     acc = sum(per.values()) / len(per)
     tail = losses[-max(1, len(losses) // 20) :]
     stopped = s.target is not None and len(losses) < s.train_steps
-    return RecallResult(acc, per, sum(tail) / len(tail), time.perf_counter() - t0, losses, curve, lr, seed, stopped)
+    seconds = time.perf_counter() - t0 + (resumed[-1]["seconds"] if resumed else 0.0)
+    return RecallResult(acc, per, sum(tail) / len(tail), seconds, losses, curve, lr, seed, stopped, resumed)
 
 
 def sweep_jobs(settings: MQARSettings, seed: int = 0) -> list[tuple[float, int]]:
