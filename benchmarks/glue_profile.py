@@ -11,7 +11,8 @@ and contiguous ops it runs and, on CUDA, their device time, from torch.profiler.
 so the profile shows the kernels Inductor leaves; ``--flex-in-graph``: with FlexAttention lowered into the
 compiled graph as Inductor would (``hymba.kernels.attention.flex.OPAQUE_UNDER_COMPILE`` off) instead of the
 opaque custom op the model uses. ``--train-conv triton``: the Mamba conv with autograd through our Triton
-kernels (``hymba.kernels.scan.TRAIN_CONV``) instead of PyTorch's conv1d. ``wall_ms`` is one whole step's
+kernels (``hymba.kernels.scan.TRAIN_CONV``) instead of PyTorch's conv1d; ``--train-conv shift``: as shifted
+multiply-adds that torch.compile fuses. ``wall_ms`` is one whole step's
 wall time (mean of 10, synchronised) beside the profiled device time: a step whose wall time exceeds its
 device time is bound by the host (kernel launches).
 ``--step-ms N`` (with ``--probe``): also the wall time of one whole MQAR optimiser step as the Recall column
@@ -149,7 +150,7 @@ def main() -> None:
     p.add_argument("--probe", action="store_true", help="the row at the preset's MQAR recall-probe size")
     p.add_argument("--top", type=int, default=0, help="also list the N ops with the most own device time")
     p.add_argument("--step-ms", type=int, default=0, metavar="N", help="with --probe: time whole MQAR steps (N, 2N)")
-    p.add_argument("--train-conv", choices=("ref", "triton"), default=scan.TRAIN_CONV, help="the conv with autograd")
+    p.add_argument("--train-conv", choices=scan.TRAIN_CONVS, default=scan.TRAIN_CONV, help="the conv with autograd")
     args = p.parse_args()
     scan.TRAIN_CONV = args.train_conv
     if args.step_ms and not args.probe:

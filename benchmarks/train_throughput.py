@@ -29,6 +29,7 @@ from hymba.bench import hf_llama_config
 from hymba.cli.args import add_set_arg
 from hymba.config import RunConfig
 from hymba.data import prepare
+from hymba.kernels import scan as scan_kernels
 from hymba.runtime import peak_flops, resolve_device
 from hymba.train import train
 
@@ -52,6 +53,7 @@ def measure(settings: AblationSettings, row: int, scan: str, attn: str) -> dict:
         "grad_accum": tc.grad_accum,
         "timed_steps": tc.max_steps - tc.throughput_skip_steps,
         "compiled": tc.compiles(device.type),
+        "train_conv": scan_kernels.TRAIN_CONV,
         "tokens_per_s": result.train_tokens_per_s,
         "mfu": result.mfu,
         "peak_flops": peak_flops(device, tc.peak_flops),
@@ -152,11 +154,18 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: %(default)s)")
     p.add_argument("--hf-llama", action="store_true", help="also transformers' Llama of row 6's shape")
     p.add_argument("--matmul-peak", action="store_true", help="also MFU against a bf16 matmul peak measured now")
+    p.add_argument(
+        "--train-conv",
+        choices=scan_kernels.TRAIN_CONVS,
+        default=scan_kernels.TRAIN_CONV,
+        help="the Mamba conv where a gradient is needed (hymba.kernels.scan.TRAIN_CONV; default: %(default)s)",
+    )
     add_set_arg(
         p,
         "override a setting of the scale (repeatable)",
     )
     args = p.parse_args()
+    scan_kernels.TRAIN_CONV = args.train_conv
     settings = AblationSettings.load(
         args.preset,
         [

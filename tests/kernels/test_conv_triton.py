@@ -148,6 +148,28 @@ def test_train_conv_triton_puts_autograd_through_the_triton_kernels(monkeypatch)
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
+def test_train_conv_shift_puts_autograd_through_the_shifted_conv(monkeypatch):
+    """``TRAIN_CONV = "shift"``: where a gradient is needed the conv is ``causal_conv1d_shifted``; without one,
+    the Triton kernel still runs."""
+    import hymba.kernels.scan as scan
+
+    calls = []
+    real = scan.causal_conv1d_shifted
+    monkeypatch.setattr(scan, "causal_conv1d_shifted", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(scan, "TRAIN_CONV", "shift")
+    torch.manual_seed(3)
+    x, w, bias = _inputs(2, BLOCK_T + 3, 9, 4, torch.float32, strided=True)
+    with torch.no_grad():
+        causal_conv1d(x, w, bias, backend="triton")
+    assert calls == []
+    xx = x.detach().clone().requires_grad_(True)
+    u = causal_conv1d(xx, w, bias, backend="triton")
+    assert calls == [1]
+    u.square().sum().backward()
+    want = causal_conv1d_ref(x, w, bias)
+    torch.testing.assert_close(u.detach(), want, atol=1e-5, rtol=1e-5)
+
+
 def test_triton_scan_keeps_the_model_layout():
     """u, delta, z as transposed views of [B, L, D] memory: the output has u's strides (no copy after the scan)
     and the reference's values."""

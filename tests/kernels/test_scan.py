@@ -151,3 +151,39 @@ def test_mamba_ssm_backend_matches_ref():
         rtol=1e-3,
         atol=1e-3,
     )
+
+
+@pytest.mark.parametrize("bias,silu,padded", [(True, True, False), (False, False, True), (True, True, True)])
+@pytest.mark.parametrize("b,S,d,K", [(2, 1, 5, 4), (3, 37, 67, 4), (2, 9, 7, 2)], ids=lambda v: str(v))
+def test_shifted_conv_equals_conv1d_values_and_gradients(b, S, d, K, bias, silu, padded):
+    """The conv as K shifted multiply-adds (what torch.compile can fuse) against PyTorch's conv1d: outputs and
+    the gradients of x, weight and bias, with left padding (rows whose first steps are not valid)."""
+    from hymba.kernels.scan.ref import causal_conv1d_ref, causal_conv1d_shifted
+
+    torch.manual_seed(4)
+    x = torch.randn(b, S, d, dtype=torch.float64)
+    w = torch.randn(d, 1, K, dtype=torch.float64)
+    bb = torch.randn(d, dtype=torch.float64) if bias else None
+    valid = torch.arange(S)[None] >= torch.arange(b)[:, None] * 2 if padded else None
+    grads = {}
+    for f in (causal_conv1d_ref, causal_conv1d_shifted):
+        ins = [t.detach().clone().requires_grad_(True) for t in (x, w, bb) if t is not None]
+        u = f(ins[0], ins[1], ins[2] if bias else None, valid, silu)
+        assert u.shape == (b, S, d) and u.is_contiguous()
+        g = torch.randn(u.shape, dtype=u.dtype, generator=torch.Generator().manual_seed(5))
+        grads[f.__name__] = (u, *torch.autograd.grad(u, ins, g))
+    for got, want in zip(grads["causal_conv1d_shifted"], grads["causal_conv1d_ref"]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    if padded:  # padding enters no output
+        assert (grads["causal_conv1d_shifted"][0][~valid] == 0).all()
+
+
+def test_shifted_conv_computes_in_x_dtype_as_autocast_does_for_conv1d():
+    from hymba.kernels.scan.ref import causal_conv1d_ref, causal_conv1d_shifted
+
+    torch.manual_seed(6)
+    x, w, bb = torch.randn(2, 20, 8).bfloat16(), torch.randn(8, 1, 4), torch.randn(8)
+    u = causal_conv1d_shifted(x, w, bb)
+    assert u.dtype == torch.bfloat16
+    want = causal_conv1d_ref(x.float(), w.bfloat16().float(), bb.bfloat16().float())
+    torch.testing.assert_close(u.float(), want, rtol=2e-2, atol=2e-2)

@@ -25,6 +25,7 @@ import torch
 from hymba.kernels import BackendUnavailable, log_choice
 from hymba.kernels.scan.ref import (
     causal_conv1d_ref,
+    causal_conv1d_shifted,
     causal_conv1d_update_ref,
     selective_scan_quadratic,
     selective_scan_ref,
@@ -35,7 +36,10 @@ BACKENDS = ("auto", "ref", "triton", "mamba_ssm")
 # the conv where a gradient is needed (training), under a non-``ref`` backend on CUDA: "ref", PyTorch's conv1d and
 # its autograd, or "triton", our kernels and their backward (hymba::causal_conv1d_bwd). "ref": the Triton backward
 # trained slower on the H200 (2026-12-03, benchmarks/results/2026-12-03-h200-s11.md); glue_profile.py --train-conv
+# and train_throughput.py --train-conv time them. "shift": the same conv as K shifted multiply-adds in [B, S, D]
+# (causal_conv1d_shifted), which torch.compile fuses with its neighbours, forward and backward.
 TRAIN_CONV = "ref"
+TRAIN_CONVS = ("ref", "triton", "shift")
 
 
 # looked up once at import: resolve() runs inside torch.compile'd forwards, where find_spec cannot be traced
@@ -182,6 +186,9 @@ def causal_conv1d(x, weight, bias=None, valid=None, silu: bool = True, backend: 
             log_choice("causal_conv1d", "triton", "no gradient needed")
         elif TRAIN_CONV == "triton":
             log_choice("causal_conv1d", "triton", "autograd, TRAIN_CONV = 'triton'")
+        elif TRAIN_CONV == "shift":
+            log_choice("causal_conv1d", "shift", "autograd, TRAIN_CONV = 'shift'")
+            return causal_conv1d_shifted(x, weight, bias, valid, silu)
         else:
             log_choice("causal_conv1d", "ref", "autograd: PyTorch's conv1d trains faster than the Triton backward")
             return causal_conv1d_ref(x, weight, bias, valid, silu)
@@ -206,6 +213,7 @@ __all__ = [
     "selective_state_update",
     "causal_conv1d",
     "causal_conv1d_ref",
+    "causal_conv1d_shifted",
     "causal_conv1d_update",
     "selective_scan_ref",
     "selective_scan_quadratic",

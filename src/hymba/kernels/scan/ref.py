@@ -292,3 +292,29 @@ def causal_conv1d_ref(
     if valid is not None:
         u = u.masked_fill(~valid[:, None], 0.0)
     return u.transpose(1, 2).contiguous()
+
+
+def causal_conv1d_shifted(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, valid: Tensor | None = None, silu: bool = True
+) -> Tensor:
+    """:func:`causal_conv1d_ref`'s conv written as K shifted multiply-adds in the model's [B, S, D] layout:
+    ``u[t] = sum_j w[j] * x[t - (K - 1) + j]`` (x zero before the start). No layout change, and only elementwise
+    ops, which torch.compile fuses, forward and backward (the weight gradient a reduction over B x S), into a
+    few kernels with the SiLU and its neighbours; conv1d is an opaque library call with [B, D, S] copies around
+    it. The weight and bias are cast to x's dtype, as autocast does for conv1d. Same arguments and result."""
+    S, dim = x.shape[1], x.shape[2]
+    w = weight.reshape(dim, -1).to(x.dtype)
+    K = w.shape[1]
+    if valid is not None:
+        x = x.masked_fill(~valid[..., None], 0.0)
+    xp = F.pad(x, (0, 0, K - 1, 0))
+    u = xp[:, K - 1 :] * w[:, K - 1]
+    for j in range(K - 1):
+        u = u + xp[:, j : j + S] * w[:, j]
+    if bias is not None:
+        u = u + bias.to(x.dtype)
+    if silu:
+        u = F.silu(u)
+    if valid is not None:
+        u = u.masked_fill(~valid[..., None], 0.0)
+    return u
