@@ -11,8 +11,8 @@ and contiguous ops it runs and, on CUDA, their device time, from torch.profiler.
 so the profile shows the kernels Inductor leaves; ``--flex-in-graph``: with FlexAttention lowered into the
 compiled graph as Inductor would (``hymba.kernels.attention.flex.OPAQUE_UNDER_COMPILE`` off) instead of the
 opaque custom op the model uses. ``--train-conv triton``: the Mamba conv with autograd through our Triton
-kernels (``hymba.kernels.scan.TRAIN_CONV``) instead of PyTorch's conv1d; ``--train-conv shift``: as shifted
-multiply-adds that torch.compile fuses. ``wall_ms`` is one whole step's
+kernels (``hymba.kernels.scan.TRAIN_CONV``); ``ref``: PyTorch's conv1d; ``shift``: as shifted multiply-adds that
+torch.compile fuses; the default ``auto``: ``shift`` under ``--compile``, ``ref`` eager. ``wall_ms`` is one whole step's
 wall time (mean of 10, synchronised) beside the profiled device time: a step whose wall time exceeds its
 device time is bound by the host (kernel launches).
 ``--step-ms N`` (with ``--probe``): also the wall time of one whole MQAR optimiser step as the Recall column

@@ -170,6 +170,23 @@ def test_train_conv_shift_puts_autograd_through_the_shifted_conv(monkeypatch):
     torch.testing.assert_close(u.detach(), want, atol=1e-5, rtol=1e-5)
 
 
+def test_train_conv_auto_is_the_shifted_conv_under_compile_and_conv1d_in_eager(monkeypatch):
+    import hymba.kernels.scan as scan
+
+    calls = []
+    real = scan.causal_conv1d_shifted
+    monkeypatch.setattr(scan, "causal_conv1d_shifted", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(scan, "TRAIN_CONV", "auto")
+    x, w, bias = _inputs(2, 9, 9, 4, torch.float32, strided=True)
+    xx = x.detach().clone().requires_grad_(True)
+    eager = causal_conv1d(xx, w, bias, backend="triton")
+    assert calls == [] and "causal_conv1d" not in type(eager.grad_fn).__name__  # PyTorch's conv1d
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # as inside a torch.compile'd forward
+    traced = causal_conv1d(xx, w, bias, backend="triton")
+    assert calls == [1]
+    torch.testing.assert_close(traced, eager, atol=1e-5, rtol=1e-5)
+
+
 def test_triton_scan_keeps_the_model_layout():
     """u, delta, z as transposed views of [B, L, D] memory: the output has u's strides (no copy after the scan)
     and the reference's values."""

@@ -34,12 +34,15 @@ from hymba.kernels.scan.ref import (
 
 BACKENDS = ("auto", "ref", "triton", "mamba_ssm")
 # the conv where a gradient is needed (training), under a non-``ref`` backend on CUDA: "ref", PyTorch's conv1d and
-# its autograd, or "triton", our kernels and their backward (hymba::causal_conv1d_bwd). "ref": the Triton backward
-# trained slower on the H200 (2026-12-03, benchmarks/results/2026-12-03-h200-s11.md); glue_profile.py --train-conv
-# and train_throughput.py --train-conv time them. "shift": the same conv as K shifted multiply-adds in [B, S, D]
-# (causal_conv1d_shifted), which torch.compile fuses with its neighbours, forward and backward.
-TRAIN_CONV = "ref"
-TRAIN_CONVS = ("ref", "triton", "shift")
+# its autograd; "triton", our kernels and their backward (hymba::causal_conv1d_bwd), which trained slower on the
+# H200 (2026-12-03, benchmarks/results/2026-12-03-h200-s11.md); "shift", the same conv as K shifted multiply-adds
+# in [B, S, D] (causal_conv1d_shifted), which torch.compile fuses with its neighbours forward and backward:
+# compiled seed training 145.8K -> 158.7K tok/s for row 13 and 224.8K -> 241.7K for row 1 against "ref" (H100,
+# benchmarks/results/2026-12-07-h100-s24.md); eager it is a chain of unfused elementwise kernels (not measured).
+# "auto": "shift" inside a torch.compile'd graph, "ref" in eager. glue_profile.py and train_throughput.py
+# --train-conv time them.
+TRAIN_CONV = "auto"
+TRAIN_CONVS = ("auto", "ref", "triton", "shift")
 
 
 # looked up once at import: resolve() runs inside torch.compile'd forwards, where find_spec cannot be traced
@@ -186,11 +189,11 @@ def causal_conv1d(x, weight, bias=None, valid=None, silu: bool = True, backend: 
             log_choice("causal_conv1d", "triton", "no gradient needed")
         elif TRAIN_CONV == "triton":
             log_choice("causal_conv1d", "triton", "autograd, TRAIN_CONV = 'triton'")
-        elif TRAIN_CONV == "shift":
-            log_choice("causal_conv1d", "shift", "autograd, TRAIN_CONV = 'shift'")
+        elif TRAIN_CONV == "shift" or (TRAIN_CONV == "auto" and torch.compiler.is_compiling()):
+            log_choice("causal_conv1d", "shift", f"autograd under torch.compile, TRAIN_CONV = {TRAIN_CONV!r}")
             return causal_conv1d_shifted(x, weight, bias, valid, silu)
         else:
-            log_choice("causal_conv1d", "ref", "autograd: PyTorch's conv1d trains faster than the Triton backward")
+            log_choice("causal_conv1d", "ref", f"autograd in eager, TRAIN_CONV = {TRAIN_CONV!r}")
             return causal_conv1d_ref(x, weight, bias, valid, silu)
         from hymba.kernels.scan.triton_conv import causal_conv1d_triton
 
