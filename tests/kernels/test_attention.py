@@ -285,3 +285,50 @@ def test_flex_under_compile_compiles_its_kernel_inside_the_graph_both_ways(monke
     flex_mod.block_mask.cache_clear()
     for g, w in zip(_flex_loss_and_grads(flex_mod, spec, compiled=True), want, strict=True):
         torch.testing.assert_close(g, w)
+
+
+def test_flex_op_keeps_the_query_order_so_the_output_needs_no_copy(monkeypatch):
+    """The model's q, k, v are [B, T, H, D] memory seen as [B, H, T, D]. Under compile the opaque op returns
+    flex's output in that order (as flex writes it), and the gradients in each input's order, so neither the
+    op nor the output projection after it copies; where the kernel wrote another layout the op copies into the
+    declared one. Values and gradients as in eager; the stand-in writes [B, H, T, D]-contiguous outputs."""
+    import hymba.kernels.attention.flex as flex_mod
+
+    spec = plain_spec(2, 12, 2, 4)
+    monkeypatch.setattr(flex_mod, "_compiled", lambda: lambda q, k, v, **kw: attention_naive(q, k, v, spec))
+    monkeypatch.setattr(flex_mod, "block_mask", lambda *a: None)
+    monkeypatch.setattr(flex_mod, "_capability", lambda device: None)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 12, h, d).transpose(1, 2) for h, d in ((4, 8), (2, 8), (2, 16)))
+    assert flex_mod.dense_strides(q, 16) == (12 * 4 * 16, 16, 4 * 16, 1)  # [B, T, H, Dv] memory
+    assert flex_mod.dense_strides(k) == (12 * 2 * 8, 8, 2 * 8, 1)
+    out = flex_mod._flex_op(q, k, v, 4, 2)
+    assert out.stride() == flex_mod.dense_strides(q, 16)
+    torch.testing.assert_close(out, attention_naive(q, k, v, spec))
+    x = torch.randn(3, 4)
+    assert flex_mod._laid_out(x, x.stride()) is x  # no copy where the layout already is the declared one
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fq, fk, fv = (mode.from_tensor(t) for t in (q, k, v))
+        assert flex_mod._flex_op(fq, fk, fv, 4, 2).stride() == out.stride()
+        grads = flex_mod._flex_bwd_op(mode.from_tensor(out), fq, fk, fv, 4, 2)
+        assert [g.stride() for g in grads] == [flex_mod.dense_strides(t) for t in (q, k, v)]
+    qkv = [t.detach().requires_grad_(True) for t in (q, k, v)]
+    flex_mod._flex_op(*qkv, 4, 2).square().sum().backward()
+    ref = [t.detach().requires_grad_(True) for t in (q, k, v)]
+    attention_naive(*ref, spec).square().sum().backward()
+    for a, b in zip(qkv, ref):
+        assert a.grad.stride() == flex_mod.dense_strides(a)
+        torch.testing.assert_close(a.grad, b.grad)
+
+    def loss(attend, bq, bk, bv):  # as the model: [B, T, H, D] in, heads transposed, the output back to [B, T, H*D]
+        o = attend(bq.transpose(1, 2), bk.transpose(1, 2), bv.transpose(1, 2))
+        return o.transpose(1, 2).reshape(2, 12, -1).square().sum()
+
+    torch._dynamo.reset()
+    bases = [t.transpose(1, 2).detach().requires_grad_(True) for t in (q, k, v)]
+    compiled = torch.compile(lambda *b: loss(lambda *a: flex_mod.attention_flex(*a, spec), *b), fullgraph=True)
+    compiled(*bases).backward()
+    want = [t.transpose(1, 2).detach().requires_grad_(True) for t in (q, k, v)]
+    loss(lambda *a: attention_naive(*a, spec), *want).backward()
+    for a, b in zip(bases, want):
+        torch.testing.assert_close(a.grad, b.grad)

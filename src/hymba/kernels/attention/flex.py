@@ -81,8 +81,12 @@ def _compiled():
 # eager and its backward 9.3 against 2.7 (benchmarks/results/2026-12-07-h100-s21.md), with Inductor's prologue
 # fusion on or off. So under compile the call goes through the custom ops below, opaque to Inductor: the same
 # compiled flex kernels as in eager, with the block mask from the cache (not rebuilt in the graph). Their
-# backward recomputes the forward (about a third of the backward's time) to take flex's own gradients. Not yet
-# measured on a GPU; False keeps flex in the graph (``benchmarks/glue_profile.py --compile --flex-in-graph``).
+# backward recomputes the forward (about a third of the backward's time) to take flex's own gradients. Compiled,
+# row 13's flex took 4.7 ms a step this way, forward and backward (H100, session 24,
+# benchmarks/results/2026-12-07-h100-s24.md); False keeps flex in the graph (``glue_profile.py --flex-in-graph``).
+# The ops return flex's layouts (the query's dimension order; :func:`dense_strides`), not contiguous copies: 48 of
+# the 60 copies a step (1.4 ms in all) in session 24's profile were the ``.contiguous()`` they returned before
+# (not measured since).
 OPAQUE_UNDER_COMPILE = True
 
 
@@ -92,14 +96,37 @@ def _flex(q: Tensor, k: Tensor, v: Tensor, window: int | None, n_meta: int) -> T
     return _compiled()(q, k, v, block_mask=bm, enable_gqa=k.shape[1] != q.shape[1], kernel_options=opts)
 
 
+def dense_strides(t: Tensor, last: int | None = None) -> tuple[int, ...]:
+    """The strides of a dense tensor of ``t``'s shape (its last dim ``last`` if given) whose dims lie in memory
+    in ``t``'s order: how flex lays out its output (after the query's order) and its gradients (after each
+    input's). The model's q, k, v are [B, T, H, D] memory seen as [B, H, T, D], so in that order the output
+    goes on to the output projection with no copy."""
+    shape = (*t.shape[:-1], t.shape[-1] if last is None else last)
+    strides, size = [0] * t.dim(), 1
+    for i in sorted(range(t.dim()), key=lambda i: (t.stride(i), -i)):  # innermost first
+        strides[i] = size
+        size *= shape[i]
+    return tuple(strides)
+
+
+def _laid_out(x: Tensor, strides: tuple[int, ...]) -> Tensor:
+    """``x`` in the layout the op's fake declares (Inductor plans the graph around it): as it is when flex
+    already wrote it so, else copied."""
+    if x.stride() == strides:
+        return x
+    out = x.new_empty_strided(x.shape, strides)
+    out.copy_(x)
+    return out
+
+
 @torch.library.custom_op("hymba::flex_attention", mutates_args=())
 def _flex_op(q: Tensor, k: Tensor, v: Tensor, window: int | None, n_meta: int) -> Tensor:
-    return _flex(q, k, v, window, n_meta).contiguous()  # the fake's layout: Inductor plans with it
+    return _laid_out(_flex(q, k, v, window, n_meta), dense_strides(q, v.shape[-1]))
 
 
 @_flex_op.register_fake
 def _(q, k, v, window, n_meta):
-    return q.new_empty(*q.shape[:-1], v.shape[-1])
+    return q.new_empty_strided((*q.shape[:-1], v.shape[-1]), dense_strides(q, v.shape[-1]))
 
 
 @torch.library.custom_op("hymba::flex_attention_bwd", mutates_args=())
@@ -109,12 +136,12 @@ def _flex_bwd_op(
     with torch.enable_grad(), _keys_back(AUTOGRAD_KEYS):
         qkv = [t.detach().requires_grad_(True) for t in (q, k, v)]
         grads = torch.autograd.grad(_flex(*qkv, window, n_meta), qkv, dout)
-    return tuple(g.contiguous() for g in grads)
+    return tuple(_laid_out(g, dense_strides(t)) for g, t in zip(grads, (q, k, v)))
 
 
 @_flex_bwd_op.register_fake
 def _(dout, q, k, v, window, n_meta):
-    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+    return tuple(t.new_empty_strided(t.shape, dense_strides(t)) for t in (q, k, v))
 
 
 def _setup(ctx, inputs, output):
