@@ -84,9 +84,9 @@ def _compiled():
 # backward recomputes the forward (about a third of the backward's time) to take flex's own gradients. Compiled,
 # row 13's flex took 4.7 ms a step this way, forward and backward (H100, session 24,
 # benchmarks/results/2026-12-07-h100-s24.md); False keeps flex in the graph (``glue_profile.py --flex-in-graph``).
-# The ops return flex's layouts (the query's dimension order; :func:`dense_strides`), not contiguous copies: 48 of
-# the 60 copies a step (1.4 ms in all) in session 24's profile were the ``.contiguous()`` they returned before
-# (not measured since).
+# The ops return flex's layouts (the query's dimension order; :func:`dense_strides`), not contiguous copies: by count
+# 48 of the 60 copies a step (1.4 ms in all) in session 24's profile were most likely the ``.contiguous()`` they
+# returned before (not measured since).
 OPAQUE_UNDER_COMPILE = True
 
 
