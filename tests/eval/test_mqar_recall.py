@@ -283,3 +283,27 @@ def test_a_cut_off_run_resumes_on_cuda_with_graphed_steps(tmp_path):
     assert b == pytest.approx(a, rel=1e-3)
     for (name, p), q in zip(whole.named_parameters(), again.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize(
+    "device", [pytest.param("cpu", marks=pytest.mark.slow), pytest.param("cuda", marks=pytest.mark.gpu)]
+)
+def test_compiled_probe_trains_as_the_eager_one(device):
+    """``recall.compile``: the probe's training steps under torch.compile (Inductor; one compile per training
+    length, here two; on CUDA replayed as CUDA graphs) give the uncompiled steps' losses and weights up to
+    rounding. Slow on CPU (about 90 s of compiling on 2 cores)."""
+    from hymba import HymbaLM
+
+    s, cfg = _resumable()
+    s = dataclasses.replace(s, train_steps=6)
+    torch.manual_seed(0)
+    eager, compiled = HymbaLM(cfg).to(device), HymbaLM(cfg).to(device)
+    compiled.load_state_dict(eager.state_dict())
+    want = train_mqar(eager, s, lr=3e-3, device=device)
+    torch._dynamo.reset()
+    got = train_mqar(compiled, dataclasses.replace(s, compile=True), lr=3e-3, device=device)
+    tol = dict(rtol=1e-4, atol=1e-5) if device == "cpu" else dict(rtol=2e-3, atol=1e-4)  # bf16 on CUDA
+    assert got == pytest.approx(want, rel=tol["rtol"])
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(q, p, msg=name, **tol)
+    assert not isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)  # trained in place, returned as is

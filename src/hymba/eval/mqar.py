@@ -51,7 +51,16 @@ from hymba.config import ModelConfig, Section, TrainConfig, scale_settings
 from hymba.data.dataset import IGNORE_INDEX
 from hymba.io import atomic_path
 from hymba.runtime import autocast_context, autocast_dtype
-from hymba.train.step import GraphedStep, TrainingDiverged, accumulate, build_optimizer, check_finite, lr_at, set_lr
+from hymba.train.step import (
+    GraphedStep,
+    TrainingDiverged,
+    accumulate,
+    build_optimizer,
+    check_finite,
+    compile_model,
+    lr_at,
+    set_lr,
+)
 
 FILLER = 0
 
@@ -193,6 +202,11 @@ class MQARSettings(Section):
     # CUDA only: replay each training-step shape as one CUDA graph (GraphedStep; the probe's small steps are
     # bound by kernel launches). Falls back to eager steps, with a logged note, where capture fails.
     cuda_graphs: bool = True
+    # torch.compile the probe for its training steps (hymba.train.step.compile_model; with cuda_graphs, the
+    # graphs replay Inductor's fused kernels): the probe's step is a long tail of small elementwise kernels
+    # (benchmarks/results/2026-12-04-h200-s19.md). The same steps up to rounding; a compile per training length.
+    # Not yet timed on a GPU.
+    compile: bool = False
 
     SECTION = "recall"
 
@@ -258,9 +272,10 @@ class MQARSettings(Section):
 
     def result_settings(self) -> dict[str, Any]:
         """The settings a recall result depends on, as recorded beside it: :meth:`to_dict` without
-        ``cuda_graphs`` (the same steps either way)."""
+        ``cuda_graphs`` and ``compile`` (the same steps either way, up to rounding)."""
         d = self.to_dict()
         d.pop("cuda_graphs")
+        d.pop("compile")
         return d
 
     @classmethod
@@ -429,7 +444,7 @@ def train_mqar(
         if resumed is not None:
             resumed[:] = history
         log.info("recall: resuming the run (lr %g, seed %d) from step %d of %s", lr, seed, start, checkpoint)
-    step_fn = _StepFn(model, opt, dev, amp, s, graphs=graphed)
+    step_fn = _StepFn(compile_model(model) if s.compile else model, opt, dev, amp, s, graphs=graphed)
     # The host reads the loss back only every `_SYNC_EVERY` steps (every step with a callback or a check
     # due), so that on a GPU it can queue the next steps' kernels while the current ones run.
     pinned = dev.type == "cuda"
