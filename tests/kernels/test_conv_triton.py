@@ -263,3 +263,14 @@ def test_custom_ops_trace():
     A, D, bias = -torch.rand(d, n, device=DEVICE) - 0.5, torch.randn(d, device=DEVICE), torch.randn(d, device=DEVICE)
     args = (u, delta, A, B, C, D, z, bias, torch.empty(0, device=DEVICE), True)
     torch.library.opcheck(scan_triton._scan_fwd, args, test_utils=("test_schema", "test_faketensor"))
+
+
+def test_train_conv_names_the_conv_each_setting_trains_with(monkeypatch):
+    """What the trainer logs when it compiles (the choice is made inside the graph, where it cannot be said)."""
+    import hymba.kernels.scan as scan
+
+    for setting, eager, compiled in (("auto", "ref", "shift"), ("ref",) * 3, ("triton",) * 3, ("shift",) * 3):
+        monkeypatch.setattr(scan, "TRAIN_CONV", setting)
+        assert scan.train_conv("triton", DEVICE, compiled=False) == eager, setting
+        assert scan.train_conv("triton", DEVICE, compiled=True) == compiled, setting
+        assert scan.train_conv("ref", DEVICE, compiled=True) == "ref"  # the reference backend: conv1d always

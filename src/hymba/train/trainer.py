@@ -521,6 +521,11 @@ def _train(
             if compiled
             else f"eager ({device.type}, {tc.max_steps} steps; compiling pays from {COMPILE_MIN_STEPS} steps on CUDA)",
         )
+    if compiled and model_cfg.ssm:  # chosen inside the compiled graph, where it cannot be logged
+        from hymba.kernels import scan
+
+        conv = scan.train_conv(model_cfg.scan_backend, device.type, compiled=True)
+        log.info("torch.compile: the Mamba conv trains as %r (kernels.scan.TRAIN_CONV = %r)", conv, scan.TRAIN_CONV)
     forward = compile_model(wrapped) if compiled else wrapped
     peak = peak_flops(device, tc.peak_flops)
     tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum * par.world_size  # all ranks

@@ -182,23 +182,35 @@ def causal_conv1d(x, weight, bias=None, valid=None, silu: bool = True, backend: 
     """Mamba-1's depthwise causal conv, x [B, S, D] -> u [B, S, D]; see ``causal_conv1d_ref``. ``backend`` is
     the scan backend's name: ``ref`` runs PyTorch's conv1d; the others run the Triton kernel on CUDA (or under
     ``TRITON_INTERPRET=1``) where no gradient is needed, and where one is the conv ``TRAIN_CONV`` names."""
-    chosen = resolve(backend, x.device.type)
-    if chosen != "ref" and _has_triton() and (x.device.type == "cuda" or _interpreted()):
-        params = (x, weight) if bias is None else (x, weight, bias)
-        if not (torch.is_grad_enabled() and any(t.requires_grad for t in params)):
-            log_choice("causal_conv1d", "triton", "no gradient needed")
-        elif TRAIN_CONV == "triton":
-            log_choice("causal_conv1d", "triton", "autograd, TRAIN_CONV = 'triton'")
-        elif TRAIN_CONV == "shift" or (TRAIN_CONV == "auto" and torch.compiler.is_compiling()):
-            log_choice("causal_conv1d", "shift", f"autograd under torch.compile, TRAIN_CONV = {TRAIN_CONV!r}")
-            return causal_conv1d_shifted(x, weight, bias, valid, silu)
-        else:
-            log_choice("causal_conv1d", "ref", f"autograd in eager, TRAIN_CONV = {TRAIN_CONV!r}")
-            return causal_conv1d_ref(x, weight, bias, valid, silu)
+    params = (x, weight) if bias is None else (x, weight, bias)
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in params)
+    fast = _conv_kernels(backend, x.device.type)
+    conv = train_conv(backend, x.device.type, torch.compiler.is_compiling()) if grad else "triton" if fast else "ref"
+    if fast:  # "ref" of a non-ref backend is a choice: said once (the eager calls say it; compiled ones cannot)
+        why = f"autograd, TRAIN_CONV = {TRAIN_CONV!r}" if grad else "no gradient needed"
+        log_choice("causal_conv1d", conv, why)
+    if conv == "shift":
+        return causal_conv1d_shifted(x, weight, bias, valid, silu)
+    if conv == "triton":
         from hymba.kernels.scan.triton_conv import causal_conv1d_triton
 
         return causal_conv1d_triton(x, weight, bias, valid, silu)
     return causal_conv1d_ref(x, weight, bias, valid, silu)
+
+
+def _conv_kernels(backend: str, device_type: str) -> bool:
+    """Whether a scan backend on this device runs our conv kernels (else PyTorch's conv1d, always)."""
+    return resolve(backend, device_type) != "ref" and _has_triton() and (device_type == "cuda" or _interpreted())
+
+
+def train_conv(backend: str, device_type: str, compiled: bool) -> str:
+    """The Mamba conv that runs where a gradient is needed, for a scan ``backend`` on ``device_type``, in a
+    ``torch.compile``'d graph or eager: "ref" (PyTorch's conv1d), "triton" or "shift" (``TRAIN_CONV``)."""
+    if not _conv_kernels(backend, device_type) or TRAIN_CONV == "ref":
+        return "ref"
+    if TRAIN_CONV == "auto":
+        return "shift" if compiled else "ref"
+    return TRAIN_CONV
 
 
 def causal_conv1d_update(conv_state, x, weight, bias=None, silu: bool = True, backend: str = "auto"):
@@ -218,6 +230,7 @@ __all__ = [
     "causal_conv1d_ref",
     "causal_conv1d_shifted",
     "causal_conv1d_update",
+    "train_conv",
     "selective_scan_ref",
     "selective_scan_quadratic",
     "selective_state_update_ref",
