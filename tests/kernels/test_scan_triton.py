@@ -76,6 +76,7 @@ def test_outputs_state_and_gradients_match_the_reference(L, unroll, small_chunks
     monkeypatch.setattr(scan_triton, "UNROLL", unroll)
     monkeypatch.setattr(scan_triton, "CHUNKED_BLOCK_D", 4)  # 5 channels: two blocks, the second masked
     monkeypatch.setattr(scan_triton, "CHUNKED_FWD_BLOCK_D", 4)
+    monkeypatch.setattr(scan_triton, "ASSOC_BLOCK_D", 4)
     torch.manual_seed(L)
     _compare(_inputs(2, 5, L, 4), rtol=1e-4, atol=1e-4)
 

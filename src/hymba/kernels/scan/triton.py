@@ -22,6 +22,11 @@ the SiLU(z) gate are fused; inputs may be fp32, bf16 or fp16. Both implementatio
   for each chunk's incoming adjoint (and d h0), then one program per chunk (a persistent grid, so the scratch
   does not grow with B x D x L) that recomputes the chunk's states and writes every gradient. About 2x the
   arithmetic of ``sequential`` for L / CHUNK times as many programs.
+- ``assoc``: the chunked design with each chunk one [channels, CHUNK] tile: per state, the chunk's recurrence
+  (forward) and adjoint (backward, a_{t+1} from delta loaded one step later) are parallel scans over the tile's
+  time axis (``tl.associative_scan``), so the backward keeps no per-step states anywhere but in registers (the
+  chunked backward's scratch traffic is what bounds it: benchmarks/results/2026-12-07-h100-s22.md). The same
+  phase 2 chains the chunks.
 
 Reductions over channels (dB, dC), over the batch and over chunks (dA, dD, d bias) go through per-block buffers
 summed afterwards in PyTorch: no float atomics, so gradients are deterministic. The kernels are registered as
@@ -59,7 +64,9 @@ BWD_MAXNREG = 128  # registers a thread of the backward kernels may use (0: the 
 # chunked backward on sm_90, so 8 one-warp programs fit an SM). 128 fits 16 and spills, and the chunked backward
 # kernel took 822 against 927 us (ncu), fwd+bwd 1.61 against 1.84 ms (B16 D1024 L512) and 5.12 against 5.27
 # (B8 D2048 L2048); 168: 1.65 and 5.71 (H100, session 22, benchmarks/results/2026-12-07-h100-s22.md)
-IMPLS = ("sequential", "chunked")
+ASSOC_BLOCK_D = 32  # channels per program, assoc (forward and backward)
+ASSOC_WARPS = 4  # per program, assoc
+IMPLS = ("sequential", "chunked", "assoc")
 LOG2E = tl.constexpr(1.4426950408889634)
 
 
@@ -1019,6 +1026,256 @@ def _bwd_chunked_kernel(
         tl.store(dbias_ptr + part, dbias, mask=md)
 
 
+@triton.jit
+def _affine(a1, b1, a2, b2):
+    """x -> a1 x + b1, then x -> a2 x + b2 (the scan's combine; in reverse, the later step comes first)."""
+    return a1 * a2, b1 * a2 + b2
+
+
+@triton.jit
+def _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS: tl.constexpr):
+    """Raw delta + bias and delta of a [BLOCK, CH] tile (delta 0 outside ``m2``: the state stays)."""
+    ptr = dt_ptr + b * s_tb + d[:, None] * s_td + t[None, :] * s_tl
+    raw = tl.load(ptr, mask=m2, other=0.0).to(tl.float32) + bias[:, None]
+    return raw, tl.where(m2, _softplus(raw) if SOFTPLUS else raw, 0.0)
+
+
+@triton.jit
+def _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z: tl.constexpr):
+    """The output gradient g, the scan output's gradient dy = g SiLU(z), z and sigmoid(z) of a tile."""
+    g = tl.load(dout_ptr + b * s_gb + d[:, None] * s_gd + t[None, :] * s_gl, mask=m2, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_ptr + b * s_zb + d[:, None] * s_zd + t[None, :] * s_zl, mask=m2, other=0.0).to(tl.float32)
+        sz = tl.sigmoid(z)
+        return g, g * z * sz, z, sz
+    return g, g, g, g
+
+
+@triton.jit
+def _fwd_assoc_kernel(
+    u_ptr,
+    dt_ptr,
+    z_ptr,
+    out_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    bias_ptr,
+    chk_ptr,
+    loc_ptr,
+    dtsum_ptr,
+    L,
+    DIM,
+    N,
+    n_chunks,
+    s_ub,
+    s_ud,
+    s_ul,
+    s_tb,
+    s_td,
+    s_tl,
+    s_zb,
+    s_zd,
+    s_zl,
+    s_ob,
+    s_od,
+    s_ol,
+    s_Ad,
+    s_An,
+    s_Bb,
+    s_Bn,
+    s_Bl,
+    s_Cb,
+    s_Cn,
+    s_Cl,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    FINAL: tl.constexpr,
+    BLOCK: tl.constexpr,
+    CH: tl.constexpr,
+):
+    """``assoc`` forward, one program per (channel block, chunk, batch row), the chunk's steps as one [BLOCK, CH]
+    tile: per state n, h_t = a_t h_{t-1} + b_t by a parallel scan over the tile's time axis. Not ``FINAL``
+    (phase 1): from a zero state -> the chunk's end state and sum of delta. ``FINAL`` (phase 3): from its true
+    start state (in ``chk``) -> y."""
+    c = tl.program_id(1)
+    b = tl.program_id(2)
+    d = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    j = tl.arange(0, CH)
+    t = c * CH + j
+    md = d < DIM
+    m2 = md[:, None] & (t < L)[None, :]
+    bias = tl.load(bias_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK], tl.float32)
+    u = tl.load(u_ptr + b * s_ub + d[:, None] * s_ud + t[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
+    _, dt = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)
+    dtu = dt * u
+    if FINAL:
+        Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
+        y = Dv[:, None] * u
+    for n in range(N):
+        A2 = tl.load(A_ptr + d * s_Ad + n * s_An, mask=md, other=0.0).to(tl.float32) * LOG2E
+        Bn = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=t < L, other=0.0).to(tl.float32)
+        prod, h = tl.associative_scan((tl.math.exp2(dt * A2[:, None]), dtu * Bn[None, :]), 1, _affine)
+        row = ((b * n_chunks + c) * N + n) * DIM + d  # [B, n_chunks, N, D]
+        if FINAL:
+            h += prod * tl.load(chk_ptr + row, mask=md, other=0.0)[:, None]
+            Cn = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=t < L, other=0.0).to(tl.float32)
+            y += h * Cn[None, :]
+        else:  # past the sequence's end the state stays (a = 1, b = 0), so the last column is the end state
+            tl.store(loc_ptr + row, tl.sum(tl.where(j[None, :] == CH - 1, h, 0.0), axis=1), mask=md)
+    if FINAL:
+        if HAS_Z:
+            z = tl.load(z_ptr + b * s_zb + d[:, None] * s_zd + t[None, :] * s_zl, mask=m2, other=0.0).to(tl.float32)
+            y = y * z * tl.sigmoid(z)
+        tl.store(out_ptr + b * s_ob + d[:, None] * s_od + t[None, :] * s_ol, y.to(out_ptr.dtype.element_ty), mask=m2)
+    else:
+        tl.store(dtsum_ptr + (b * n_chunks + c) * DIM + d, tl.sum(dt, axis=1), mask=md)
+
+
+@triton.jit
+def _bwd_assoc_kernel(
+    u_ptr,
+    dt_ptr,
+    z_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    bias_ptr,
+    chk_ptr,
+    carry_ptr,
+    dout_ptr,
+    du_ptr,
+    ddt_ptr,
+    dz_ptr,
+    dA_ptr,
+    dD_ptr,
+    dbias_ptr,
+    dB_ptr,
+    dC_ptr,
+    loc_ptr,
+    dtsum_ptr,
+    L,
+    DIM,
+    N,
+    n_chunks,
+    n_blocks,
+    s_ub,
+    s_ud,
+    s_ul,
+    s_tb,
+    s_td,
+    s_tl,
+    s_zb,
+    s_zd,
+    s_zl,
+    s_gb,
+    s_gd,
+    s_gl,
+    s_Ad,
+    s_An,
+    s_Bb,
+    s_Bn,
+    s_Bl,
+    s_Cb,
+    s_Cn,
+    s_Cl,
+    s_dub,
+    s_dud,
+    s_dul,
+    s_dtb,
+    s_dtd,
+    s_dtl,
+    s_dzb,
+    s_dzd,
+    s_dzl,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    FINAL: tl.constexpr,
+    BLOCK: tl.constexpr,
+    CH: tl.constexpr,
+):
+    """``assoc`` backward, one program per (channel block, chunk, batch row), the chunk as one [BLOCK, CH] tile.
+    Per state n the adjoint g_t = a_{t+1} g_{t+1} + dy_t C_t is a parallel scan in reverse time (a_{t+1} from
+    delta loaded one step later). Not ``FINAL`` (phase 1): from a zero adjoint after the chunk -> its share
+    a_{t0} g_{t0} of the adjoint flowing into the previous chunk, and its sum of delta. ``FINAL`` (phase 3): the
+    chunk's states h_t from its saved start (a forward scan) and its adjoints from ``carry`` (the adjoint flowing
+    into its last state from later chunks) -> every gradient, with no per-step state kept anywhere but in
+    registers. The previous state enters only as a_t h_{t-1} = h_t - delta_t B_t u_t."""
+    c = tl.program_id(1)
+    b = tl.program_id(2)
+    blk = tl.program_id(0)
+    d = blk * BLOCK + tl.arange(0, BLOCK)
+    j = tl.arange(0, CH)
+    t = c * CH + j
+    md = d < DIM
+    t_end = tl.minimum(c * CH + CH, L)
+    m2 = md[:, None] & (t < L)[None, :]
+    bias = tl.load(bias_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK], tl.float32)
+    raw, dt = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)
+    _, dt_next = _tile_delta(
+        dt_ptr, b, d, t + 1, md[:, None] & (t + 1 < t_end)[None, :], bias, s_tb, s_td, s_tl, SOFTPLUS
+    )
+    g, dy, z, sz = _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z)
+    if FINAL:
+        u = tl.load(u_ptr + b * s_ub + d[:, None] * s_ud + t[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
+        Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
+        dtu = dt * u
+        y = Dv[:, None] * u
+        du = dy * Dv[:, None]
+        ddt = tl.zeros([BLOCK, CH], tl.float32)
+    else:
+        dt0 = tl.sum(tl.where(j[None, :] == 0, dt, 0.0), axis=1)
+    for n in range(N):
+        A = tl.load(A_ptr + d * s_Ad + n * s_An, mask=md, other=0.0).to(tl.float32)
+        A2 = A * LOG2E
+        Cn = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=t < L, other=0.0).to(tl.float32)
+        prod_r, adj = tl.associative_scan(
+            (tl.math.exp2(dt_next * A2[:, None]), dy * Cn[None, :]), 1, _affine, reverse=True
+        )
+        if FINAL:
+            Bn = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=t < L, other=0.0).to(tl.float32)
+            bx = dtu * Bn[None, :]
+            prod, h = tl.associative_scan((tl.math.exp2(dt * A2[:, None]), bx), 1, _affine)
+            h += prod * tl.load(chk_ptr + ((b * n_chunks + c) * N + n) * DIM + d, mask=md, other=0.0)[:, None]
+            state = ((b * DIM + d) * n_chunks + c) * N + n  # [B, D, n_chunks, N]
+            adj += prod_r * tl.load(carry_ptr + state, mask=md, other=0.0)[:, None]  # the whole adjoint of h_t
+            y += h * Cn[None, :]
+            part = (b * n_blocks + blk) * L + t  # this block's dB, dC partials: [B, n_blocks, L, N]
+            tl.store(dC_ptr + part * N + n, tl.sum(h * dy, axis=0), mask=t < L)
+            tl.store(dB_ptr + part * N + n, tl.sum(adj * dtu, axis=0), mask=t < L)
+            du += adj * dt * Bn[None, :]
+            decayed = h - bx  # a_t h_{t-1}
+            ddt += adj * (decayed * A[:, None] + u * Bn[None, :])
+            dA = tl.sum(adj * dt * decayed, axis=1)
+            tl.store(dA_ptr + ((b * n_chunks + c) * DIM + d) * N + n, dA, mask=md)
+        else:
+            first = tl.sum(tl.where(j[None, :] == 0, adj, 0.0), axis=1)
+            tl.store(loc_ptr + ((b * DIM + d) * n_chunks + c) * N + n, tl.math.exp2(dt0 * A2) * first, mask=md)
+    if FINAL:
+        if HAS_Z:
+            tl.store(
+                dz_ptr + b * s_dzb + d[:, None] * s_dzd + t[None, :] * s_dzl,
+                g * y * sz * (1.0 + z * (1.0 - sz)),
+                mask=m2,
+            )
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(raw)
+        ddt = tl.where(m2, ddt, 0.0)
+        tl.store(du_ptr + b * s_dub + d[:, None] * s_dud + t[None, :] * s_dul, du, mask=m2)
+        tl.store(ddt_ptr + b * s_dtb + d[:, None] * s_dtd + t[None, :] * s_dtl, ddt, mask=m2)
+        part_c = (b * n_chunks + c) * DIM + d  # [B, n_chunks, D] partials
+        tl.store(dD_ptr + part_c, tl.sum(dy * u, axis=1), mask=md)
+        tl.store(dbias_ptr + part_c, tl.sum(ddt, axis=1), mask=md)
+    else:
+        tl.store(dtsum_ptr + (b * n_chunks + c) * DIM + d, tl.sum(dt, axis=1), mask=md)
+
+
 def _s3(t: Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2)
 
@@ -1034,7 +1291,17 @@ def _impl() -> tuple[str, int, int]:
         raise ValueError(f"scan IMPL={IMPL!r} unknown; expected one of {IMPLS}")
     if CHUNK % UNROLL:
         raise ValueError(f"scan CHUNK={CHUNK} must be a multiple of UNROLL={UNROLL}")
+    if IMPL == "assoc":
+        if CHUNK & (CHUNK - 1):
+            raise ValueError(f"scan CHUNK={CHUNK} must be a power of two for IMPL='assoc' (a chunk is one tile)")
+        return IMPL, ASSOC_BLOCK_D, ASSOC_WARPS
     return (IMPL, BLOCK_D, NUM_WARPS) if IMPL == "sequential" else (IMPL, CHUNKED_BLOCK_D, CHUNKED_WARPS)
+
+
+def _assoc_flags(flags: dict) -> dict:
+    """The chunked kernels' launch flags as the assoc kernels take them (a chunk is one tile: no unrolling)."""
+    keep = ("HAS_D", "HAS_Z", "HAS_BIAS", "SOFTPLUS", "BLOCK", "num_warps")
+    return {k: flags[k] for k in keep if k in flags} | {"CH": CHUNK}
 
 
 def _n_chunks(L: int) -> int:
@@ -1099,7 +1366,11 @@ def _scan_fwd(
     loc = torch.empty_like(chk)  # each chunk's end state from a zero start
     dt_sum = torch.empty(b, n_chunks, dim, device=u.device, dtype=torch.float32)
     grid = (n_blocks, n_chunks, b)
-    _fwd_chunk_kernel[grid](*tensors, chk, loc, dt_sum, L, dim, N, n_chunks, *strides, FINAL=False, **flags)
+    if impl == "assoc":
+        kernel, flags = _fwd_assoc_kernel, _assoc_flags(flags)
+    else:
+        kernel = _fwd_chunk_kernel
+    kernel[grid](*tensors, chk, loc, dt_sum, L, dim, N, n_chunks, *strides, FINAL=False, **flags)
     _chunk_pass_kernel[(n_blocks, b)](
         A,
         loc,
@@ -1116,10 +1387,10 @@ def _scan_fwd(
         HAS_INIT=h0.numel() > 0,
         REVERSE=False,
         BLOCK=block,
-        NP=flags["NP"],
+        NP=triton.next_power_of_2(N),
         num_warps=warps,
     )
-    _fwd_chunk_kernel[grid](*tensors, chk, loc, dt_sum, L, dim, N, n_chunks, *strides, FINAL=True, **flags)
+    kernel[grid](*tensors, chk, loc, dt_sum, L, dim, N, n_chunks, *strides, FINAL=True, **flags)
     return out, last, chk
 
 
@@ -1235,27 +1506,35 @@ def _scan_bwd(
         loc = torch.empty(b, dim, n_chunks, N, **f32)  # each chunk's share of the adjoint into the previous one
         carry = torch.empty_like(loc)  # the adjoint flowing into each chunk's last state from later chunks
         dt_sum = torch.empty(b, n_chunks, dim, **f32)
-        _bwd_chunk_local_kernel[(n_blocks, n_chunks, b)](
-            delta,
-            zz,
-            A,
-            C,
-            delta_bias,
-            dout,
-            loc,
-            dt_sum,
-            L,
-            dim,
-            N,
-            n_chunks,
-            *_s3(delta),
-            *_s3(zz),
-            *_s3(dout),
-            A.stride(0),
-            A.stride(1),
-            *_s3(C),
-            **{k: v for k, v in flags.items() if k != "HAS_D"},
-        )
+        dA = torch.empty(b, n_chunks, dim, N, **f32)
+        dD, dbias = torch.empty(b, n_chunks, dim, **f32), torch.empty(b, n_chunks, dim, **f32)
+        if impl == "assoc":
+            aflags = _assoc_flags(flags)
+            outs = (du, ddt, dzz, dA, dD, dbias, dB, dC, loc, dt_sum, L, dim, N, n_chunks, n_blocks)
+            ins = (u, delta, zz, A, B, C, D, delta_bias, chk)
+            _bwd_assoc_kernel[(n_blocks, n_chunks, b)](*ins, loc, dout, *outs, *strides, FINAL=False, **aflags)
+        else:
+            _bwd_chunk_local_kernel[(n_blocks, n_chunks, b)](
+                delta,
+                zz,
+                A,
+                C,
+                delta_bias,
+                dout,
+                loc,
+                dt_sum,
+                L,
+                dim,
+                N,
+                n_chunks,
+                *_s3(delta),
+                *_s3(zz),
+                *_s3(dout),
+                A.stride(0),
+                A.stride(1),
+                *_s3(C),
+                **{k: v for k, v in flags.items() if k != "HAS_D"},
+            )
         _chunk_pass_kernel[(n_blocks, b)](
             A,
             loc,
@@ -1275,41 +1554,42 @@ def _scan_bwd(
             NP=flags["NP"],
             num_warps=warps,
         )
-        n_tiles = n_blocks * n_chunks * b
-        slots = _bwd_slots(u.device, n_tiles)
-        scratch = torch.empty(slots, CHUNK + 1, block, flags["NP"], **f32)
-        dA = torch.empty(b, n_chunks, dim, N, **f32)
-        dD, dbias = torch.empty(b, n_chunks, dim, **f32), torch.empty(b, n_chunks, dim, **f32)
-        _bwd_chunked_kernel[(slots,)](
-            u,
-            delta,
-            zz,
-            A,
-            B,
-            C,
-            D,
-            delta_bias,
-            chk,
-            carry,
-            dout,
-            scratch,
-            du,
-            ddt,
-            dzz,
-            dA,
-            dD,
-            dbias,
-            dB,
-            dC,
-            L,
-            dim,
-            N,
-            n_chunks,
-            n_blocks,
-            n_tiles,
-            *strides,
-            **flags,
-        )
+        if impl == "assoc":
+            _bwd_assoc_kernel[(n_blocks, n_chunks, b)](*ins, carry, dout, *outs, *strides, FINAL=True, **aflags)
+        else:
+            n_tiles = n_blocks * n_chunks * b
+            slots = _bwd_slots(u.device, n_tiles)
+            scratch = torch.empty(slots, CHUNK + 1, block, flags["NP"], **f32)
+            _bwd_chunked_kernel[(slots,)](
+                u,
+                delta,
+                zz,
+                A,
+                B,
+                C,
+                D,
+                delta_bias,
+                chk,
+                carry,
+                dout,
+                scratch,
+                du,
+                ddt,
+                dzz,
+                dA,
+                dD,
+                dbias,
+                dB,
+                dC,
+                L,
+                dim,
+                N,
+                n_chunks,
+                n_blocks,
+                n_tiles,
+                *strides,
+                **flags,
+            )
         sum_dims = (0, 1)
     # absent inputs get distinct empty gradients (custom-op outputs must not alias)
     return [
