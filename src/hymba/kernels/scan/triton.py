@@ -1099,8 +1099,8 @@ def _fwd_assoc_kernel(
 ):
     """``assoc`` forward, one program per (channel block, chunk, batch row), the chunk's steps as one [BLOCK, CH]
     tile: per state n, h_t = a_t h_{t-1} + b_t by a parallel scan over the tile's time axis. Not ``FINAL``
-    (phase 1): from a zero state -> the chunk's end state and sum of delta. ``FINAL`` (phase 3): from its true
-    start state (in ``chk``) -> y."""
+    (phase 1): from a zero state -> the chunk's end state (a weighted sum over the chunk) and sum of delta.
+    ``FINAL`` (phase 3): from its true start state (in ``chk``) -> y."""
     c = tl.program_id(1)
     b = tl.program_id(2)
     d = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -1115,17 +1115,20 @@ def _fwd_assoc_kernel(
     if FINAL:
         Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
         y = Dv[:, None] * u
+    else:  # the end state from zero is sum_t exp(A sum_{s > t} delta_s) b_t: a weighted sum, no scan
+        later = tl.sum(dt, axis=1)[:, None] - tl.cumsum(dt, axis=1)
     for n in range(N):
         A2 = tl.load(A_ptr + d * s_Ad + n * s_An, mask=md, other=0.0).to(tl.float32) * LOG2E
         Bn = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=t < L, other=0.0).to(tl.float32)
-        prod, h = tl.associative_scan((tl.math.exp2(dt * A2[:, None]), dtu * Bn[None, :]), 1, _affine)
         row = ((b * n_chunks + c) * N + n) * DIM + d  # [B, n_chunks, N, D]
         if FINAL:
+            prod, h = tl.associative_scan((tl.math.exp2(dt * A2[:, None]), dtu * Bn[None, :]), 1, _affine)
             h += prod * tl.load(chk_ptr + row, mask=md, other=0.0)[:, None]
             Cn = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=t < L, other=0.0).to(tl.float32)
             y += h * Cn[None, :]
-        else:  # past the sequence's end the state stays (a = 1, b = 0), so the last column is the end state
-            tl.store(loc_ptr + row, tl.sum(tl.where(j[None, :] == CH - 1, h, 0.0), axis=1), mask=md)
+        else:
+            end = tl.sum(tl.math.exp2(later * A2[:, None]) * dtu * Bn[None, :], axis=1)
+            tl.store(loc_ptr + row, end, mask=md)
     if FINAL:
         if HAS_Z:
             z = tl.load(z_ptr + b * s_zb + d[:, None] * s_zd + t[None, :] * s_zl, mask=m2, other=0.0).to(tl.float32)
@@ -1203,7 +1206,8 @@ def _bwd_assoc_kernel(
     """``assoc`` backward, one program per (channel block, chunk, batch row), the chunk as one [BLOCK, CH] tile.
     Per state n the adjoint g_t = a_{t+1} g_{t+1} + dy_t C_t is a parallel scan in reverse time (a_{t+1} from
     delta loaded one step later). Not ``FINAL`` (phase 1): from a zero adjoint after the chunk -> its share
-    a_{t0} g_{t0} of the adjoint flowing into the previous chunk, and its sum of delta. ``FINAL`` (phase 3): the
+    a_{t0} g_{t0} of the adjoint flowing into the previous chunk (a weighted sum over the chunk), and its sum of
+    delta. ``FINAL`` (phase 3): the
     chunk's states h_t from its saved start (a forward scan) and its adjoints from ``carry`` (the adjoint flowing
     into its last state from later chunks) -> every gradient, with no per-step state kept anywhere but in
     registers. The previous state enters only as a_t h_{t-1} = h_t - delta_t B_t u_t."""
@@ -1214,13 +1218,9 @@ def _bwd_assoc_kernel(
     j = tl.arange(0, CH)
     t = c * CH + j
     md = d < DIM
-    t_end = tl.minimum(c * CH + CH, L)
     m2 = md[:, None] & (t < L)[None, :]
     bias = tl.load(bias_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK], tl.float32)
     raw, dt = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)
-    _, dt_next = _tile_delta(
-        dt_ptr, b, d, t + 1, md[:, None] & (t + 1 < t_end)[None, :], bias, s_tb, s_td, s_tl, SOFTPLUS
-    )
     g, dy, z, sz = _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z)
     if FINAL:
         u = tl.load(u_ptr + b * s_ub + d[:, None] * s_ud + t[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
@@ -1229,16 +1229,20 @@ def _bwd_assoc_kernel(
         y = Dv[:, None] * u
         du = dy * Dv[:, None]
         ddt = tl.zeros([BLOCK, CH], tl.float32)
-    else:
-        dt0 = tl.sum(tl.where(j[None, :] == 0, dt, 0.0), axis=1)
+        t_end = tl.minimum(c * CH + CH, L)
+        _, dt_next = _tile_delta(
+            dt_ptr, b, d, t + 1, md[:, None] & (t + 1 < t_end)[None, :], bias, s_tb, s_td, s_tl, SOFTPLUS
+        )
+    else:  # a_{t0} g_{t0} from a zero adjoint is sum_t exp(A sum_{s <= t} delta_s) dy_t C_t: no scan
+        upto = tl.cumsum(dt, axis=1)
     for n in range(N):
         A = tl.load(A_ptr + d * s_Ad + n * s_An, mask=md, other=0.0).to(tl.float32)
         A2 = A * LOG2E
         Cn = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=t < L, other=0.0).to(tl.float32)
-        prod_r, adj = tl.associative_scan(
-            (tl.math.exp2(dt_next * A2[:, None]), dy * Cn[None, :]), 1, _affine, reverse=True
-        )
         if FINAL:
+            prod_r, adj = tl.associative_scan(
+                (tl.math.exp2(dt_next * A2[:, None]), dy * Cn[None, :]), 1, _affine, reverse=True
+            )
             Bn = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=t < L, other=0.0).to(tl.float32)
             bx = dtu * Bn[None, :]
             prod, h = tl.associative_scan((tl.math.exp2(dt * A2[:, None]), bx), 1, _affine)
@@ -1255,8 +1259,8 @@ def _bwd_assoc_kernel(
             dA = tl.sum(adj * dt * decayed, axis=1)
             tl.store(dA_ptr + ((b * n_chunks + c) * DIM + d) * N + n, dA, mask=md)
         else:
-            first = tl.sum(tl.where(j[None, :] == 0, adj, 0.0), axis=1)
-            tl.store(loc_ptr + ((b * DIM + d) * n_chunks + c) * N + n, tl.math.exp2(dt0 * A2) * first, mask=md)
+            share = tl.sum(tl.math.exp2(upto * A2[:, None]) * dy * Cn[None, :], axis=1)
+            tl.store(loc_ptr + ((b * DIM + d) * n_chunks + c) * N + n, share, mask=md)
     if FINAL:
         if HAS_Z:
             tl.store(
