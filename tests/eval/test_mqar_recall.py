@@ -181,7 +181,7 @@ def test_out_of_memory_accumulates_micro_batches_instead_of_failing(caplog):
     assert len(b) == len(a) == 4
     assert b == pytest.approx(a, rel=1e-5)
     for (name, p), q in zip(whole.named_parameters(), split.parameters()):
-        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
     assert acc_b == acc_a
     notes = [r.getMessage() for r in caplog.records]
     assert any("micro-batches of 3 rows" in n for n in notes), notes  # 12 -> 6 -> 3
@@ -282,7 +282,7 @@ def test_a_cut_off_run_resumes_on_cuda_with_graphed_steps(tmp_path):
     b = train_mqar(again, s, lr=3e-3, device="cuda", checkpoint=tmp_path / "b.pt")
     assert b == pytest.approx(a, rel=1e-3)
     for (name, p), q in zip(whole.named_parameters(), again.parameters()):
-        torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4, msg=name)
+        torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize(
@@ -305,5 +305,5 @@ def test_compiled_probe_trains_as_the_eager_one(device):
     tol = dict(rtol=1e-4, atol=1e-5) if device == "cpu" else dict(rtol=2e-3, atol=1e-4)  # bf16 on CUDA
     assert got == pytest.approx(want, rel=tol["rtol"])
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
-        torch.testing.assert_close(q, p, msg=name, **tol)
+        torch.testing.assert_close(q, p, msg=lambda m, name=name: f"{name}: {m}", **tol)
     assert not isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)  # trained in place, returned as is
