@@ -32,7 +32,7 @@ SHAPES = [(16, 1024, 512, 16), (8, 2048, 2048, 16), (8, 3200, 8192, 16)]
 SETTINGS = {
     "sequential": {"BLOCK_D": (16, 32, 64), "NUM_WARPS": (1, 4), "UNROLL": (1, 4, 8)},
     "chunked": {"CHUNKED_BLOCK_D": (8, 16, 32), "CHUNKED_WARPS": (1, 2, 4), "CHUNK": (32, 64, 128)},
-    "assoc": {"ASSOC_BLOCK_D": (8, 16, 64), "ASSOC_WARPS": (1, 2, 8), "CHUNK": (32, 128, 256)},
+    "assoc": {"ASSOC_BLOCK_D": (4, 8, 16), "ASSOC_WARPS": (1, 2, 4)},
 }
 EXTRA_SWEEPS = {
     "chunked": [{"BWD_PROGRAMS_PER_SM": v} for v in (8, 32)]
@@ -40,7 +40,8 @@ EXTRA_SWEEPS = {
     + [{"CHUNKED_FWD_BLOCK_D": bd, "CHUNKED_FWD_WARPS": w} for bd, w in ((32, 1), (64, 2), (128, 4))]
     + [{"CHUNKED_FWD_STAGES": v} for v in (1, 3)]
     + [{"BWD_STAGES": 2}]
-    + [{"BWD_MAXNREG": v} for v in (0, 168)]
+    + [{"BWD_MAXNREG": v} for v in (0, 168)],
+    "assoc": [{"CHUNK": v} for v in (32, 128)],
 }
 
 

@@ -64,8 +64,11 @@ BWD_MAXNREG = 128  # registers a thread of the backward kernels may use (0: the 
 # chunked backward on sm_90, so 8 one-warp programs fit an SM). 128 fits 16 and spills, and the chunked backward
 # kernel took 822 against 927 us (ncu), fwd+bwd 1.61 against 1.84 ms (B16 D1024 L512) and 5.12 against 5.27
 # (B8 D2048 L2048); 168: 1.65 and 5.71 (H100, session 22, benchmarks/results/2026-12-07-h100-s22.md)
-ASSOC_BLOCK_D = 32  # channels per program, assoc (forward and backward)
-ASSOC_WARPS = 4  # per program, assoc
+ASSOC_BLOCK_D = 4  # channels per program, assoc (forward and backward). Not yet timed; chosen from an sm_90
+ASSOC_WARPS = 1  # compile (`python tests/kernels/aot_compile.py --assoc-registers`): at 4 channels x 1 warp (the
+# chunk's 64 steps across one warp's lanes: its scans need no cross-warp exchange) the backward's last pass takes
+# 168 registers, no spills; 242 at 16 x 4; spills at 32 x 4 (255 + 192 bytes of stack), 8 x 1 and 16 x 2
+# (benchmarks/results/2026-12-07-cpu-s25-assoc-registers.txt)
 IMPLS = ("sequential", "chunked", "assoc")
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -1220,19 +1223,17 @@ def _bwd_assoc_kernel(
     md = d < DIM
     m2 = md[:, None] & (t < L)[None, :]
     bias = tl.load(bias_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK], tl.float32)
-    raw, dt = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)
-    g, dy, z, sz = _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z)
-    if FINAL:
+    _, dt = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)
+    _, dy, _, _ = _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z)
+    if FINAL:  # few [BLOCK, CH] tiles live across the state loop (registers bound this kernel's occupancy)
         u = tl.load(u_ptr + b * s_ub + d[:, None] * s_ud + t[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
-        Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
-        dtu = dt * u
-        y = Dv[:, None] * u
-        du = dy * Dv[:, None]
-        ddt = tl.zeros([BLOCK, CH], tl.float32)
         t_end = tl.minimum(c * CH + CH, L)
         _, dt_next = _tile_delta(
             dt_ptr, b, d, t + 1, md[:, None] & (t + 1 < t_end)[None, :], bias, s_tb, s_td, s_tl, SOFTPLUS
         )
+        y = tl.zeros([BLOCK, CH], tl.float32)  # sum_n h C
+        adj_B = tl.zeros([BLOCK, CH], tl.float32)  # sum_n g B: du = delta adj_B + D dy, and u adj_B in d delta
+        adj_hA = tl.zeros([BLOCK, CH], tl.float32)  # sum_n g A a_t h_{t-1}: the rest of d delta
     else:  # a_{t0} g_{t0} from a zero adjoint is sum_t exp(A sum_{s <= t} delta_s) dy_t C_t: no scan
         upto = tl.cumsum(dt, axis=1)
     for n in range(N):
@@ -1240,38 +1241,43 @@ def _bwd_assoc_kernel(
         A2 = A * LOG2E
         Cn = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=t < L, other=0.0).to(tl.float32)
         if FINAL:
-            prod_r, adj = tl.associative_scan(
-                (tl.math.exp2(dt_next * A2[:, None]), dy * Cn[None, :]), 1, _affine, reverse=True
-            )
             Bn = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=t < L, other=0.0).to(tl.float32)
-            bx = dtu * Bn[None, :]
+            bx = dt * u * Bn[None, :]
             prod, h = tl.associative_scan((tl.math.exp2(dt * A2[:, None]), bx), 1, _affine)
             h += prod * tl.load(chk_ptr + ((b * n_chunks + c) * N + n) * DIM + d, mask=md, other=0.0)[:, None]
-            state = ((b * DIM + d) * n_chunks + c) * N + n  # [B, D, n_chunks, N]
-            adj += prod_r * tl.load(carry_ptr + state, mask=md, other=0.0)[:, None]  # the whole adjoint of h_t
             y += h * Cn[None, :]
             part = (b * n_blocks + blk) * L + t  # this block's dB, dC partials: [B, n_blocks, L, N]
             tl.store(dC_ptr + part * N + n, tl.sum(h * dy, axis=0), mask=t < L)
-            tl.store(dB_ptr + part * N + n, tl.sum(adj * dtu, axis=0), mask=t < L)
-            du += adj * dt * Bn[None, :]
             decayed = h - bx  # a_t h_{t-1}
-            ddt += adj * (decayed * A[:, None] + u * Bn[None, :])
-            dA = tl.sum(adj * dt * decayed, axis=1)
-            tl.store(dA_ptr + ((b * n_chunks + c) * DIM + d) * N + n, dA, mask=md)
+            prod_r, adj = tl.associative_scan(
+                (tl.math.exp2(dt_next * A2[:, None]), dy * Cn[None, :]), 1, _affine, reverse=True
+            )
+            state = ((b * DIM + d) * n_chunks + c) * N + n  # [B, D, n_chunks, N]
+            adj += prod_r * tl.load(carry_ptr + state, mask=md, other=0.0)[:, None]  # the whole adjoint of h_t
+            tl.store(dB_ptr + part * N + n, tl.sum(adj * dt * u, axis=0), mask=t < L)
+            adj_B += adj * Bn[None, :]
+            adj_h = adj * decayed
+            adj_hA += adj_h * A[:, None]
+            tl.store(dA_ptr + ((b * n_chunks + c) * DIM + d) * N + n, tl.sum(adj_h * dt, axis=1), mask=md)
         else:
             share = tl.sum(tl.math.exp2(upto * A2[:, None]) * dy * Cn[None, :], axis=1)
             tl.store(loc_ptr + ((b * DIM + d) * n_chunks + c) * N + n, share, mask=md)
     if FINAL:
+        Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
+        raw, _ = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)  # loaded again, not kept
+        g, dy, z, sz = _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z)
         if HAS_Z:
+            y += Dv[:, None] * u
             tl.store(
                 dz_ptr + b * s_dzb + d[:, None] * s_dzd + t[None, :] * s_dzl,
                 g * y * sz * (1.0 + z * (1.0 - sz)),
                 mask=m2,
             )
+        ddt = adj_hA + u * adj_B
         if SOFTPLUS:
             ddt = ddt * tl.sigmoid(raw)
         ddt = tl.where(m2, ddt, 0.0)
-        tl.store(du_ptr + b * s_dub + d[:, None] * s_dud + t[None, :] * s_dul, du, mask=m2)
+        tl.store(du_ptr + b * s_dub + d[:, None] * s_dud + t[None, :] * s_dul, dt * adj_B + dy * Dv[:, None], mask=m2)
         tl.store(ddt_ptr + b * s_dtb + d[:, None] * s_dtd + t[None, :] * s_dtl, ddt, mask=m2)
         part_c = (b * n_chunks + c) * DIM + d  # [B, n_chunks, D] partials
         tl.store(dD_ptr + part_c, tl.sum(dy * u, axis=1), mask=md)
