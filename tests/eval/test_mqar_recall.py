@@ -299,11 +299,18 @@ def test_compiled_probe_trains_as_the_eager_one(device):
     torch.manual_seed(0)
     eager, compiled = HymbaLM(cfg).to(device), HymbaLM(cfg).to(device)
     compiled.load_state_dict(eager.state_dict())
+    start = {k: v.detach().clone() for k, v in eager.named_parameters()}
     want = train_mqar(eager, s, lr=3e-3, device=device)
     torch._dynamo.reset()
     got = train_mqar(compiled, dataclasses.replace(s, compile=True), lr=3e-3, device=device)
-    tol = dict(rtol=1e-4, atol=1e-5) if device == "cpu" else dict(rtol=2e-3, atol=1e-4)  # bf16 on CUDA
-    assert got == pytest.approx(want, rel=tol["rtol"])
-    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
-        torch.testing.assert_close(q, p, msg=lambda m, name=name: f"{name}: {m}", **tol)
+    if device == "cpu":  # fp32: the same steps up to float rounding
+        assert got == pytest.approx(want, rel=1e-4)
+        for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+            torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+    else:  # bf16 autocast: Adam moves a weight whose gradient is rounding noise by ~lr either way, so the two
+        # runs are compared by how far apart they end against how far training moved the weights
+        assert got == pytest.approx(want, rel=2e-3)
+        for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+            moved = (p - start[name]).norm()
+            assert (q - p).norm() <= 0.05 * moved + 1e-6, f"{name}: {(q - p).norm():.3g} apart, moved {moved:.3g}"
     assert not isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)  # trained in place, returned as is
