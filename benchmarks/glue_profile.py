@@ -12,7 +12,8 @@ so the profile shows the kernels Inductor leaves; ``--flex-in-graph``: with Flex
 compiled graph as Inductor would (``hymba.kernels.attention.flex.OPAQUE_UNDER_COMPILE`` off) instead of the
 opaque custom op the model uses. ``--train-conv triton``: the Mamba conv with autograd through our Triton
 kernels (``hymba.kernels.scan.TRAIN_CONV``); ``ref``: PyTorch's conv1d; ``shift``: as shifted multiply-adds that
-torch.compile fuses; the default ``auto``: ``shift`` under ``--compile``, ``ref`` eager. ``wall_ms`` is one whole step's
+torch.compile fuses; the default ``auto``: ``shift`` under ``--compile``, ``ref`` eager. ``--scan-impl``: the Triton
+scan's implementation (``sequential``, ``chunked``, ``assoc``; with ``--scan triton``). ``wall_ms`` is one whole step's
 wall time (mean of 10, synchronised) beside the profiled device time: a step whose wall time exceeds its
 device time is bound by the host (kernel launches).
 ``--step-ms N`` (with ``--probe``): also the wall time of one whole MQAR optimiser step as the Recall column
@@ -120,6 +121,7 @@ def profile_row(row: int, args) -> dict:
         "compiled": args.compile,
         "flex_in_graph": args.flex_in_graph if args.compile and args.attn == "flex" else None,
         "train_conv": args.train_conv,
+        "scan_impl": scan.triton_impl() if args.scan == "triton" else None,
         "batch": args.batch,
         "seq": args.seq,
         "warmup_s": round(warmup_s, 1),
@@ -151,8 +153,14 @@ def main() -> None:
     p.add_argument("--top", type=int, default=0, help="also list the N ops with the most own device time")
     p.add_argument("--step-ms", type=int, default=0, metavar="N", help="with --probe: time whole MQAR steps (N, 2N)")
     p.add_argument("--train-conv", choices=scan.TRAIN_CONVS, default=scan.TRAIN_CONV, help="the conv with autograd")
+    p.add_argument("--scan-impl", help="the Triton scan's implementation: sequential, chunked or assoc")
     args = p.parse_args()
     scan.TRAIN_CONV = args.train_conv
+    if args.scan_impl:
+        try:
+            scan.triton_impl(args.scan_impl)
+        except ValueError as e:
+            p.error(f"--scan-impl: {e}")
     if args.step_ms and not args.probe:
         p.error("--step-ms times the MQAR probe's training step: add --probe")
     for row in map(int, args.rows.split(",")):

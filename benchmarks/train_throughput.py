@@ -54,6 +54,7 @@ def measure(settings: AblationSettings, row: int, scan: str, attn: str) -> dict:
         "timed_steps": tc.max_steps - tc.throughput_skip_steps,
         "compiled": tc.compiles(device.type),
         "train_conv": scan_kernels.TRAIN_CONV,
+        "scan_impl": scan_kernels.triton_impl() if scan == "triton" else None,
         "tokens_per_s": result.train_tokens_per_s,
         "mfu": result.mfu,
         "peak_flops": peak_flops(device, tc.peak_flops),
@@ -160,12 +161,20 @@ def main() -> None:
         default=scan_kernels.TRAIN_CONV,
         help="the Mamba conv where a gradient is needed (hymba.kernels.scan.TRAIN_CONV; default: %(default)s)",
     )
+    p.add_argument(
+        "--scan-impl", help="the Triton scan's implementation: sequential, chunked or assoc (default: its IMPL)"
+    )
     add_set_arg(
         p,
         "override a setting of the scale (repeatable)",
     )
     args = p.parse_args()
     scan_kernels.TRAIN_CONV = args.train_conv
+    if args.scan_impl:
+        try:
+            scan_kernels.triton_impl(args.scan_impl)
+        except ValueError as e:
+            p.error(f"--scan-impl: {e}")
     settings = AblationSettings.load(
         args.preset,
         [

@@ -1,6 +1,7 @@
 """Benchmark scripts that run on CPU: a smoke run at tiny shapes, with the values that must hold checked."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,18 @@ def test_scan_cpu_times_the_reference_scan_per_block_size():
     # B8 D128 N16 L64: 2^17 elements are 8 steps a block, 2^15 two, the whole sequence 64
     assert [(r["block"], r["block_steps"]) for r in timed] == [("default", 8), ("2^15", 2), ("whole sequence", 64)]
     assert all(r["ms_fwd"] > 0 and r["ms_fwd_bwd"] > r["ms_fwd"] for r in timed) and timed[0]["vs_default"] == 1.0
+
+
+def test_glue_profile_runs_the_triton_scan_implementation_it_names():
+    """``--scan-impl`` sets the Triton scan's implementation (here not the default) for the whole step,
+    interpreted on CPU, and the record names it; an unknown one is a usage error naming the choices."""
+    pytest.importorskip("triton")
+    cmd = [sys.executable, "benchmarks/glue_profile.py", "--rows", "1", "--device", "cpu", "--preset", "micro"]
+    cmd += ["--scan", "triton", "--batch", "1", "--seq", "8", "--scan-impl"]
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    run = dict(cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run([*cmd, "sequential"], check=True, **run).stdout
+    (rec,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert rec["scan"] == "triton" and rec["scan_impl"] == "sequential"
+    bad = subprocess.run([*cmd, "fast"], **run)
+    assert bad.returncode == 2 and "--scan-impl" in bad.stderr and "assoc" in bad.stderr

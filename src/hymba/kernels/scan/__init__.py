@@ -213,6 +213,18 @@ def train_conv(backend: str, device_type: str, compiled: bool) -> str:
     return TRAIN_CONV
 
 
+def triton_impl(name: str | None = None) -> str:
+    """The Triton scan's implementation (``hymba.kernels.scan.triton.IMPL``), first set to ``name`` if given: a
+    ``ValueError`` naming the choices for an unknown one. Needs Triton (imported here, not with this module)."""
+    from hymba.kernels.scan import triton as scan_triton
+
+    if name is not None:
+        if name not in scan_triton.IMPLS:
+            raise ValueError(f"scan implementation {name!r} unknown; expected one of {', '.join(scan_triton.IMPLS)}")
+        scan_triton.IMPL = name
+    return scan_triton.IMPL
+
+
 def causal_conv1d_update(conv_state, x, weight, bias=None, silu: bool = True, backend: str = "auto"):
     """One decoding token of the depthwise causal conv, shifting ``conv_state`` [B, D, K-1] in place; see
     ``causal_conv1d_update_ref``."""
@@ -231,6 +243,7 @@ __all__ = [
     "causal_conv1d_shifted",
     "causal_conv1d_update",
     "train_conv",
+    "triton_impl",
     "selective_scan_ref",
     "selective_scan_quadratic",
     "selective_state_update_ref",
