@@ -4,8 +4,8 @@ The interpreter that runs the kernels on CPU (``TRITON_INTERPRET=1``) accepts co
 catches that in CI. Run as a script (the interpreter must be off): prints one line per compile, exits 1 on
 any failure. Argument types follow the parameter names (positions int64, masks uint8, partial sums fp32).
 ``--scan-forward-async-copies``: only whether the chunked scan forward's loads are pipelined (exit 1 if not).
-``--assoc-registers``: registers, stack (spills) and shared memory a thread of the ``assoc`` scan kernels takes at
-candidate tilings (cuobjdump's resource usage of the sm_90 cubin), a static guide to their occupancy."""
+``--assoc-registers``: registers and stack (spills) a thread and shared memory a program of the ``assoc`` scan
+kernels take at candidate tilings (the sm_90 cubin's resource usage), a static guide to their occupancy."""
 
 from __future__ import annotations
 
@@ -107,28 +107,31 @@ def scan_forward_async_copies() -> int:
 
 
 def assoc_registers() -> int:
-    """Each assoc scan kernel and pass, as launched from the model, at channels x warps tilings of a 64-step chunk."""
+    """Each assoc scan kernel and pass, as launched from the model, at channels x warps tilings of a 64-step chunk:
+    registers and stack (spills) a thread from cuobjdump's resource usage, shared memory a program from Triton's."""
     import re
     import subprocess
+    import tempfile
 
     from hymba.kernels.scan import triton as scan
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    path = "/tmp/hymba-aot-assoc.cubin"
-    for fn in (scan._fwd_assoc_kernel, scan._bwd_assoc_kernel):
-        for final in (False, True):
-            for block, warps in ((4, 1), (8, 1), (8, 2), (8, 4), (16, 2), (16, 4), (32, 4), (32, 8)):
-                sizes = dict(BLOCK=block, CH=64, FINAL=final)
-                k = compile_one(scan.__name__, fn, sizes, True, launched=True, num_warps=warps)
-                with open(path, "wb") as f:
-                    f.write(k.asm["cubin"])
-                out = subprocess.run([cuobjdump, "--dump-resource-usage", path], capture_output=True, text=True).stdout
-                use = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+)", out)
-                print(
-                    f"{fn.__name__} FINAL={final} {block} channels x {warps} warps: registers {use[1]}, "
-                    f"stack {use[2]} B, shared {use[3]} B",
-                    flush=True,
-                )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        for fn in (scan._fwd_assoc_kernel, scan._bwd_assoc_kernel):
+            for final in (False, True):
+                for block, warps in ((4, 1), (8, 1), (8, 2), (8, 4), (16, 2), (16, 4), (32, 4), (32, 8)):
+                    sizes = dict(BLOCK=block, CH=64, FINAL=final)
+                    k = compile_one(scan.__name__, fn, sizes, True, launched=True, num_warps=warps)
+                    with open(path, "wb") as f:
+                        f.write(k.asm["cubin"])
+                    res = subprocess.run([cuobjdump, "--dump-resource-usage", path], capture_output=True, text=True)
+                    use = re.search(r"REG:(\d+) STACK:(\d+)", res.stdout)
+                    print(
+                        f"{fn.__name__} FINAL={final} {block} channels x {warps} warps: registers {use[1]}, "
+                        f"stack {use[2]} B, shared {k.metadata.shared} B",
+                        flush=True,
+                    )
     return 0
 
 
