@@ -41,7 +41,7 @@ EXTRA_SWEEPS = {
     + [{"CHUNKED_FWD_STAGES": v} for v in (1, 3)]
     + [{"BWD_STAGES": 2}]
     + [{"BWD_MAXNREG": v} for v in (0, 168)],
-    "assoc": [{"CHUNK": v} for v in (32, 128)],
+    "assoc": [{"CHUNK": v} for v in (32, 128)] + [{"ASSOC_GROUP": 8}],
 }
 
 

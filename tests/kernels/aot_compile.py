@@ -32,7 +32,7 @@ MODULES = [
 SIZES = {
     "triton_decode": dict(GP=16, DKP=64, DVP=128, BLOCK=64),
     "triton_rope": dict(BLOCK=32, TOKENS=32),
-    "triton": dict(BLOCK=16, NP=16, CH=64, UNROLL=4, STAGES=2),  # the scan (STAGES 2: its loops pipelined)
+    "triton": dict(BLOCK=16, NP=16, CH=64, UNROLL=4, STAGES=2, GROUP=2),  # the scan (STAGES 2: its loops pipelined)
     "triton_conv": dict(K=4, BT=32, BD=128),
     "triton_step": dict(BLOCK=32, NP=16, KP=4),
 }
@@ -119,16 +119,18 @@ def assoc_registers() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.cubin")
         for fn in (scan._fwd_assoc_kernel, scan._bwd_assoc_kernel):
-            for final in (False, True):
+            grouped = "GROUP" in fn.arg_names  # the backward's channel blocks a program takes in turn
+            for final, group in ((False, 1), (True, 1), *(((True, 8),) if grouped else ())):
                 for block, warps in ((4, 1), (8, 1), (8, 2), (8, 4), (16, 2), (16, 4), (32, 4), (32, 8)):
-                    sizes = dict(BLOCK=block, CH=64, FINAL=final)
+                    sizes = dict(BLOCK=block, CH=64, FINAL=final, GROUP=group)
                     k = compile_one(scan.__name__, fn, sizes, True, launched=True, num_warps=warps)
                     with open(path, "wb") as f:
                         f.write(k.asm["cubin"])
                     res = subprocess.run([cuobjdump, "--dump-resource-usage", path], capture_output=True, text=True)
                     use = re.search(r"REG:(\d+) STACK:(\d+)", res.stdout)
                     print(
-                        f"{fn.__name__} FINAL={final} {block} channels x {warps} warps: registers {use[1]}, "
+                        f"{fn.__name__} FINAL={final} {block} channels x {warps} warps"
+                        f"{f' x {group} blocks' if grouped else ''}: registers {use[1]}, "
                         f"stack {use[2]} B, shared {k.metadata.shared} B",
                         flush=True,
                     )

@@ -81,6 +81,20 @@ def test_outputs_state_and_gradients_match_the_reference(L, unroll, small_chunks
     _compare(_inputs(2, 5, L, 4), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("group", [1, 4])
+def test_assoc_channel_blocks_in_groups_add_into_shared_partial_rows(group, monkeypatch):
+    """``assoc`` backward: a program takes ``ASSOC_GROUP`` channel blocks in turn, adding their dB, dC into one
+    row of partials; 11 channels in blocks of 2 make 6 blocks: one group each, or 2 groups of 4 whose second is
+    half past the last channel."""
+    monkeypatch.setattr(scan_triton, "IMPL", "assoc")
+    monkeypatch.setattr(scan_triton, "ASSOC_BLOCK_D", 2)
+    monkeypatch.setattr(scan_triton, "ASSOC_GROUP", group)
+    if INTERPRETED:
+        monkeypatch.setattr(scan_triton, "CHUNK", 8)
+    torch.manual_seed(group)
+    _compare(_inputs(2, 11, 19, 4), rtol=1e-4, atol=1e-4)
+
+
 def test_model_layout_optional_parts_and_initial_state(small_chunks):
     torch.manual_seed(1)
     x = _inputs(2, 3, 11, 3, layout="bld")  # N = 3 is not a power of two: padded and masked

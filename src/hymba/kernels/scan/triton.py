@@ -69,6 +69,10 @@ ASSOC_WARPS = 1  # compile (`python tests/kernels/aot_compile.py --assoc-registe
 # chunk's 64 steps across one warp's lanes: its scans need no cross-warp exchange) the backward's last pass takes
 # 168 registers, no spills; 242 at 16 x 4; spills at 32 x 4 (255 + 192 bytes of stack), 8 x 1 and 16 x 2
 # (benchmarks/results/2026-12-07-cpu-s25-assoc-registers.txt)
+ASSOC_GROUP = 1  # assoc backward: channel blocks a program takes in turn, adding into one row of dB, dC partials
+# (GROUP times fewer rows for PyTorch to sum: at 4 channels a block, 8 gives one row per 32 channels as the chunked
+# backward has). Not timed: a loop over the blocks takes the last pass from 168 registers to 255 (aot_compile.py
+# --assoc-registers), against ~0.5 GB less partial traffic a layer at row 13's seed shape with 8
 IMPLS = ("sequential", "chunked", "assoc")
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -1205,85 +1209,94 @@ def _bwd_assoc_kernel(
     FINAL: tl.constexpr,
     BLOCK: tl.constexpr,
     CH: tl.constexpr,
+    GROUP: tl.constexpr,
 ):
-    """``assoc`` backward, one program per (channel block, chunk, batch row), the chunk as one [BLOCK, CH] tile.
-    Per state n the adjoint g_t = a_{t+1} g_{t+1} + dy_t C_t is a parallel scan in reverse time (a_{t+1} from
-    delta loaded one step later). Not ``FINAL`` (phase 1): from a zero adjoint after the chunk -> its share
-    a_{t0} g_{t0} of the adjoint flowing into the previous chunk (a weighted sum over the chunk), and its sum of
-    delta. ``FINAL`` (phase 3): the
-    chunk's states h_t from its saved start (a forward scan) and its adjoints from ``carry`` (the adjoint flowing
-    into its last state from later chunks) -> every gradient, with no per-step state kept anywhere but in
-    registers. The previous state enters only as a_t h_{t-1} = h_t - delta_t B_t u_t."""
+    """``assoc`` backward, one program per (group of GROUP channel blocks, chunk, batch row), each block's chunk
+    one [BLOCK, CH] tile, the blocks in turn. Per state n the adjoint g_t = a_{t+1} g_{t+1} + dy_t C_t is a
+    parallel scan in reverse time (a_{t+1} from delta loaded one step later). Not ``FINAL`` (phase 1): from a
+    zero adjoint after the chunk -> its share a_{t0} g_{t0} of the adjoint flowing into the previous chunk (a
+    weighted sum over the chunk), and its sum of delta. ``FINAL`` (phase 3): the chunk's states h_t from its
+    saved start (a forward scan) and its adjoints from ``carry`` (the adjoint flowing into its last state from
+    later chunks) -> every gradient, with no per-step state kept anywhere but in registers. The previous state
+    enters only as a_t h_{t-1} = h_t - delta_t B_t u_t. The group's blocks add their dB, dC into one row of
+    partials (the program's own: deterministic), GROUP times fewer rows for PyTorch to sum afterwards."""
     c = tl.program_id(1)
     b = tl.program_id(2)
     blk = tl.program_id(0)
-    d = blk * BLOCK + tl.arange(0, BLOCK)
-    j = tl.arange(0, CH)
-    t = c * CH + j
-    md = d < DIM
-    m2 = md[:, None] & (t < L)[None, :]
-    bias = tl.load(bias_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK], tl.float32)
-    _, dt = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)
-    _, dy, _, _ = _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z)
-    if FINAL:  # few [BLOCK, CH] tiles live across the state loop (registers bound this kernel's occupancy)
-        u = tl.load(u_ptr + b * s_ub + d[:, None] * s_ud + t[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
-        t_end = tl.minimum(c * CH + CH, L)
-        _, dt_next = _tile_delta(
-            dt_ptr, b, d, t + 1, md[:, None] & (t + 1 < t_end)[None, :], bias, s_tb, s_td, s_tl, SOFTPLUS
-        )
-        y = tl.zeros([BLOCK, CH], tl.float32)  # sum_n h C
-        adj_B = tl.zeros([BLOCK, CH], tl.float32)  # sum_n g B: du = delta adj_B + D dy, and u adj_B in d delta
-        adj_hA = tl.zeros([BLOCK, CH], tl.float32)  # sum_n g A a_t h_{t-1}: the rest of d delta
-    else:  # a_{t0} g_{t0} from a zero adjoint is sum_t exp(A sum_{s <= t} delta_s) dy_t C_t: no scan
-        upto = tl.cumsum(dt, axis=1)
-    for n in range(N):
-        A = tl.load(A_ptr + d * s_Ad + n * s_An, mask=md, other=0.0).to(tl.float32)
-        A2 = A * LOG2E
-        Cn = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=t < L, other=0.0).to(tl.float32)
+    for g in range(GROUP):  # the group of channel blocks, in turn, sharing one row of dB, dC partials
+        d = (blk * GROUP + g) * BLOCK + tl.arange(0, BLOCK)
+        j = tl.arange(0, CH)
+        t = c * CH + j
+        md = d < DIM
+        m2 = md[:, None] & (t < L)[None, :]
+        bias = tl.load(bias_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK], tl.float32)
+        _, dt = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)
+        _, dy, _, _ = _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z)
+        later = (t < L) & (g > 0)  # the group's row already holds earlier blocks' dB, dC
+        if FINAL:  # few [BLOCK, CH] tiles live across the state loop (registers bound this kernel's occupancy)
+            u = tl.load(u_ptr + b * s_ub + d[:, None] * s_ud + t[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
+            t_end = tl.minimum(c * CH + CH, L)
+            _, dt_next = _tile_delta(
+                dt_ptr, b, d, t + 1, md[:, None] & (t + 1 < t_end)[None, :], bias, s_tb, s_td, s_tl, SOFTPLUS
+            )
+            y = tl.zeros([BLOCK, CH], tl.float32)  # sum_n h C
+            adj_B = tl.zeros([BLOCK, CH], tl.float32)  # sum_n g B: du = delta adj_B + D dy, and u adj_B in d delta
+            adj_hA = tl.zeros([BLOCK, CH], tl.float32)  # sum_n g A a_t h_{t-1}: the rest of d delta
+        else:  # a_{t0} g_{t0} from a zero adjoint is sum_t exp(A sum_{s <= t} delta_s) dy_t C_t: no scan
+            upto = tl.cumsum(dt, axis=1)
+        for n in range(N):
+            A = tl.load(A_ptr + d * s_Ad + n * s_An, mask=md, other=0.0).to(tl.float32)
+            A2 = A * LOG2E
+            Cn = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=t < L, other=0.0).to(tl.float32)
+            if FINAL:
+                Bn = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=t < L, other=0.0).to(tl.float32)
+                bx = dt * u * Bn[None, :]
+                prod, h = tl.associative_scan((tl.math.exp2(dt * A2[:, None]), bx), 1, _affine)
+                h += prod * tl.load(chk_ptr + ((b * n_chunks + c) * N + n) * DIM + d, mask=md, other=0.0)[:, None]
+                y += h * Cn[None, :]
+                part = (b * n_blocks + blk) * L + t  # this group's dB, dC partials: [B, n_groups, L, N]
+                dC_at = dC_ptr + part * N + n  # the group's row: its blocks add in turn (no atomics)
+                tl.store(dC_at, tl.load(dC_at, mask=later, other=0.0) + tl.sum(h * dy, axis=0), mask=t < L)
+                decayed = h - bx  # a_t h_{t-1}
+                prod_r, adj = tl.associative_scan(
+                    (tl.math.exp2(dt_next * A2[:, None]), dy * Cn[None, :]), 1, _affine, reverse=True
+                )
+                state = ((b * DIM + d) * n_chunks + c) * N + n  # [B, D, n_chunks, N]
+                adj += prod_r * tl.load(carry_ptr + state, mask=md, other=0.0)[:, None]  # the whole adjoint of h_t
+                dB_at = dB_ptr + part * N + n
+                tl.store(dB_at, tl.load(dB_at, mask=later, other=0.0) + tl.sum(adj * dt * u, axis=0), mask=t < L)
+                adj_B += adj * Bn[None, :]
+                adj_h = adj * decayed
+                adj_hA += adj_h * A[:, None]
+                tl.store(dA_ptr + ((b * n_chunks + c) * DIM + d) * N + n, tl.sum(adj_h * dt, axis=1), mask=md)
+            else:
+                share = tl.sum(tl.math.exp2(upto * A2[:, None]) * dy * Cn[None, :], axis=1)
+                tl.store(loc_ptr + ((b * DIM + d) * n_chunks + c) * N + n, share, mask=md)
         if FINAL:
-            Bn = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=t < L, other=0.0).to(tl.float32)
-            bx = dt * u * Bn[None, :]
-            prod, h = tl.associative_scan((tl.math.exp2(dt * A2[:, None]), bx), 1, _affine)
-            h += prod * tl.load(chk_ptr + ((b * n_chunks + c) * N + n) * DIM + d, mask=md, other=0.0)[:, None]
-            y += h * Cn[None, :]
-            part = (b * n_blocks + blk) * L + t  # this block's dB, dC partials: [B, n_blocks, L, N]
-            tl.store(dC_ptr + part * N + n, tl.sum(h * dy, axis=0), mask=t < L)
-            decayed = h - bx  # a_t h_{t-1}
-            prod_r, adj = tl.associative_scan(
-                (tl.math.exp2(dt_next * A2[:, None]), dy * Cn[None, :]), 1, _affine, reverse=True
-            )
-            state = ((b * DIM + d) * n_chunks + c) * N + n  # [B, D, n_chunks, N]
-            adj += prod_r * tl.load(carry_ptr + state, mask=md, other=0.0)[:, None]  # the whole adjoint of h_t
-            tl.store(dB_ptr + part * N + n, tl.sum(adj * dt * u, axis=0), mask=t < L)
-            adj_B += adj * Bn[None, :]
-            adj_h = adj * decayed
-            adj_hA += adj_h * A[:, None]
-            tl.store(dA_ptr + ((b * n_chunks + c) * DIM + d) * N + n, tl.sum(adj_h * dt, axis=1), mask=md)
-        else:
-            share = tl.sum(tl.math.exp2(upto * A2[:, None]) * dy * Cn[None, :], axis=1)
-            tl.store(loc_ptr + ((b * DIM + d) * n_chunks + c) * N + n, share, mask=md)
-    if FINAL:
-        Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
-        raw, _ = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)  # loaded again, not kept
-        g, dy, z, sz = _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z)
-        if HAS_Z:
-            y += Dv[:, None] * u
+            Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
+            raw, _ = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)  # loaded again, not kept
+            g, dy, z, sz = _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z)
+            if HAS_Z:
+                y += Dv[:, None] * u
+                tl.store(
+                    dz_ptr + b * s_dzb + d[:, None] * s_dzd + t[None, :] * s_dzl,
+                    g * y * sz * (1.0 + z * (1.0 - sz)),
+                    mask=m2,
+                )
+            ddt = adj_hA + u * adj_B
+            if SOFTPLUS:
+                ddt = ddt * tl.sigmoid(raw)
+            ddt = tl.where(m2, ddt, 0.0)
             tl.store(
-                dz_ptr + b * s_dzb + d[:, None] * s_dzd + t[None, :] * s_dzl,
-                g * y * sz * (1.0 + z * (1.0 - sz)),
-                mask=m2,
+                du_ptr + b * s_dub + d[:, None] * s_dud + t[None, :] * s_dul, dt * adj_B + dy * Dv[:, None], mask=m2
             )
-        ddt = adj_hA + u * adj_B
-        if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(raw)
-        ddt = tl.where(m2, ddt, 0.0)
-        tl.store(du_ptr + b * s_dub + d[:, None] * s_dud + t[None, :] * s_dul, dt * adj_B + dy * Dv[:, None], mask=m2)
-        tl.store(ddt_ptr + b * s_dtb + d[:, None] * s_dtd + t[None, :] * s_dtl, ddt, mask=m2)
-        part_c = (b * n_chunks + c) * DIM + d  # [B, n_chunks, D] partials
-        tl.store(dD_ptr + part_c, tl.sum(dy * u, axis=1), mask=md)
-        tl.store(dbias_ptr + part_c, tl.sum(ddt, axis=1), mask=md)
-    else:
-        tl.store(dtsum_ptr + (b * n_chunks + c) * DIM + d, tl.sum(dt, axis=1), mask=md)
+            tl.store(ddt_ptr + b * s_dtb + d[:, None] * s_dtd + t[None, :] * s_dtl, ddt, mask=m2)
+            part_c = (b * n_chunks + c) * DIM + d  # [B, n_chunks, D] partials
+            tl.store(dD_ptr + part_c, tl.sum(dy * u, axis=1), mask=md)
+            tl.store(dbias_ptr + part_c, tl.sum(ddt, axis=1), mask=md)
+        else:
+            tl.store(dtsum_ptr + (b * n_chunks + c) * DIM + d, tl.sum(dt, axis=1), mask=md)
+        tl.debug_barrier()  # this block's dB, dC row updates visible to every thread before the next block's
 
 
 def _s3(t: Tensor) -> tuple[int, int, int]:
@@ -1448,7 +1461,8 @@ def _scan_bwd(
     has_z = z.numel() > 0
     dz = torch.empty_like(z, dtype=torch.float32) if has_z else du.new_empty(0)
     dh0 = torch.empty(b, dim, N, **f32)
-    dB, dC = torch.empty(b, n_blocks, L, N, **f32), torch.empty(b, n_blocks, L, N, **f32)
+    n_parts = triton.cdiv(n_blocks, ASSOC_GROUP) if impl == "assoc" else n_blocks  # rows of dB, dC partials
+    dB, dC = torch.empty(b, n_parts, L, N, **f32), torch.empty(b, n_parts, L, N, **f32)
     zz, dzz = (z, dz) if has_z else (u, du)
     has_dlast = dlast.numel() > 0
     strides = (
@@ -1519,10 +1533,11 @@ def _scan_bwd(
         dA = torch.empty(b, n_chunks, dim, N, **f32)
         dD, dbias = torch.empty(b, n_chunks, dim, **f32), torch.empty(b, n_chunks, dim, **f32)
         if impl == "assoc":
-            aflags = _assoc_flags(flags)
-            outs = (du, ddt, dzz, dA, dD, dbias, dB, dC, loc, dt_sum, L, dim, N, n_chunks, n_blocks)
+            aflags = _assoc_flags(flags) | {"GROUP": ASSOC_GROUP}
+            outs = (du, ddt, dzz, dA, dD, dbias, dB, dC, loc, dt_sum, L, dim, N, n_chunks, n_parts)
             ins = (u, delta, zz, A, B, C, D, delta_bias, chk)
-            _bwd_assoc_kernel[(n_blocks, n_chunks, b)](*ins, loc, dout, *outs, *strides, FINAL=False, **aflags)
+            grid = (n_parts, n_chunks, b)  # a program per group of ASSOC_GROUP channel blocks
+            _bwd_assoc_kernel[grid](*ins, loc, dout, *outs, *strides, FINAL=False, **aflags)
         else:
             _bwd_chunk_local_kernel[(n_blocks, n_chunks, b)](
                 delta,
@@ -1565,7 +1580,7 @@ def _scan_bwd(
             num_warps=warps,
         )
         if impl == "assoc":
-            _bwd_assoc_kernel[(n_blocks, n_chunks, b)](*ins, carry, dout, *outs, *strides, FINAL=True, **aflags)
+            _bwd_assoc_kernel[grid](*ins, carry, dout, *outs, *strides, FINAL=True, **aflags)
         else:
             n_tiles = n_blocks * n_chunks * b
             slots = _bwd_slots(u.device, n_tiles)
