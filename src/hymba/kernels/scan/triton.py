@@ -67,7 +67,7 @@ BWD_MAXNREG = 128  # registers a thread of the backward kernels may use (0: the 
 ASSOC_BLOCK_D = 4  # channels per program, assoc (forward and backward). Not yet timed; chosen from an sm_90
 ASSOC_WARPS = 1  # compile (`python tests/kernels/aot_compile.py --assoc-registers`): at 4 channels x 1 warp (the
 # chunk's 64 steps across one warp's lanes: its scans need no cross-warp exchange) the backward's last pass takes
-# 168 registers, no spills; 242 at 16 x 4; spills at 32 x 4 (255 + 192 bytes of stack), 8 x 1 and 16 x 2
+# 168 registers, no spills; 240 at 16 x 4; spills at 32 x 4 (255 + 192 bytes of stack), 8 x 1 and 16 x 2
 # (benchmarks/results/2026-12-07-cpu-s25-assoc-registers.txt)
 ASSOC_GROUP = 1  # assoc backward: channel blocks a program takes in turn, adding into one row of dB, dC partials
 # (GROUP times fewer rows for PyTorch to sum: at 4 channels a block, 8 gives one row per 32 channels as the chunked
