@@ -84,14 +84,19 @@ def _softplus(x):
 
 
 @triton.jit
+def _channel_vector(ptr, d, md, HAS: tl.constexpr, BLOCK: tl.constexpr):
+    """An optional per-channel input (D, delta bias) at this program's channels, fp32; zeros when absent."""
+    return tl.load(ptr + d, mask=md, other=0.0).to(tl.float32) if HAS else tl.zeros([BLOCK], tl.float32)
+
+
+@triton.jit
 def _channel_params(
     A_ptr, D_ptr, bias_ptr, d, n, md, mn, s_Ad, s_An, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr
 ):
     """A [BLOCK, NP], D and delta bias [BLOCK] of this program's channels, fp32 (absent ones: zeros)."""
     A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An, mask=md[:, None] & mn[None, :], other=0.0)
-    Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
-    bias = tl.load(bias_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK], tl.float32)
-    return A.to(tl.float32), Dv, bias
+    Dv = _channel_vector(D_ptr, d, md, HAS_D, BLOCK)
+    return A.to(tl.float32), Dv, _channel_vector(bias_ptr, d, md, HAS_BIAS, BLOCK)
 
 
 @triton.jit
@@ -1040,19 +1045,24 @@ def _affine(a1, b1, a2, b2):
 
 
 @triton.jit
+def _tile(ptr, b, d, t, m2, s_b, s_d, s_l):
+    """Batch row b's [BLOCK, CH] tile (channels d, steps t) of a [B, D, L] input, fp32, 0 outside ``m2``."""
+    return tl.load(ptr + b * s_b + d[:, None] * s_d + t[None, :] * s_l, mask=m2, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS: tl.constexpr):
     """Raw delta + bias and delta of a [BLOCK, CH] tile (delta 0 outside ``m2``: the state stays)."""
-    ptr = dt_ptr + b * s_tb + d[:, None] * s_td + t[None, :] * s_tl
-    raw = tl.load(ptr, mask=m2, other=0.0).to(tl.float32) + bias[:, None]
+    raw = _tile(dt_ptr, b, d, t, m2, s_tb, s_td, s_tl) + bias[:, None]
     return raw, tl.where(m2, _softplus(raw) if SOFTPLUS else raw, 0.0)
 
 
 @triton.jit
 def _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z: tl.constexpr):
     """The output gradient g, the scan output's gradient dy = g SiLU(z), z and sigmoid(z) of a tile."""
-    g = tl.load(dout_ptr + b * s_gb + d[:, None] * s_gd + t[None, :] * s_gl, mask=m2, other=0.0).to(tl.float32)
+    g = _tile(dout_ptr, b, d, t, m2, s_gb, s_gd, s_gl)
     if HAS_Z:
-        z = tl.load(z_ptr + b * s_zb + d[:, None] * s_zd + t[None, :] * s_zl, mask=m2, other=0.0).to(tl.float32)
+        z = _tile(z_ptr, b, d, t, m2, s_zb, s_zd, s_zl)
         sz = tl.sigmoid(z)
         return g, g * z * sz, z, sz
     return g, g, g, g
@@ -1115,12 +1125,12 @@ def _fwd_assoc_kernel(
     t = c * CH + j
     md = d < DIM
     m2 = md[:, None] & (t < L)[None, :]
-    bias = tl.load(bias_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK], tl.float32)
-    u = tl.load(u_ptr + b * s_ub + d[:, None] * s_ud + t[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
+    bias = _channel_vector(bias_ptr, d, md, HAS_BIAS, BLOCK)
+    u = _tile(u_ptr, b, d, t, m2, s_ub, s_ud, s_ul)
     _, dt = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)
     dtu = dt * u
     if FINAL:
-        Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
+        Dv = _channel_vector(D_ptr, d, md, HAS_D, BLOCK)
         y = Dv[:, None] * u
     else:  # the end state from zero is sum_t exp(A sum_{s > t} delta_s) b_t: a weighted sum, no scan
         later = tl.sum(dt, axis=1)[:, None] - tl.cumsum(dt, axis=1)
@@ -1138,7 +1148,7 @@ def _fwd_assoc_kernel(
             tl.store(loc_ptr + row, end, mask=md)
     if FINAL:
         if HAS_Z:
-            z = tl.load(z_ptr + b * s_zb + d[:, None] * s_zd + t[None, :] * s_zl, mask=m2, other=0.0).to(tl.float32)
+            z = _tile(z_ptr, b, d, t, m2, s_zb, s_zd, s_zl)
             y = y * z * tl.sigmoid(z)
         tl.store(out_ptr + b * s_ob + d[:, None] * s_od + t[None, :] * s_ol, y.to(out_ptr.dtype.element_ty), mask=m2)
     else:
@@ -1229,12 +1239,12 @@ def _bwd_assoc_kernel(
         t = c * CH + j
         md = d < DIM
         m2 = md[:, None] & (t < L)[None, :]
-        bias = tl.load(bias_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK], tl.float32)
+        bias = _channel_vector(bias_ptr, d, md, HAS_BIAS, BLOCK)
         _, dt = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)
         _, dy, _, _ = _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z)
         later = (t < L) & (g > 0)  # the group's row already holds earlier blocks' dB, dC
         if FINAL:  # few [BLOCK, CH] tiles live across the state loop (registers bound this kernel's occupancy)
-            u = tl.load(u_ptr + b * s_ub + d[:, None] * s_ud + t[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
+            u = _tile(u_ptr, b, d, t, m2, s_ub, s_ud, s_ul)
             t_end = tl.minimum(c * CH + CH, L)
             _, dt_next = _tile_delta(
                 dt_ptr, b, d, t + 1, md[:, None] & (t + 1 < t_end)[None, :], bias, s_tb, s_td, s_tl, SOFTPLUS
@@ -1273,7 +1283,7 @@ def _bwd_assoc_kernel(
                 share = tl.sum(tl.math.exp2(upto * A2[:, None]) * dy * Cn[None, :], axis=1)
                 tl.store(loc_ptr + ((b * DIM + d) * n_chunks + c) * N + n, share, mask=md)
         if FINAL:
-            Dv = tl.load(D_ptr + d, mask=md, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK], tl.float32)
+            Dv = _channel_vector(D_ptr, d, md, HAS_D, BLOCK)
             raw, _ = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)  # loaded again, not kept
             g, dy, z, sz = _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z)
             if HAS_Z:
