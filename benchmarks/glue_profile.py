@@ -33,6 +33,7 @@ from collections import Counter
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from hymba.cli.args import add_scan_impl_arg
 from hymba.config import scale_settings
 from hymba.eval.mqar import MQARSettings, probe_config, train_mqar
 from hymba.kernels import scan
@@ -153,14 +154,9 @@ def main() -> None:
     p.add_argument("--top", type=int, default=0, help="also list the N ops with the most own device time")
     p.add_argument("--step-ms", type=int, default=0, metavar="N", help="with --probe: time whole MQAR steps (N, 2N)")
     p.add_argument("--train-conv", choices=scan.TRAIN_CONVS, default=scan.TRAIN_CONV, help="the conv with autograd")
-    p.add_argument("--scan-impl", help="the Triton scan's implementation: sequential, chunked or assoc")
+    add_scan_impl_arg(p)
     args = p.parse_args()
     scan.TRAIN_CONV = args.train_conv
-    if args.scan_impl:
-        try:
-            scan.triton_impl(args.scan_impl)
-        except ValueError as e:
-            p.error(f"--scan-impl: {e}")
     if args.step_ms and not args.probe:
         p.error("--step-ms times the MQAR probe's training step: add --probe")
     for row in map(int, args.rows.split(",")):

@@ -26,7 +26,7 @@ import torch
 
 from hymba.ablation.settings import AblationSettings
 from hymba.bench import hf_llama_config
-from hymba.cli.args import add_set_arg
+from hymba.cli.args import add_scan_impl_arg, add_set_arg
 from hymba.config import RunConfig
 from hymba.data import prepare
 from hymba.kernels import scan as scan_kernels
@@ -161,20 +161,13 @@ def main() -> None:
         default=scan_kernels.TRAIN_CONV,
         help="the Mamba conv where a gradient is needed (hymba.kernels.scan.TRAIN_CONV; default: %(default)s)",
     )
-    p.add_argument(
-        "--scan-impl", help="the Triton scan's implementation: sequential, chunked or assoc (default: its IMPL)"
-    )
+    add_scan_impl_arg(p)
     add_set_arg(
         p,
         "override a setting of the scale (repeatable)",
     )
     args = p.parse_args()
     scan_kernels.TRAIN_CONV = args.train_conv
-    if args.scan_impl:
-        try:
-            scan_kernels.triton_impl(args.scan_impl)
-        except ValueError as e:
-            p.error(f"--scan-impl: {e}")
     settings = AblationSettings.load(
         args.preset,
         [

@@ -1,5 +1,5 @@
 """Arguments several subcommands share: ``--device``, ``--set``, and which model config (``--config`` or ``--row`` at
-``--preset``) for the benchmark subcommands."""
+``--preset``) for the benchmark subcommands; ``--scan-impl`` for the benchmark scripts."""
 
 from __future__ import annotations
 
@@ -23,6 +23,21 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
 def add_set_arg(p: argparse.ArgumentParser, help: str) -> None:
     """``--set SECTION.FIELD=VALUE`` (repeatable), collected in ``args.overrides``."""
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE", help=help)
+
+
+def add_scan_impl_arg(p: argparse.ArgumentParser) -> None:
+    """``--scan-impl NAME``: the Triton scan's implementation (:func:`hymba.kernels.scan.triton_impl`), set as the
+    flag is parsed; an unknown name is a usage error naming the choices."""
+
+    def impl(name: str) -> str:
+        from hymba.kernels.scan import triton_impl
+
+        try:
+            return triton_impl(name)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    p.add_argument("--scan-impl", type=impl, help="the Triton scan's implementation: sequential, chunked or assoc")
 
 
 def parse_device(name: str, flag: str = "--device") -> torch.device:
