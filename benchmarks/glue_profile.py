@@ -13,7 +13,7 @@ compiled graph as Inductor would (``hymba.kernels.attention.flex.OPAQUE_UNDER_CO
 opaque custom op the model uses. ``--train-conv triton``: the Mamba conv with autograd through our Triton
 kernels (``hymba.kernels.scan.TRAIN_CONV``); ``ref``: PyTorch's conv1d; ``shift``: as shifted multiply-adds that
 torch.compile fuses; the default ``auto``: ``shift`` under ``--compile``, ``ref`` eager. ``--scan-impl``: the Triton
-scan's implementation (``sequential``, ``chunked``, ``assoc``; with ``--scan triton``). ``wall_ms`` is one whole step's
+scan's implementation (``sequential`` or ``chunked``; with ``--scan triton``). ``wall_ms`` is one whole step's
 wall time (mean of 10, synchronised) beside the profiled device time: a step whose wall time exceeds its
 device time is bound by the host (kernel launches).
 ``--step-ms N`` (with ``--probe``): also the wall time of one whole MQAR optimiser step as the Recall column

@@ -2,9 +2,8 @@
 
 Every backend of the scan registry that can run here: our Triton kernels (each implementation ``--impl`` names:
 ``sequential``, one program per batch row x channel block; ``chunked``, parallel over time chunks with state
-passing; ``assoc``, as chunked with each chunk one tile and parallel scans over its time axis), mamba_ssm when
-installed, and the plain-PyTorch reference with --ref; at the shapes of issue 14 and of a Hymba-1.5B prefill
-chunk (``--shapes 2``).
+passing), mamba_ssm when installed, and the plain-PyTorch reference with --ref; at the shapes of issue 14 and
+of a Hymba-1.5B prefill chunk (``--shapes 2``).
 
     python benchmarks/scan_kernel.py                                   # ms fwd, ms fwd+bwd, peak GB; JSON lines
     python benchmarks/scan_kernel.py --impl sequential,chunked --sweep # also each implementation's settings
@@ -32,7 +31,6 @@ SHAPES = [(16, 1024, 512, 16), (8, 2048, 2048, 16), (8, 3200, 8192, 16)]
 SETTINGS = {
     "sequential": {"BLOCK_D": (16, 32, 64), "NUM_WARPS": (1, 4), "UNROLL": (1, 4, 8)},
     "chunked": {"CHUNKED_BLOCK_D": (8, 16, 32), "CHUNKED_WARPS": (1, 2, 4), "CHUNK": (32, 64, 128)},
-    "assoc": {"ASSOC_BLOCK_D": (4, 8, 16), "ASSOC_WARPS": (1, 2, 4)},
 }
 EXTRA_SWEEPS = {
     "chunked": [{"BWD_PROGRAMS_PER_SM": v} for v in (8, 32)]
@@ -40,8 +38,7 @@ EXTRA_SWEEPS = {
     + [{"CHUNKED_FWD_BLOCK_D": bd, "CHUNKED_FWD_WARPS": w} for bd, w in ((32, 1), (64, 2), (128, 4))]
     + [{"CHUNKED_FWD_STAGES": v} for v in (1, 3)]
     + [{"BWD_STAGES": 2}]
-    + [{"BWD_MAXNREG": v} for v in (0, 168)],
-    "assoc": [{"CHUNK": v} for v in (32, 128)] + [{"ASSOC_GROUP": 8}],
+    + [{"BWD_MAXNREG": v} for v in (0, 168)]
 }
 
 
@@ -126,7 +123,7 @@ def sweep(impl: str):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--impl", default="sequential,chunked,assoc", help="Triton implementations, comma-separated")
+    p.add_argument("--impl", default="sequential,chunked", help="Triton implementations, comma-separated")
     p.add_argument("--sweep", action="store_true", help="also time each implementation's settings (SETTINGS)")
     p.add_argument("--shapes", default="0,1", help="indices into SHAPES, comma-separated")
     p.add_argument("--ref", action="store_true", help="also time the plain-PyTorch reference (slow, GBs)")

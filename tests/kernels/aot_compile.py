@@ -3,9 +3,7 @@ a GPU: Triton's own compiler and ptxas, down to a cubin, with each kernel's cons
 The interpreter that runs the kernels on CPU (``TRITON_INTERPRET=1``) accepts code the compiler rejects; this
 catches that in CI. Run as a script (the interpreter must be off): prints one line per compile, exits 1 on
 any failure. Argument types follow the parameter names (positions int64, masks uint8, partial sums fp32).
-``--scan-forward-async-copies``: only whether the chunked scan forward's loads are pipelined (exit 1 if not).
-``--assoc-registers``: registers and stack (spills) a thread and shared memory a program of the ``assoc`` scan
-kernels take at candidate tilings (the sm_90 cubin's resource usage), a static guide to their occupancy."""
+``--scan-forward-async-copies``: only whether the chunked scan forward's loads are pipelined (exit 1 if not)."""
 
 from __future__ import annotations
 
@@ -32,7 +30,7 @@ MODULES = [
 SIZES = {
     "triton_decode": dict(GP=16, DKP=64, DVP=128, BLOCK=64),
     "triton_rope": dict(BLOCK=32, TOKENS=32),
-    "triton": dict(BLOCK=16, NP=16, CH=64, UNROLL=4, STAGES=2, GROUP=2),  # the scan (STAGES 2: its loops pipelined)
+    "triton": dict(BLOCK=16, NP=16, CH=64, UNROLL=4, STAGES=2),  # the scan (STAGES 2: its loops pipelined)
     "triton_conv": dict(K=4, BT=32, BD=128),
     "triton_step": dict(BLOCK=32, NP=16, KP=4),
 }
@@ -106,40 +104,7 @@ def scan_forward_async_copies() -> int:
     return k.asm["ptx"].count("cp.async.")
 
 
-def assoc_registers() -> int:
-    """Each assoc scan kernel and pass, as launched from the model, at channels x warps tilings of a 64-step chunk:
-    registers and stack (spills) a thread from cuobjdump's resource usage, shared memory a program from Triton's."""
-    import re
-    import subprocess
-    import tempfile
-
-    from hymba.kernels.scan import triton as scan
-
-    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "kernel.cubin")
-        for fn in (scan._fwd_assoc_kernel, scan._bwd_assoc_kernel):
-            grouped = "GROUP" in fn.arg_names  # the backward's channel blocks a program takes in turn
-            for final, group in ((False, 1), (True, 1), *(((True, 8),) if grouped else ())):
-                for block, warps in ((4, 1), (8, 1), (8, 2), (8, 4), (16, 2), (16, 4), (32, 4), (32, 8)):
-                    sizes = dict(BLOCK=block, CH=64, FINAL=final, GROUP=group)
-                    k = compile_one(scan.__name__, fn, sizes, True, launched=True, num_warps=warps)
-                    with open(path, "wb") as f:
-                        f.write(k.asm["cubin"])
-                    res = subprocess.run([cuobjdump, "--dump-resource-usage", path], capture_output=True, text=True)
-                    use = re.search(r"REG:(\d+) STACK:(\d+)", res.stdout)
-                    print(
-                        f"{fn.__name__} FINAL={final} {block} channels x {warps} warps"
-                        f"{f' x {group} blocks' if grouped else ''}: registers {use[1]}, "
-                        f"stack {use[2]} B, shared {k.metadata.shared} B",
-                        flush=True,
-                    )
-    return 0
-
-
 def main() -> int:
-    if sys.argv[1:] == ["--assoc-registers"]:
-        return assoc_registers()
     if sys.argv[1:] == ["--scan-forward-async-copies"]:
         n = scan_forward_async_copies()
         print(f"cp.async in the chunked scan forward: {n}")

@@ -76,23 +76,8 @@ def test_outputs_state_and_gradients_match_the_reference(L, unroll, small_chunks
     monkeypatch.setattr(scan_triton, "UNROLL", unroll)
     monkeypatch.setattr(scan_triton, "CHUNKED_BLOCK_D", 4)  # 5 channels: two blocks, the second masked
     monkeypatch.setattr(scan_triton, "CHUNKED_FWD_BLOCK_D", 4)
-    monkeypatch.setattr(scan_triton, "ASSOC_BLOCK_D", 4)
     torch.manual_seed(L)
     _compare(_inputs(2, 5, L, 4), rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("group", [1, 4])
-def test_assoc_channel_blocks_in_groups_add_into_shared_partial_rows(group, monkeypatch):
-    """``assoc`` backward: a program takes ``ASSOC_GROUP`` channel blocks in turn, adding their dB, dC into one
-    row of partials; 11 channels in blocks of 2 make 6 blocks: one group each, or 2 groups of 4 whose second is
-    half past the last channel."""
-    monkeypatch.setattr(scan_triton, "IMPL", "assoc")
-    monkeypatch.setattr(scan_triton, "ASSOC_BLOCK_D", 2)
-    monkeypatch.setattr(scan_triton, "ASSOC_GROUP", group)
-    if INTERPRETED:
-        monkeypatch.setattr(scan_triton, "CHUNK", 8)
-    torch.manual_seed(group)
-    _compare(_inputs(2, 11, 19, 4), rtol=1e-4, atol=1e-4)
 
 
 def test_model_layout_optional_parts_and_initial_state(small_chunks):

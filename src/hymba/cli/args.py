@@ -37,7 +37,7 @@ def add_scan_impl_arg(p: argparse.ArgumentParser) -> None:
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
 
-    p.add_argument("--scan-impl", type=impl, help="the Triton scan's implementation: sequential, chunked or assoc")
+    p.add_argument("--scan-impl", type=impl, help="the Triton scan's implementation: sequential or chunked")
 
 
 def parse_device(name: str, flag: str = "--device") -> torch.device:

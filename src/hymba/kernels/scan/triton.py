@@ -22,11 +22,6 @@ the SiLU(z) gate are fused; inputs may be fp32, bf16 or fp16. Both implementatio
   for each chunk's incoming adjoint (and d h0), then one program per chunk (a persistent grid, so the scratch
   does not grow with B x D x L) that recomputes the chunk's states and writes every gradient. About 2x the
   arithmetic of ``sequential`` for L / CHUNK times as many programs.
-- ``assoc``: the chunked design with each chunk one [channels, CHUNK] tile: per state, the chunk's recurrence
-  (forward) and adjoint (backward, a_{t+1} from delta loaded one step later) are parallel scans over the tile's
-  time axis (``tl.associative_scan``), so the backward keeps no per-step states anywhere but in registers (the
-  chunked backward's scratch traffic is what bounds it: benchmarks/results/2026-12-07-h100-s22.md). The same
-  phase 2 chains the chunks.
 
 Reductions over channels (dB, dC), over the batch and over chunks (dA, dD, d bias) go through per-block buffers
 summed afterwards in PyTorch: no float atomics, so gradients are deterministic. The kernels are registered as
@@ -64,16 +59,7 @@ BWD_MAXNREG = 128  # registers a thread of the backward kernels may use (0: the 
 # chunked backward on sm_90, so 8 one-warp programs fit an SM). 128 fits 16 and spills, and the chunked backward
 # kernel took 822 against 927 us (ncu), fwd+bwd 1.61 against 1.84 ms (B16 D1024 L512) and 5.12 against 5.27
 # (B8 D2048 L2048); 168: 1.65 and 5.71 (H100, session 22, benchmarks/results/2026-12-07-h100-s22.md)
-ASSOC_BLOCK_D = 4  # channels per program, assoc (forward and backward). Not yet timed; chosen from an sm_90
-ASSOC_WARPS = 1  # compile (`python tests/kernels/aot_compile.py --assoc-registers`): at 4 channels x 1 warp (the
-# chunk's 64 steps across one warp's lanes: its scans need no cross-warp exchange) the backward's last pass takes
-# 168 registers, no spills; 240 at 16 x 4; spills at 32 x 4 (255 + 192 bytes of stack), 8 x 1 and 16 x 2
-# (benchmarks/results/2026-12-07-cpu-s25-assoc-registers.txt)
-ASSOC_GROUP = 1  # assoc backward: channel blocks a program takes in turn, adding into one row of dB, dC partials
-# (GROUP times fewer rows for PyTorch to sum: at 4 channels a block, 8 gives one row per 32 channels as the chunked
-# backward has). Not timed: a loop over the blocks takes the last pass from 168 registers to 255 (aot_compile.py
-# --assoc-registers), against ~0.5 GB less partial traffic a layer at row 13's seed shape with 8
-IMPLS = ("sequential", "chunked", "assoc")
+IMPLS = ("sequential", "chunked")
 LOG2E = tl.constexpr(1.4426950408889634)
 
 
@@ -1038,277 +1024,6 @@ def _bwd_chunked_kernel(
         tl.store(dbias_ptr + part, dbias, mask=md)
 
 
-@triton.jit
-def _affine(a1, b1, a2, b2):
-    """x -> a1 x + b1, then x -> a2 x + b2 (the scan's combine; in reverse, the later step comes first)."""
-    return a1 * a2, b1 * a2 + b2
-
-
-@triton.jit
-def _tile(ptr, b, d, t, m2, s_b, s_d, s_l):
-    """Batch row b's [BLOCK, CH] tile (channels d, steps t) of a [B, D, L] input, fp32, 0 outside ``m2``."""
-    return tl.load(ptr + b * s_b + d[:, None] * s_d + t[None, :] * s_l, mask=m2, other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS: tl.constexpr):
-    """Raw delta + bias and delta of a [BLOCK, CH] tile (delta 0 outside ``m2``: the state stays)."""
-    raw = _tile(dt_ptr, b, d, t, m2, s_tb, s_td, s_tl) + bias[:, None]
-    return raw, tl.where(m2, _softplus(raw) if SOFTPLUS else raw, 0.0)
-
-
-@triton.jit
-def _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z: tl.constexpr):
-    """The output gradient g, the scan output's gradient dy = g SiLU(z), z and sigmoid(z) of a tile."""
-    g = _tile(dout_ptr, b, d, t, m2, s_gb, s_gd, s_gl)
-    if HAS_Z:
-        z = _tile(z_ptr, b, d, t, m2, s_zb, s_zd, s_zl)
-        sz = tl.sigmoid(z)
-        return g, g * z * sz, z, sz
-    return g, g, g, g
-
-
-@triton.jit
-def _fwd_assoc_kernel(
-    u_ptr,
-    dt_ptr,
-    z_ptr,
-    out_ptr,
-    A_ptr,
-    B_ptr,
-    C_ptr,
-    D_ptr,
-    bias_ptr,
-    chk_ptr,
-    loc_ptr,
-    dtsum_ptr,
-    L,
-    DIM,
-    N,
-    n_chunks,
-    s_ub,
-    s_ud,
-    s_ul,
-    s_tb,
-    s_td,
-    s_tl,
-    s_zb,
-    s_zd,
-    s_zl,
-    s_ob,
-    s_od,
-    s_ol,
-    s_Ad,
-    s_An,
-    s_Bb,
-    s_Bn,
-    s_Bl,
-    s_Cb,
-    s_Cn,
-    s_Cl,
-    HAS_D: tl.constexpr,
-    HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    FINAL: tl.constexpr,
-    BLOCK: tl.constexpr,
-    CH: tl.constexpr,
-):
-    """``assoc`` forward, one program per (channel block, chunk, batch row), the chunk's steps as one [BLOCK, CH]
-    tile: per state n, h_t = a_t h_{t-1} + b_t by a parallel scan over the tile's time axis. Not ``FINAL``
-    (phase 1): from a zero state -> the chunk's end state (a weighted sum over the chunk) and sum of delta.
-    ``FINAL`` (phase 3): from its true start state (in ``chk``) -> y."""
-    c = tl.program_id(1)
-    b = tl.program_id(2)
-    d = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    j = tl.arange(0, CH)
-    t = c * CH + j
-    md = d < DIM
-    m2 = md[:, None] & (t < L)[None, :]
-    bias = _channel_vector(bias_ptr, d, md, HAS_BIAS, BLOCK)
-    u = _tile(u_ptr, b, d, t, m2, s_ub, s_ud, s_ul)
-    _, dt = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)
-    dtu = dt * u
-    if FINAL:
-        Dv = _channel_vector(D_ptr, d, md, HAS_D, BLOCK)
-        y = Dv[:, None] * u
-    else:  # the end state from zero is sum_t exp(A sum_{s > t} delta_s) b_t: a weighted sum, no scan
-        later = tl.sum(dt, axis=1)[:, None] - tl.cumsum(dt, axis=1)
-    for n in range(N):
-        A2 = tl.load(A_ptr + d * s_Ad + n * s_An, mask=md, other=0.0).to(tl.float32) * LOG2E
-        Bn = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=t < L, other=0.0).to(tl.float32)
-        row = ((b * n_chunks + c) * N + n) * DIM + d  # [B, n_chunks, N, D]
-        if FINAL:
-            prod, h = tl.associative_scan((tl.math.exp2(dt * A2[:, None]), dtu * Bn[None, :]), 1, _affine)
-            h += prod * tl.load(chk_ptr + row, mask=md, other=0.0)[:, None]
-            Cn = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=t < L, other=0.0).to(tl.float32)
-            y += h * Cn[None, :]
-        else:
-            end = tl.sum(tl.math.exp2(later * A2[:, None]) * dtu * Bn[None, :], axis=1)
-            tl.store(loc_ptr + row, end, mask=md)
-    if FINAL:
-        if HAS_Z:
-            z = _tile(z_ptr, b, d, t, m2, s_zb, s_zd, s_zl)
-            y = y * z * tl.sigmoid(z)
-        tl.store(out_ptr + b * s_ob + d[:, None] * s_od + t[None, :] * s_ol, y.to(out_ptr.dtype.element_ty), mask=m2)
-    else:
-        tl.store(dtsum_ptr + (b * n_chunks + c) * DIM + d, tl.sum(dt, axis=1), mask=md)
-
-
-@triton.jit
-def _bwd_assoc_kernel(
-    u_ptr,
-    dt_ptr,
-    z_ptr,
-    A_ptr,
-    B_ptr,
-    C_ptr,
-    D_ptr,
-    bias_ptr,
-    chk_ptr,
-    carry_ptr,
-    dout_ptr,
-    du_ptr,
-    ddt_ptr,
-    dz_ptr,
-    dA_ptr,
-    dD_ptr,
-    dbias_ptr,
-    dB_ptr,
-    dC_ptr,
-    loc_ptr,
-    dtsum_ptr,
-    L,
-    DIM,
-    N,
-    n_chunks,
-    n_blocks,
-    s_ub,
-    s_ud,
-    s_ul,
-    s_tb,
-    s_td,
-    s_tl,
-    s_zb,
-    s_zd,
-    s_zl,
-    s_gb,
-    s_gd,
-    s_gl,
-    s_Ad,
-    s_An,
-    s_Bb,
-    s_Bn,
-    s_Bl,
-    s_Cb,
-    s_Cn,
-    s_Cl,
-    s_dub,
-    s_dud,
-    s_dul,
-    s_dtb,
-    s_dtd,
-    s_dtl,
-    s_dzb,
-    s_dzd,
-    s_dzl,
-    HAS_D: tl.constexpr,
-    HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    FINAL: tl.constexpr,
-    BLOCK: tl.constexpr,
-    CH: tl.constexpr,
-    GROUP: tl.constexpr,
-):
-    """``assoc`` backward, one program per (group of GROUP channel blocks, chunk, batch row), each block's chunk
-    one [BLOCK, CH] tile, the blocks in turn. Per state n the adjoint g_t = a_{t+1} g_{t+1} + dy_t C_t is a
-    parallel scan in reverse time (a_{t+1} from delta loaded one step later). Not ``FINAL`` (phase 1): from a
-    zero adjoint after the chunk -> its share a_{t0} g_{t0} of the adjoint flowing into the previous chunk (a
-    weighted sum over the chunk), and its sum of delta. ``FINAL`` (phase 3): the chunk's states h_t from its
-    saved start (a forward scan) and its adjoints from ``carry`` (the adjoint flowing into its last state from
-    later chunks) -> every gradient, with no per-step state kept anywhere but in registers. The previous state
-    enters only as a_t h_{t-1} = h_t - delta_t B_t u_t. The group's blocks add their dB, dC into one row of
-    partials (the program's own: deterministic), GROUP times fewer rows for PyTorch to sum afterwards."""
-    c = tl.program_id(1)
-    b = tl.program_id(2)
-    blk = tl.program_id(0)
-    for g in range(GROUP):  # the group of channel blocks, in turn, sharing one row of dB, dC partials
-        d = (blk * GROUP + g) * BLOCK + tl.arange(0, BLOCK)
-        j = tl.arange(0, CH)
-        t = c * CH + j
-        md = d < DIM
-        m2 = md[:, None] & (t < L)[None, :]
-        bias = _channel_vector(bias_ptr, d, md, HAS_BIAS, BLOCK)
-        _, dt = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)
-        _, dy, _, _ = _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z)
-        later = (t < L) & (g > 0)  # the group's row already holds earlier blocks' dB, dC
-        if FINAL:  # few [BLOCK, CH] tiles live across the state loop (registers bound this kernel's occupancy)
-            u = _tile(u_ptr, b, d, t, m2, s_ub, s_ud, s_ul)
-            t_end = tl.minimum(c * CH + CH, L)
-            _, dt_next = _tile_delta(
-                dt_ptr, b, d, t + 1, md[:, None] & (t + 1 < t_end)[None, :], bias, s_tb, s_td, s_tl, SOFTPLUS
-            )
-            y = tl.zeros([BLOCK, CH], tl.float32)  # sum_n h C
-            adj_B = tl.zeros([BLOCK, CH], tl.float32)  # sum_n g B: du = delta adj_B + D dy, and u adj_B in d delta
-            adj_hA = tl.zeros([BLOCK, CH], tl.float32)  # sum_n g A a_t h_{t-1}: the rest of d delta
-        else:  # a_{t0} g_{t0} from a zero adjoint is sum_t exp(A sum_{s <= t} delta_s) dy_t C_t: no scan
-            upto = tl.cumsum(dt, axis=1)
-        for n in range(N):
-            A = tl.load(A_ptr + d * s_Ad + n * s_An, mask=md, other=0.0).to(tl.float32)
-            A2 = A * LOG2E
-            Cn = tl.load(C_ptr + b * s_Cb + n * s_Cn + t * s_Cl, mask=t < L, other=0.0).to(tl.float32)
-            if FINAL:
-                Bn = tl.load(B_ptr + b * s_Bb + n * s_Bn + t * s_Bl, mask=t < L, other=0.0).to(tl.float32)
-                bx = dt * u * Bn[None, :]
-                prod, h = tl.associative_scan((tl.math.exp2(dt * A2[:, None]), bx), 1, _affine)
-                h += prod * tl.load(chk_ptr + ((b * n_chunks + c) * N + n) * DIM + d, mask=md, other=0.0)[:, None]
-                y += h * Cn[None, :]
-                part = (b * n_blocks + blk) * L + t  # this group's dB, dC partials: [B, n_groups, L, N]
-                dC_at = dC_ptr + part * N + n  # the group's row: its blocks add in turn (no atomics)
-                tl.store(dC_at, tl.load(dC_at, mask=later, other=0.0) + tl.sum(h * dy, axis=0), mask=t < L)
-                decayed = h - bx  # a_t h_{t-1}
-                prod_r, adj = tl.associative_scan(
-                    (tl.math.exp2(dt_next * A2[:, None]), dy * Cn[None, :]), 1, _affine, reverse=True
-                )
-                state = ((b * DIM + d) * n_chunks + c) * N + n  # [B, D, n_chunks, N]
-                adj += prod_r * tl.load(carry_ptr + state, mask=md, other=0.0)[:, None]  # the whole adjoint of h_t
-                dB_at = dB_ptr + part * N + n
-                tl.store(dB_at, tl.load(dB_at, mask=later, other=0.0) + tl.sum(adj * dt * u, axis=0), mask=t < L)
-                adj_B += adj * Bn[None, :]
-                adj_h = adj * decayed
-                adj_hA += adj_h * A[:, None]
-                tl.store(dA_ptr + ((b * n_chunks + c) * DIM + d) * N + n, tl.sum(adj_h * dt, axis=1), mask=md)
-            else:
-                share = tl.sum(tl.math.exp2(upto * A2[:, None]) * dy * Cn[None, :], axis=1)
-                tl.store(loc_ptr + ((b * DIM + d) * n_chunks + c) * N + n, share, mask=md)
-        if FINAL:
-            Dv = _channel_vector(D_ptr, d, md, HAS_D, BLOCK)
-            raw, _ = _tile_delta(dt_ptr, b, d, t, m2, bias, s_tb, s_td, s_tl, SOFTPLUS)  # loaded again, not kept
-            g, dy, z, sz = _tile_dy(dout_ptr, z_ptr, b, d, t, m2, s_gb, s_gd, s_gl, s_zb, s_zd, s_zl, HAS_Z)
-            if HAS_Z:
-                y += Dv[:, None] * u
-                tl.store(
-                    dz_ptr + b * s_dzb + d[:, None] * s_dzd + t[None, :] * s_dzl,
-                    g * y * sz * (1.0 + z * (1.0 - sz)),
-                    mask=m2,
-                )
-            ddt = adj_hA + u * adj_B
-            if SOFTPLUS:
-                ddt = ddt * tl.sigmoid(raw)
-            ddt = tl.where(m2, ddt, 0.0)
-            tl.store(
-                du_ptr + b * s_dub + d[:, None] * s_dud + t[None, :] * s_dul, dt * adj_B + dy * Dv[:, None], mask=m2
-            )
-            tl.store(ddt_ptr + b * s_dtb + d[:, None] * s_dtd + t[None, :] * s_dtl, ddt, mask=m2)
-            part_c = (b * n_chunks + c) * DIM + d  # [B, n_chunks, D] partials
-            tl.store(dD_ptr + part_c, tl.sum(dy * u, axis=1), mask=md)
-            tl.store(dbias_ptr + part_c, tl.sum(ddt, axis=1), mask=md)
-        else:
-            tl.store(dtsum_ptr + (b * n_chunks + c) * DIM + d, tl.sum(dt, axis=1), mask=md)
-        tl.debug_barrier()  # this block's dB, dC row updates visible to every thread before the next block's
-
-
 def _s3(t: Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2)
 
@@ -1324,17 +1039,7 @@ def _impl() -> tuple[str, int, int]:
         raise ValueError(f"scan IMPL={IMPL!r} unknown; expected one of {IMPLS}")
     if CHUNK % UNROLL:
         raise ValueError(f"scan CHUNK={CHUNK} must be a multiple of UNROLL={UNROLL}")
-    if IMPL == "assoc":
-        if CHUNK & (CHUNK - 1):
-            raise ValueError(f"scan CHUNK={CHUNK} must be a power of two for IMPL='assoc' (a chunk is one tile)")
-        return IMPL, ASSOC_BLOCK_D, ASSOC_WARPS
     return (IMPL, BLOCK_D, NUM_WARPS) if IMPL == "sequential" else (IMPL, CHUNKED_BLOCK_D, CHUNKED_WARPS)
-
-
-def _assoc_flags(flags: dict) -> dict:
-    """The chunked kernels' launch flags as the assoc kernels take them (a chunk is one tile: no unrolling)."""
-    keep = ("HAS_D", "HAS_Z", "HAS_BIAS", "SOFTPLUS", "BLOCK", "num_warps")
-    return {k: flags[k] for k in keep if k in flags} | {"CH": CHUNK}
 
 
 def _n_chunks(L: int) -> int:
@@ -1399,11 +1104,7 @@ def _scan_fwd(
     loc = torch.empty_like(chk)  # each chunk's end state from a zero start
     dt_sum = torch.empty(b, n_chunks, dim, device=u.device, dtype=torch.float32)
     grid = (n_blocks, n_chunks, b)
-    if impl == "assoc":
-        kernel, flags = _fwd_assoc_kernel, _assoc_flags(flags)
-    else:
-        kernel = _fwd_chunk_kernel
-    kernel[grid](*tensors, chk, loc, dt_sum, L, dim, N, n_chunks, *strides, FINAL=False, **flags)
+    _fwd_chunk_kernel[grid](*tensors, chk, loc, dt_sum, L, dim, N, n_chunks, *strides, FINAL=False, **flags)
     _chunk_pass_kernel[(n_blocks, b)](
         A,
         loc,
@@ -1420,10 +1121,10 @@ def _scan_fwd(
         HAS_INIT=h0.numel() > 0,
         REVERSE=False,
         BLOCK=block,
-        NP=triton.next_power_of_2(N),
+        NP=flags["NP"],
         num_warps=warps,
     )
-    kernel[grid](*tensors, chk, loc, dt_sum, L, dim, N, n_chunks, *strides, FINAL=True, **flags)
+    _fwd_chunk_kernel[grid](*tensors, chk, loc, dt_sum, L, dim, N, n_chunks, *strides, FINAL=True, **flags)
     return out, last, chk
 
 
@@ -1471,8 +1172,7 @@ def _scan_bwd(
     has_z = z.numel() > 0
     dz = torch.empty_like(z, dtype=torch.float32) if has_z else du.new_empty(0)
     dh0 = torch.empty(b, dim, N, **f32)
-    n_parts = triton.cdiv(n_blocks, ASSOC_GROUP) if impl == "assoc" else n_blocks  # rows of dB, dC partials
-    dB, dC = torch.empty(b, n_parts, L, N, **f32), torch.empty(b, n_parts, L, N, **f32)
+    dB, dC = torch.empty(b, n_blocks, L, N, **f32), torch.empty(b, n_blocks, L, N, **f32)
     zz, dzz = (z, dz) if has_z else (u, du)
     has_dlast = dlast.numel() > 0
     strides = (
@@ -1542,34 +1242,27 @@ def _scan_bwd(
         dt_sum = torch.empty(b, n_chunks, dim, **f32)
         dA = torch.empty(b, n_chunks, dim, N, **f32)
         dD, dbias = torch.empty(b, n_chunks, dim, **f32), torch.empty(b, n_chunks, dim, **f32)
-        if impl == "assoc":
-            aflags = _assoc_flags(flags) | {"GROUP": ASSOC_GROUP}
-            outs = (du, ddt, dzz, dA, dD, dbias, dB, dC, loc, dt_sum, L, dim, N, n_chunks, n_parts)
-            ins = (u, delta, zz, A, B, C, D, delta_bias, chk)
-            grid = (n_parts, n_chunks, b)  # a program per group of ASSOC_GROUP channel blocks
-            _bwd_assoc_kernel[grid](*ins, loc, dout, *outs, *strides, FINAL=False, **aflags)
-        else:
-            _bwd_chunk_local_kernel[(n_blocks, n_chunks, b)](
-                delta,
-                zz,
-                A,
-                C,
-                delta_bias,
-                dout,
-                loc,
-                dt_sum,
-                L,
-                dim,
-                N,
-                n_chunks,
-                *_s3(delta),
-                *_s3(zz),
-                *_s3(dout),
-                A.stride(0),
-                A.stride(1),
-                *_s3(C),
-                **{k: v for k, v in flags.items() if k != "HAS_D"},
-            )
+        _bwd_chunk_local_kernel[(n_blocks, n_chunks, b)](
+            delta,
+            zz,
+            A,
+            C,
+            delta_bias,
+            dout,
+            loc,
+            dt_sum,
+            L,
+            dim,
+            N,
+            n_chunks,
+            *_s3(delta),
+            *_s3(zz),
+            *_s3(dout),
+            A.stride(0),
+            A.stride(1),
+            *_s3(C),
+            **{k: v for k, v in flags.items() if k != "HAS_D"},
+        )
         _chunk_pass_kernel[(n_blocks, b)](
             A,
             loc,
@@ -1589,42 +1282,39 @@ def _scan_bwd(
             NP=flags["NP"],
             num_warps=warps,
         )
-        if impl == "assoc":
-            _bwd_assoc_kernel[grid](*ins, carry, dout, *outs, *strides, FINAL=True, **aflags)
-        else:
-            n_tiles = n_blocks * n_chunks * b
-            slots = _bwd_slots(u.device, n_tiles)
-            scratch = torch.empty(slots, CHUNK + 1, block, flags["NP"], **f32)
-            _bwd_chunked_kernel[(slots,)](
-                u,
-                delta,
-                zz,
-                A,
-                B,
-                C,
-                D,
-                delta_bias,
-                chk,
-                carry,
-                dout,
-                scratch,
-                du,
-                ddt,
-                dzz,
-                dA,
-                dD,
-                dbias,
-                dB,
-                dC,
-                L,
-                dim,
-                N,
-                n_chunks,
-                n_blocks,
-                n_tiles,
-                *strides,
-                **flags,
-            )
+        n_tiles = n_blocks * n_chunks * b
+        slots = _bwd_slots(u.device, n_tiles)
+        scratch = torch.empty(slots, CHUNK + 1, block, flags["NP"], **f32)
+        _bwd_chunked_kernel[(slots,)](
+            u,
+            delta,
+            zz,
+            A,
+            B,
+            C,
+            D,
+            delta_bias,
+            chk,
+            carry,
+            dout,
+            scratch,
+            du,
+            ddt,
+            dzz,
+            dA,
+            dD,
+            dbias,
+            dB,
+            dC,
+            L,
+            dim,
+            N,
+            n_chunks,
+            n_blocks,
+            n_tiles,
+            *strides,
+            **flags,
+        )
         sum_dims = (0, 1)
     # absent inputs get distinct empty gradients (custom-op outputs must not alias)
     return [
