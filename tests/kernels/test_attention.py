@@ -41,12 +41,31 @@ def test_padding_keys_are_never_attended_and_pad_queries_stay_finite():
     assert torch.isfinite(attention_sdpa(q, k, v, spec)).all()
 
 
+@pytest.mark.parametrize("window", [5, None])
 @pytest.mark.parametrize("H,Hkv,Dk,Dv", [(4, 4, 8, 8), (4, 2, 8, 16), (6, 1, 4, 12)])
-def test_sdpa_matches_naive_with_gqa_and_wide_values(H, Hkv, Dk, Dv):
+def test_sdpa_matches_naive_with_gqa_and_wide_values(H, Hkv, Dk, Dv, window):
     B, T, M = 2, 19, 3
     q, k, v = torch.randn(B, H, T, Dk), torch.randn(B, Hkv, T, Dk), torch.randn(B, Hkv, T, Dv)
-    spec = plain_spec(B, T, M, 5)
+    spec = plain_spec(B, T, M, window)
     torch.testing.assert_close(attention(q, k, v, spec), attention_naive(q, k, v, spec), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("M", [0, 3])
+def test_a_plain_global_layer_runs_sdpa_causal_without_a_mask(M, monkeypatch):
+    # [meta][tokens] at positions 0, 1, ... with no window and no padding is plain causal attention: SDPA's
+    # is_causal, no [T, T] mask built; outputs and gradients as the masked oracle's
+    import hymba.kernels.attention.ref as ref
+
+    B, H, Hkv, T, D = 2, 4, 2, 23, 8
+    spec = plain_spec(B, T, M, None)
+    q, k, v = (torch.randn(B, h, T, D, requires_grad=True) for h in (H, Hkv, Hkv))
+    want = attention_naive(q, k, v, spec)
+    want_grads = torch.autograd.grad(want.square().sum(), (q, k, v))
+    monkeypatch.setattr(ref, "build_mask", lambda s: pytest.fail("a mask was built for a plain global layer"))
+    got = attention_sdpa(q, k, v, spec)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for g, w in zip(torch.autograd.grad(got.square().sum(), (q, k, v)), want_grads):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("H,Hkv", [(4, 2), (6, 1), (4, 4)])
@@ -90,6 +109,20 @@ def test_auto_attention_trains_short_gqa_sliding_window_sequences(T):
     pos = torch.arange(T, device="cuda").expand(B, T)
     spec = MaskSpec(pos, pos, pos < 0, None, 48, 0)
     for got, want in zip(_grads("auto", q, k, v, spec), _grads("sdpa", q, k, v, spec)):  # two bf16 kernels
+        torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=6e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("Hkv,Dv", [(8, 64), (2, 64), (2, 128)])
+def test_sdpa_causal_path_trains_as_flex_on_cuda(Hkv, Dv):
+    # a global layer in the plain layout runs SDPA's is_causal (flash where the head dims are equal): outputs
+    # and gradients as flex's, meta tokens leading, with grouped heads and a wider V
+    B, H, T, M, Dk = 2, 8, 320, 16, 64
+    g = dict(device="cuda", dtype=torch.bfloat16)
+    q, k, v = torch.randn(B, H, T, Dk, **g), torch.randn(B, Hkv, T, Dk, **g), torch.randn(B, Hkv, T, Dv, **g)
+    pos = torch.arange(T, device="cuda").expand(B, T)
+    spec = MaskSpec(pos, pos, pos < M, None, None, M)
+    for got, want in zip(_grads("sdpa", q, k, v, spec), _grads("flex", q, k, v, spec)):  # two bf16 kernels
         torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=6e-2)
 
 

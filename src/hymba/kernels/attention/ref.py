@@ -66,13 +66,18 @@ def build_mask(spec: MaskSpec) -> Tensor:
 
 
 def attention_sdpa(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
-    """Args: q [B, H, Tq, Dk], k [B, Hkv, Tk, Dk], v [B, Hkv, Tk, Dv]. Returns [B, H, Tq, Dv]."""
-    mask, gqa = build_mask(spec), k.shape[1] != q.shape[1]
+    """Args: q [B, H, Tq, Dk], k [B, Hkv, Tk, Dk], v [B, Hkv, Tk, Dv]. Returns [B, H, Tq, Dv].
+
+    A global layer in the plain layout (keys == queries, ``[meta][tokens]`` at positions 0, 1, ...; no window,
+    no padding) is plain causal attention: SDPA's ``is_causal``, no mask built or read (the flash kernels where
+    they apply)."""
+    causal = spec.n_meta is not None and spec.window is None and spec.k_valid is None and q.shape[2] == k.shape[2]
+    mask, gqa = (None if causal else build_mask(spec)), k.shape[1] != q.shape[1]
     if q.is_cuda and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         if gqa:  # the memory-efficient kernel takes no grouped heads (it would fall to the bf16 math kernel)
             k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], 1) for t in (k, v))
         with sdpa_kernel(_TRAINING_SDPA):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
     if gqa and q.shape[2] == 1:
         # One query per row (decoding): the G query heads of a K/V head become G queries of that head, so
         # every kernel reads each K/V head once and none needs grouped-head support. [B, Hkv, G, Dk]
@@ -80,7 +85,7 @@ def attention_sdpa(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
         Hkv = k.shape[1]
         o = F.scaled_dot_product_attention(q.reshape(B, Hkv, H // Hkv, Dk), k, v, attn_mask=mask)
         return o.reshape(B, H, 1, v.shape[-1])
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa)
 
 
 def attention_naive(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec) -> Tensor:
