@@ -4,7 +4,8 @@ scan/attention pair: tokens/s with the warm-up steps left out, MFU against the t
 GPU memory. The rows train on the scale's own data, as in ``hymba ablate``.
 
     python benchmarks/train_throughput.py --preset seed --rows 1,6,13 --backends ref/sdpa,triton/flex,mamba_ssm/flex
-    (--set train.batch_size=32 --set train.compile=true: any scale setting, as for `hymba ablate`)
+    (--set train.batch_size=32 --set train.compile=true: any scale setting, as for `hymba ablate`;
+    --set train.cuda_graphs=true: each step replayed as one CUDA graph)
     python benchmarks/train_throughput.py --rows 6 --hf-llama --matmul-peak   # + transformers' Llama, + MFU
                                                                               #   against a measured matmul peak
 
@@ -53,6 +54,7 @@ def measure(settings: AblationSettings, row: int, scan: str, attn: str) -> dict:
         "grad_accum": tc.grad_accum,
         "timed_steps": tc.max_steps - tc.throughput_skip_steps,
         "compiled": tc.compiles(device.type),
+        "cuda_graphs": tc.cuda_graphs,
         "train_conv": scan_kernels.TRAIN_CONV,
         "scan_impl": scan_kernels.triton_impl() if scan == "triton" else None,
         "tokens_per_s": result.train_tokens_per_s,

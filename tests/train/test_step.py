@@ -170,3 +170,19 @@ def test_a_step_that_cannot_be_captured_falls_back_to_eager_with_a_note(caplog):
         lb = train_mqar(b, s, device="cuda")
     assert any("CUDA-graph capture of the MQAR step failed" in r.getMessage() for r in caplog.records)
     assert lb == pytest.approx(la, rel=1e-4, abs=1e-5)
+
+
+def test_capturable_lr_puts_a_loaded_float_learning_rate_back_on_the_device():
+    # a checkpoint of plain steps holds float learning rates; a CUDA graph must read them from a tensor
+    from hymba.train.step import capturable_lr, set_lr
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([w], lr=torch.tensor(0.01))
+    saved = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))], lr=0.02).state_dict()
+    opt.load_state_dict(saved)
+    assert opt.param_groups[0]["lr"] == 0.02 and not isinstance(opt.param_groups[0]["lr"], torch.Tensor)
+    capturable_lr(opt, w.device)
+    lr = opt.param_groups[0]["lr"]
+    assert isinstance(lr, torch.Tensor) and lr.item() == pytest.approx(0.02)
+    set_lr(opt, 0.5)
+    assert opt.param_groups[0]["lr"] is lr and lr.item() == 0.5  # changed in place, where a graph reads it

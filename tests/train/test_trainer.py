@@ -138,3 +138,11 @@ def test_generate_cli_samples_each_prompt_as_if_alone(small_run, tmp_path, capsy
         assert line == {"prompt": prompt, "completion": tok.decode(new, skip_special_tokens=True)}
     assert main(["generate", str(tmp_path / "nope"), "--prompt", "x"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cuda_graph_steps_need_cuda_one_process_and_no_accumulation(small_run, tmp_path):
+    with pytest.raises(ValueError, match=r"^train.cuda_graphs=true needs CUDA and one process, not device cpu$"):
+        train(small_run(device="cpu", cuda_graphs=True), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any work
+    with pytest.raises(ValueError, match=r"train.cuda_graphs=True is invalid: needs train.grad_accum = 1"):
+        small_run(cuda_graphs=True, grad_accum=2)

@@ -74,6 +74,10 @@ class TrainConfig(Section):
     precision: str = "auto"  # "auto" = bf16 autocast on CUDA, fp32 on CPU
     # torch.compile the model: true, false, or "auto" = on CUDA for runs of 5000+ steps (TrainConfig.compiles)
     compile: bool | Literal["auto"] = "auto"
+    # replay each whole step (forward, backward, clipping, AdamW) as one CUDA graph (hymba.train.step.GraphedStep):
+    # no kernel launches or host work inside a step. CUDA, one process, grad_accum 1; off until it is measured
+    # against plain steps (benchmarks/train_throughput.py --set train.cuda_graphs=true)
+    cuda_graphs: bool = False
     parallel: str = "auto"  # under torchrun: ddp, fsdp (FSDP2 sharding) or none; auto = ddp when world size > 1
     seq_len: int = 128
     batch_size: int = 16  # sequences per micro-batch, per rank under torchrun
@@ -134,6 +138,12 @@ class TrainConfig(Section):
         self.check_choice("parallel", PARALLEL)
         if self.compile not in (True, False, "auto"):
             self.invalid("compile", 'must be true, false or "auto"')
+        if not isinstance(self.cuda_graphs, bool):
+            self.invalid("cuda_graphs", "must be true or false")
+        if self.cuda_graphs and self.grad_accum != 1:
+            self.invalid(
+                "cuda_graphs", f"needs train.grad_accum = 1 (a graph replays one whole step), not {self.grad_accum}"
+            )
         self.check_interval("min_lr_ratio", 0, 1, "[]")
         self.check_interval("beta1", 0, 1, "[)")
         self.check_interval("beta2", 0, 1, "[)")

@@ -73,6 +73,15 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = lr
 
 
+def capturable_lr(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Make every parameter group's learning rate a device tensor (as :func:`build_optimizer` with
+    ``capturable=True`` sets it) where a loaded state dict put a float back: a CUDA graph captured with a float
+    learning rate would keep that value, and :func:`set_lr` would change nothing the graph reads."""
+    for group in optimizer.param_groups:
+        if not isinstance(group["lr"], Tensor):
+            group["lr"] = torch.tensor(float(group["lr"]), device=device)
+
+
 def accumulate(
     forward: Callable[..., object],
     parts: Iterable[tuple[Tensor, Tensor, float]],
@@ -176,6 +185,7 @@ __all__ = [
     "TrainingDiverged",
     "accumulate",
     "build_optimizer",
+    "capturable_lr",
     "check_finite",
     "lr_at",
     "no_decay",

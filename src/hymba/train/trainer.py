@@ -44,7 +44,16 @@ from hymba.rundir import RunDir
 from hymba.runtime import autocast_context, autocast_dtype, peak_flops
 from hymba.train.checkpoint import latest_checkpoint, load_newest_checkpoint, save_checkpoint, save_weights
 from hymba.train.init import resolve_init
-from hymba.train.step import accumulate, build_optimizer, check_finite, compile_model, lr_at, set_lr
+from hymba.train.step import (
+    GraphedStep,
+    accumulate,
+    build_optimizer,
+    capturable_lr,
+    check_finite,
+    compile_model,
+    lr_at,
+    set_lr,
+)
 
 log = logging.getLogger(__name__)
 
@@ -440,6 +449,9 @@ def _train(
         run_cfg, init_state = resolve_init(run_cfg)
         override = None
     device = par.device
+    if tc.cuda_graphs and (device.type != "cuda" or par.world_size > 1):
+        where = f"{par.world_size} processes" if par.world_size > 1 else f"device {device.type}"
+        raise ValueError(f"train.cuda_graphs=true needs CUDA and one process, not {where}")
     amp = autocast_dtype(tc.precision, device)
     data = par.on_rank0(lambda: prepare(run_cfg.data))  # rank 0 fills the token cache; the others then read it
     if data is None:
@@ -509,10 +521,12 @@ def _train(
     )
     wrapped = par.wrap(model)
     model = par.unwrap(wrapped)
-    optimizer = build_optimizer(model, tc)
+    optimizer = build_optimizer(model, tc, capturable=tc.cuda_graphs)
     if resume:
         par.load_full_state(wrapped, optimizer, weights, optim_state)
         del weights, optim_state
+        if tc.cuda_graphs:  # the graph reads the learning rate from a device tensor, whatever the checkpoint held
+            capturable_lr(optimizer, device)
     compiled = tc.compiles(device.type)
     if tc.compile == "auto":
         log.info(
@@ -527,6 +541,7 @@ def _train(
         conv = scan.train_conv(model_cfg.scan_backend, device.type, compiled=True)
         log.info("torch.compile: the Mamba conv trains as %r (kernels.scan.TRAIN_CONV = %r)", conv, scan.TRAIN_CONV)
     forward = compile_model(wrapped) if compiled else wrapped
+    graphed = GraphedStep(forward, optimizer, amp=amp, grad_clip=tc.grad_clip) if tc.cuda_graphs else None
     peak = peak_flops(device, tc.peak_flops)
     tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum * par.world_size  # all ranks
     eval_bs = tc.eval_batch_size or tc.batch_size
@@ -566,19 +581,23 @@ def _train(
             t0 = time.perf_counter()
             lr = lr_at(step, tc)
             set_lr(optimizer, lr)
-            parts = (
-                (x.to(device, non_blocking=True), y.to(device, non_blocking=True), 1.0 / tc.grad_accum)
-                for x, y in (next(batches) for _ in range(tc.grad_accum))
-            )
-            loss_sum = accumulate(
-                forward,
-                parts,
-                device,
-                amp,
-                sync=lambda i: par.grad_sync(wrapped, sync=i == tc.grad_accum - 1),
-            )
-            loss_val = par.mean(loss_sum)  # also synchronises, so step times are real
-            grad_norm = par.clip_grad_norm(wrapped, tc.grad_clip or math.inf)
+            if graphed is not None:  # the optimizer step is part of the graph: a diverged step is caught after it,
+                # before any checkpoint of it is written
+                loss_val, grad_norm = graphed(*next(batches)).tolist()
+            else:
+                parts = (
+                    (x.to(device, non_blocking=True), y.to(device, non_blocking=True), 1.0 / tc.grad_accum)
+                    for x, y in (next(batches) for _ in range(tc.grad_accum))
+                )
+                loss_sum = accumulate(
+                    forward,
+                    parts,
+                    device,
+                    amp,
+                    sync=lambda i: par.grad_sync(wrapped, sync=i == tc.grad_accum - 1),
+                )
+                loss_val = par.mean(loss_sum)  # also synchronises, so step times are real
+                grad_norm = par.clip_grad_norm(wrapped, tc.grad_clip or math.inf)
             check_finite(
                 loss_val,
                 grad_norm,
@@ -587,8 +606,9 @@ def _train(
                     f"last good checkpoint: {latest_checkpoint(out) or 'none'}; lower train.lr or raise warmup_steps"
                 ),
             )
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            if graphed is None:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
             step += 1
             step_times.append(time.perf_counter() - t0)
             if len(step_times) == 1 and forward is not wrapped:
