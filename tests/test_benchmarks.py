@@ -68,7 +68,8 @@ def test_scan_cpu_times_the_reference_scan_per_block_size():
     timed = [r for r in rows if "block" in r]
     # B8 D128 N16 L64: 2^17 elements are 8 steps a block, 2^15 two, the whole sequence 64
     assert [(r["block"], r["block_steps"]) for r in timed] == [("default", 8), ("2^15", 2), ("whole sequence", 64)]
-    assert all(r["ms_fwd"] > 0 and r["ms_fwd_bwd"] > r["ms_fwd"] for r in timed) and timed[0]["vs_default"] == 1.0
+    # timed, not compared: with one repetition on a shared CPU the forward alone can time above forward + backward
+    assert all(r["ms_fwd"] > 0 and r["ms_fwd_bwd"] > 0 for r in timed) and timed[0]["vs_default"] == 1.0
 
 
 def test_glue_profile_runs_the_triton_scan_implementation_it_names():
@@ -83,4 +84,4 @@ def test_glue_profile_runs_the_triton_scan_implementation_it_names():
     (rec,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert rec["scan"] == "triton" and rec["scan_impl"] == "sequential"
     bad = subprocess.run([*cmd, "fast"], **run)
-    assert bad.returncode == 2 and "--scan-impl" in bad.stderr and "assoc" in bad.stderr
+    assert bad.returncode == 2 and "--scan-impl" in bad.stderr and "chunked" in bad.stderr

