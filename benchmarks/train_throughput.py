@@ -30,6 +30,7 @@ from hymba.bench import hf_llama_config
 from hymba.cli.args import add_scan_impl_arg, add_set_arg
 from hymba.config import RunConfig
 from hymba.data import prepare
+from hymba.kernels import attention
 from hymba.kernels import scan as scan_kernels
 from hymba.runtime import peak_flops, resolve_device
 from hymba.train import train
@@ -56,6 +57,7 @@ def measure(settings: AblationSettings, row: int, scan: str, attn: str) -> dict:
         "compiled": tc.compiles(device.type),
         "cuda_graphs": tc.cuda_graphs,
         "train_conv": scan_kernels.TRAIN_CONV,
+        "global_attn": attention.GLOBAL_CAUSAL if attn == "auto" else None,
         "scan_impl": scan_kernels.triton_impl() if scan == "triton" else None,
         "tokens_per_s": result.train_tokens_per_s,
         "mfu": result.mfu,
@@ -163,6 +165,13 @@ def main() -> None:
         default=scan_kernels.TRAIN_CONV,
         help="the Mamba conv where a gradient is needed (hymba.kernels.scan.TRAIN_CONV; default: %(default)s)",
     )
+    p.add_argument(
+        "--global-attn",
+        choices=attention.GLOBAL_CAUSALS,
+        default=attention.GLOBAL_CAUSAL,
+        help="what attention backend auto runs for global layers on CUDA "
+        "(hymba.kernels.attention.GLOBAL_CAUSAL; default: %(default)s)",
+    )
     add_scan_impl_arg(p)
     add_set_arg(
         p,
@@ -170,6 +179,7 @@ def main() -> None:
     )
     args = p.parse_args()
     scan_kernels.TRAIN_CONV = args.train_conv
+    attention.GLOBAL_CAUSAL = args.global_attn
     settings = AblationSettings.load(
         args.preset,
         [

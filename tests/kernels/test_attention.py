@@ -127,6 +127,25 @@ def test_sdpa_causal_path_trains_as_flex_on_cuda(Hkv, Dv):
 
 
 @pytest.mark.gpu
+def test_auto_runs_global_layers_on_sdpa_when_global_causal_says_so(monkeypatch):
+    import hymba.kernels.attention as A
+
+    monkeypatch.setattr(A, "GLOBAL_CAUSAL", "sdpa")
+    windows, real = [], A.attention_sdpa
+    monkeypatch.setattr(A, "attention_sdpa", lambda q, k, v, spec: windows.append(spec.window) or real(q, k, v, spec))
+    B, H, Hkv, T, M, D = 2, 8, 2, 256, 16, 64
+    g = dict(device="cuda", dtype=torch.bfloat16)
+    q, k, v = torch.randn(B, H, T, D, **g), torch.randn(B, Hkv, T, D, **g), torch.randn(B, Hkv, T, D, **g)
+    pos = torch.arange(T, device="cuda").expand(B, T)
+    for window in (None, 64):  # the global layer on sdpa, the sliding-window one still on flex
+        spec = MaskSpec(pos, pos, pos < M, None, window, M)
+        torch.testing.assert_close(
+            attention(q, k, v, spec).float(), attention_naive(q, k, v, spec).float(), rtol=2e-2, atol=2e-2
+        )
+    assert windows == [None]
+
+
+@pytest.mark.gpu
 def test_auto_attention_falls_back_to_sdpa_when_flex_fails_to_compile(monkeypatch, caplog):
     import torch._inductor.exc
 

@@ -1,10 +1,12 @@
-"""Attention dispatch: ``sdpa`` (explicit mask, any device; the reference), ``flex`` (FlexAttention, CUDA) or
+"""Attention dispatch: ``sdpa`` (PyTorch's SDPA with an explicit mask, or its causal kernel for a global layer
+in the plain layout; any device; the reference), ``flex`` (FlexAttention, CUDA) or
 ``triton`` (our decode kernel, :mod:`hymba.kernels.attention.triton_decode`: one query per row over a cache,
 grouped heads reading their K/V once, split over the keys; CUDA, or CPU under ``TRITON_INTERPRET=1``).
 
 ``auto`` takes ``triton`` on CUDA for one query per row (decoding) when Triton is importable, ``flex`` on CUDA
 for the plain layout (training, unpadded prefill) and ``sdpa`` otherwise (padded batches, CPU, head dims
-FlexAttention cannot tile, sequences shorter than one 128-token flex block), logging its choice once. A
+FlexAttention cannot tile, sequences shorter than one 128-token flex block), logging its choice once; with
+``GLOBAL_CAUSAL = "sdpa"`` it runs the plain layout's global layers on SDPA's causal kernel instead of flex. A
 requested ``triton`` serves one query per row only; longer queries are an error. Should FlexAttention still
 fail to compile for a shape, ``auto`` logs the error and runs that shape on ``sdpa`` from then on; a requested
 ``flex`` raises it.
@@ -23,6 +25,9 @@ _TRITON = importlib.util.find_spec("triton") is not None  # looked up once: the 
 FLEX_BLOCK = 128  # FlexAttention's default block; shorter sequences with GQA fail to compile (torch 2.11, H200)
 FLEX_HEAD_DIMS = (16, 32, 64, 128)  # its Triton templates need power-of-two head dims (256 overflows shared memory)
 _flex_failed: set[tuple] = set()  # shapes whose flex compile failed under `auto`
+GLOBAL_CAUSAL = "flex"  # what `auto` runs on CUDA for a global layer in the plain layout (plain causal attention):
+# "flex", or "sdpa" (SDPA's is_causal: flash where the head dims match). flex until the two are timed in training
+GLOBAL_CAUSALS = ("flex", "sdpa")
 
 
 def _compile_errors() -> tuple[type[BaseException], ...]:
@@ -110,6 +115,9 @@ def attention(q, k, v, spec: MaskSpec, backend: str = "auto"):
         from hymba.kernels.attention.flex import attention_flex
 
         return attention_flex(q, k, v, spec)
+    if backend == "auto" and q.device.type == "cuda" and plain and spec.window is None and GLOBAL_CAUSAL == "sdpa":
+        log_choice("attention", "sdpa", "CUDA, a global layer in the plain layout (GLOBAL_CAUSAL)")
+        return attention_sdpa(q, k, v, spec)
     if backend == "auto" and q.device.type == "cuda" and plain:
         key = (tuple(q.shape), tuple(k.shape), v.shape[-1], q.dtype, spec.window, spec.n_meta)
         reason = _sdpa_reason(q.shape[-1], v.shape[-1], q.shape[2])
