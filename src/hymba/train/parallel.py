@@ -189,23 +189,24 @@ class Parallel:
             wrapped.set_requires_gradient_sync(sync)
         return contextlib.nullcontext()
 
-    def clip_grad_norm(self, wrapped: nn.Module, max_norm: float) -> float:
-        """Clip the gradients to ``max_norm`` (global norm over every rank's shard) and return the norm."""
+    def loss_and_clip(self, loss: torch.Tensor, wrapped: nn.Module, max_norm: float) -> tuple[float, float]:
+        """The step's loss averaged over the ranks, and the gradients clipped to ``max_norm`` (global norm over
+        every rank's shard): both read back to the host in one synchronisation (a host read waits for the GPU
+        to finish, and the GPU then waits for the host's next launches)."""
+        loss = loss.detach().float()
+        if self.distributed:  # gloo has no AVG: sum, then divide
+            import torch.distributed as dist
+
+            loss = loss.clone()
+            dist.all_reduce(loss)
+            loss = loss / self.world_size
         norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), max_norm)
         if hasattr(norm, "full_tensor"):  # a DTensor under FSDP
             norm = norm.full_tensor()
-        return float(norm)
+        loss_val, norm_val = torch.stack([loss, norm.float().to(loss.device)]).tolist()
+        return loss_val, norm_val
 
     # ---- collectives ------------------------------------------------------------------------------------
-    def mean(self, value: torch.Tensor) -> float:
-        """``value`` averaged over the ranks (gloo has no AVG: sum, then divide)."""
-        if not self.distributed:
-            return float(value)
-        import torch.distributed as dist
-
-        t = value.detach().clone().float()
-        dist.all_reduce(t)
-        return float(t) / self.world_size
 
     def max(self, value: int) -> int:
         """The largest of every rank's ``value`` (e.g. the signal one of them received)."""

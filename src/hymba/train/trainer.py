@@ -596,8 +596,8 @@ def _train(
                     amp,
                     sync=lambda i: par.grad_sync(wrapped, sync=i == tc.grad_accum - 1),
                 )
-                loss_val = par.mean(loss_sum)  # also synchronises, so step times are real
-                grad_norm = par.clip_grad_norm(wrapped, tc.grad_clip or math.inf)
+                # one host read of both (so step times are real), before AdamW's step and the divergence check
+                loss_val, grad_norm = par.loss_and_clip(loss_sum, wrapped, tc.grad_clip or math.inf)
             check_finite(
                 loss_val,
                 grad_norm,
