@@ -33,7 +33,11 @@ def test_cuda_graph_steps_train_as_plain_steps_and_resume_from_them(small_run, t
     graphed = train(small_run(device="cuda", precision="fp32", max_steps=8, cuda_graphs=True), tmp_path / "graphed")
     for (name, p), q in zip(plain.model.named_parameters(), graphed.model.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
-    shutil.copytree(tmp_path / "plain", tmp_path / "resumed", ignore=shutil.ignore_patterns("step_0000008"))
+    # the plain run as if stopped right after its step-4 checkpoint (no final weights, results or later checkpoint)
+    ignore = shutil.ignore_patterns("checkpoints", "model.safetensors", "results.json")
+    shutil.copytree(tmp_path / "plain", tmp_path / "resumed", ignore=ignore)
+    (tmp_path / "resumed" / "checkpoints").mkdir()
+    shutil.copytree(tmp_path / "plain/checkpoints/step_0000004", tmp_path / "resumed/checkpoints/step_0000004")
     resumed = train(
         small_run(device="cuda", precision="fp32", max_steps=8, cuda_graphs=True), tmp_path / "resumed", resume=True
     )
