@@ -115,10 +115,10 @@ def attention(q, k, v, spec: MaskSpec, backend: str = "auto"):
         from hymba.kernels.attention.flex import attention_flex
 
         return attention_flex(q, k, v, spec)
-    if backend == "auto" and q.device.type == "cuda" and plain and spec.window is None and GLOBAL_CAUSAL == "sdpa":
-        log_choice("attention", "sdpa", "CUDA, a global layer in the plain layout (GLOBAL_CAUSAL)")
-        return attention_sdpa(q, k, v, spec)
     if backend == "auto" and q.device.type == "cuda" and plain:
+        if spec.window is None and GLOBAL_CAUSAL == "sdpa":
+            log_choice("attention", "sdpa", "CUDA, a global layer in the plain layout (GLOBAL_CAUSAL)")
+            return attention_sdpa(q, k, v, spec)
         key = (tuple(q.shape), tuple(k.shape), v.shape[-1], q.dtype, spec.window, spec.n_meta)
         reason = _sdpa_reason(q.shape[-1], v.shape[-1], q.shape[2])
         if reason:
