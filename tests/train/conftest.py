@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 
 from hymba.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -61,3 +63,17 @@ def small_toml():
         return SMALL_TOML + "".join(f"{k} = {v}\n" for k, v in train.items())
 
     return make
+
+
+@pytest.fixture
+def copy_run_until():
+    """``copy(src, dst, step)``: run directory ``src`` copied to ``dst`` as if training had been interrupted right
+    after checkpoint ``step`` (that checkpoint only; no final weights or results)."""
+
+    def copy(src, dst, step):
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints", "model.safetensors", "results.json"))
+        (dst / "checkpoints").mkdir()
+        name = f"step_{step:07d}"
+        shutil.copytree(src / "checkpoints" / name, dst / "checkpoints" / name)
+
+    return copy

@@ -14,14 +14,6 @@ from hymba.train import train
 from hymba.train.checkpoint import latest_checkpoint
 
 
-def _copy_run_until(src, dst, step):
-    """A run directory as if training had been interrupted right after checkpoint ``step``."""
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints", "model.safetensors", "results.json"))
-    (dst / "checkpoints").mkdir()
-    name = f"step_{step:07d}"
-    shutil.copytree(src / "checkpoints" / name, dst / "checkpoints" / name)
-
-
 def _metrics(out):
     """(steps of the loss lines, number of final lines) of metrics.jsonl."""
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -37,11 +29,11 @@ def optimizer_steps(monkeypatch):
     return count
 
 
-def test_resume_equals_an_uninterrupted_run(small_run, tmp_path, caplog, optimizer_steps):
+def test_resume_equals_an_uninterrupted_run(small_run, tmp_path, caplog, optimizer_steps, copy_run_until):
     cfg = small_run(max_steps=6, ckpt_every=3, grad_accum=2)
     full = train(cfg, tmp_path / "full")
     # as if killed -9 after the log of step 6: metrics.jsonl runs past the checkpoint (step 3)
-    _copy_run_until(tmp_path / "full", tmp_path / "resumed", step=3)
+    copy_run_until(tmp_path / "full", tmp_path / "resumed", step=3)
     optimizer_steps.clear()
     with caplog.at_level(logging.INFO, logger="hymba"):
         resumed = train(cfg, tmp_path / "resumed", resume=True)
@@ -72,11 +64,11 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(small_run, tmp
     assert len(optimizer_steps) == 3 and resumed.val_loss == full.val_loss
 
 
-def test_resume_that_only_evaluates_writes_valid_json(small_run, tmp_path):
+def test_resume_that_only_evaluates_writes_valid_json(small_run, tmp_path, copy_run_until):
     cfg = small_run(max_steps=3)
     train(cfg, tmp_path / "full")
     # killed after the last checkpoint, before the final evaluation: nothing left to train, only to evaluate
-    _copy_run_until(tmp_path / "full", tmp_path / "run", step=3)
+    copy_run_until(tmp_path / "full", tmp_path / "run", step=3)
     result = train(cfg, tmp_path / "run", resume=True)
     assert result.steps == 3 and result.train_tokens_per_s is None
     text = (tmp_path / "run" / "results.json").read_text()

@@ -23,21 +23,15 @@ def test_cuda_and_cpu_runs_agree_roughly(small_run, tmp_path):
     assert abs(cpu.val_loss - gpu.val_loss) < 0.05
 
 
-def test_cuda_graph_steps_train_as_plain_steps_and_resume_from_them(small_run, tmp_path):
+def test_cuda_graph_steps_train_as_plain_steps_and_resume_from_them(small_run, tmp_path, copy_run_until):
     """``train.cuda_graphs``: each step replayed as one CUDA graph gives the plain steps' weights (fp32: the same
     kernels), and a run resumed from a plain run's checkpoint continues with graphs as the plain run does (the
     loaded learning rate back on the device, so the schedule still reaches the graph)."""
-    import shutil
-
     plain = train(small_run(device="cuda", precision="fp32", max_steps=8, ckpt_every=4), tmp_path / "plain")
     graphed = train(small_run(device="cuda", precision="fp32", max_steps=8, cuda_graphs=True), tmp_path / "graphed")
     for (name, p), q in zip(plain.model.named_parameters(), graphed.model.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
-    # the plain run as if stopped right after its step-4 checkpoint (no final weights, results or later checkpoint)
-    ignore = shutil.ignore_patterns("checkpoints", "model.safetensors", "results.json")
-    shutil.copytree(tmp_path / "plain", tmp_path / "resumed", ignore=ignore)
-    (tmp_path / "resumed" / "checkpoints").mkdir()
-    shutil.copytree(tmp_path / "plain/checkpoints/step_0000004", tmp_path / "resumed/checkpoints/step_0000004")
+    copy_run_until(tmp_path / "plain", tmp_path / "resumed", step=4)
     resumed = train(
         small_run(device="cuda", precision="fp32", max_steps=8, cuda_graphs=True), tmp_path / "resumed", resume=True
     )
