@@ -89,6 +89,30 @@ def _far_query_fraction(s: MQARSettings) -> float:
     return float(((t - key_pos) > 3).float().mean())
 
 
+def test_the_loss_at_the_query_positions_is_the_full_loss_with_the_same_gradients():
+    """QueryLoss runs the LM head at the labelled positions only: the same loss, logits and gradients as the
+    full forward with -100 elsewhere (a hybrid probe with meta tokens, whose positions shift by M inside)."""
+    from hymba import HymbaLM
+    from hymba.eval.mqar import QueryLoss, query_targets
+
+    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, d_state=4, n_meta_tokens=3, init_std=0.2)
+    torch.manual_seed(0)
+    a, b = HymbaLM(cfg), HymbaLM(cfg)
+    b.load_state_dict(a.state_dict())
+    ids, labels = mqar_batch(6, vocab=64, seq_len=40, pairs=5, seed=1)
+    targets = query_targets(labels, 5)
+    b_, t_ = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
+    assert torch.equal(targets[:, 0].flatten(), t_) and torch.equal(targets[:, 1].flatten(), labels[b_, t_])
+    full = a(ids, labels=labels)
+    part = QueryLoss(b)(ids, labels=targets)
+    torch.testing.assert_close(part.logits.flatten(0, 1), full.logits[b_, t_], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(part.loss, full.loss, rtol=1e-6, atol=1e-7)
+    full.loss.backward()
+    part.loss.backward()
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=lambda m, name=name: f"{name}: {m}")
+
+
 def test_recall_accuracy_is_deterministic_and_takes_a_dict():
     s = dict(vocab=16, train=[[16, 2]], eval=[[16, 2]], train_steps=3, batch_size=4, eval_sequences=8, lrs=[3e-3])
     a = recall_accuracy(ATTN, s, seed=3)

@@ -149,6 +149,29 @@ def mqar_batch(
     return torch.from_numpy(ids), torch.from_numpy(labels)
 
 
+def query_targets(labels: torch.Tensor, pairs: int) -> torch.Tensor:
+    """MQAR ``labels`` [B, T] (exactly ``pairs`` labelled positions a row, as :func:`mqar_batch` makes them) as
+    ``[B, 2, pairs]``: the query positions in order (``[:, 0]``) and their values (``[:, 1]``)."""
+    pos = torch.sort((labels == IGNORE_INDEX).to(torch.uint8), dim=1, stable=True).indices[:, :pairs]
+    return torch.stack([pos, labels.gather(1, pos)], dim=1)
+
+
+class QueryLoss(torch.nn.Module):
+    """``model`` with MQAR's training loss: ``forward(input_ids, labels=targets)``, targets from
+    :func:`query_targets`; the mean cross-entropy of ``model(input_ids, labels=labels).loss`` over the
+    labelled positions, with the LM head run at the B x pairs query positions only instead of all B x T (a
+    fourth to an eighth of them; at vocabulary 8192 the full logits are most of a probe step's memory). What
+    the optimiser steps (graphed, compiled or eager) call; the parameters are the model's."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor):
+        pos, values = labels.unbind(1)
+        return self.model(input_ids, labels=values, positions=pos)
+
+
 # ---- settings -----------------------------------------------------------------------------------------
 
 Setting = tuple[int, int]  # (seq_len, pairs)
@@ -444,7 +467,7 @@ def train_mqar(
         if resumed is not None:
             resumed[:] = history
         log.info("recall: resuming the run (lr %g, seed %d) from step %d of %s", lr, seed, start, checkpoint)
-    step_fn = _StepFn(compile_model(model) if s.compile else model, opt, dev, amp, s, graphs=graphed)
+    step_fn = _StepFn(compile_model(QueryLoss(model)) if s.compile else QueryLoss(model), opt, dev, amp, s, graphed)
     # The host reads the loss back only every `_SYNC_EVERY` steps (every step with a callback or a check
     # due), so that on a GPU it can queue the next steps' kernels while the current ones run.
     pinned = dev.type == "cuda"
@@ -461,10 +484,11 @@ def train_mqar(
             power_a=s.power_a,
             seed=np.random.SeedSequence([seed, _TRAIN_STREAM, step]),
         )
+        targets = query_targets(labels, pairs)
         if pinned:
-            ids, labels = ids.pin_memory(), labels.pin_memory()
+            ids, targets = ids.pin_memory(), targets.pin_memory()
         set_lr(opt, lr_at(step, tc))
-        pending.append(step_fn(ids, labels))
+        pending.append(step_fn(ids, targets))
         at_point = (step + 1) % s.eval_every == 0
         check = checking and at_point
         save = checkpoint is not None and at_point and step + 1 < s.train_steps
@@ -525,9 +549,9 @@ def _load_partial(path, identity: dict[str, Any], model, opt) -> dict[str, Any] 
 
 
 class _StepFn:
-    """One MQAR optimiser step on a batch, returning ``[loss, grad_norm]`` on the device: replayed as a CUDA
-    graph per sequence length (``graphs``), else eager in label-weighted micro-batches that halve when
-    memory runs out (the same optimiser step either way)."""
+    """One MQAR optimiser step of a :class:`QueryLoss` on a batch (ids, query targets), returning
+    ``[loss, grad_norm]`` on the device: replayed as a CUDA graph per sequence length (``graphs``), else eager
+    in micro-batches that halve when memory runs out (the same optimiser step either way)."""
 
     def __init__(self, model, opt, dev: torch.device, amp, s: MQARSettings, graphs: bool = False):
         self.model, self.opt, self.dev, self.amp, self.s = model, opt, dev, amp, s
@@ -553,10 +577,10 @@ class _StepFn:
 
     def _eager(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Forward and backward of the batch in micro-batches of ``self.micro`` rows, gradients accumulated so
-        that they equal the whole batch's (each part's mean loss weighted by its share of the labelled
-        positions). Out of memory, the step restarts with half the rows per micro-batch, logged once per
-        halving: the optimiser step, and so the learning, stay those of the full batch."""
-        n = int((labels != IGNORE_INDEX).sum())
+        that they equal the whole batch's (each part's mean loss weighted by its share of the rows: every row
+        has the same number of queries). Out of memory, the step restarts with half the rows per micro-batch,
+        logged once per halving: the optimiser step, and so the learning, stay those of the full batch."""
+        n = ids.shape[0]
         pinned = self.dev.type == "cuda"
         while True:
             self.opt.zero_grad(set_to_none=True)
@@ -564,7 +588,7 @@ class _StepFn:
                 (
                     ids[b : b + self.micro].to(self.dev, non_blocking=pinned),
                     labels[b : b + self.micro].to(self.dev, non_blocking=pinned),
-                    int((labels[b : b + self.micro] != IGNORE_INDEX).sum()) / n,
+                    labels[b : b + self.micro].shape[0] / n,
                 )
                 for b in range(0, ids.shape[0], self.micro)
             )
@@ -641,12 +665,13 @@ def _accuracy(
             power_a=s.power_a,
             seed=np.random.SeedSequence([seed, stream, i]),
         )
+        targets = query_targets(labels, pairs)
         correct = total = b = 0
         while b < sequences:  # out of memory, the rows per forward are halved (logged), never the sequences
-            x, y = ids[b : b + rows].to(device), labels[b : b + rows].to(device)
+            x, (pos, y) = ids[b : b + rows].to(device), targets[b : b + rows].to(device).unbind(1)
             try:
                 with autocast_context(dev, amp):
-                    pred = model(x).logits.argmax(-1)
+                    pred = model(x, positions=pos).logits.argmax(-1)
             except torch.OutOfMemoryError:
                 if rows == 1:
                     raise
@@ -661,9 +686,8 @@ def _accuracy(
                     rows,
                 )
                 continue
-            mask = y != IGNORE_INDEX
-            correct += int((pred[mask] == y[mask]).sum())
-            total += int(mask.sum())
+            correct += int((pred == y).sum())
+            total += y.numel()
             b += x.shape[0]
         out[(seq_len, pairs)] = correct / total
     model.train(was_training)
@@ -810,11 +834,13 @@ def recall_accuracy(
 
 __all__ = [
     "MQARSettings",
+    "QueryLoss",
     "RecallResult",
     "evaluate_mqar",
     "mqar_batch",
     "plan_features",
     "probe_config",
+    "query_targets",
     "recall_accuracy",
     "recall_sweep",
     "run_recall",

@@ -285,19 +285,28 @@ class HymbaLM(nn.Module):
         return _Context(spec, cos, sin, valid, **kw)
 
     def forward(
-        self, input_ids: Tensor, labels: Tensor | None = None, attention_mask: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        positions: Tensor | None = None,
     ) -> ModelOutput:
         """Args:
             input_ids: [B, T] token ids.
             labels: [B, T] targets aligned with ``input_ids`` (labels[:, t] is the token after position t);
-                -100 is ignored.
+                -100 is ignored. With ``positions``: [B, K], the targets at those positions.
             attention_mask: [B, T], 1 for tokens and 0 for left padding.
+            positions: [B, K] token positions: the LM head (and the loss) only there, for a loss that labels
+                a few positions (MQAR's queries), where the full logits would be most of the memory.
         Returns:
-            :class:`ModelOutput` with logits [B, T, vocab] of the real tokens and the mean cross-entropy.
+            :class:`ModelOutput` with logits [B, T, vocab] of the real tokens ([B, K, vocab] with ``positions``)
+            and the mean cross-entropy.
         """
         x, pos, valid, _ = self._embed(input_ids, attention_mask)
-        x = self._run(x, self._context(pos, valid, x.dtype))
-        logits = self.lm_head(self.norm(x[:, self.config.n_meta_tokens :]))
+        x = self._run(x, self._context(pos, valid, x.dtype))[:, self.config.n_meta_tokens :]
+        if positions is not None:
+            x = x.gather(1, positions[..., None].expand(-1, -1, x.shape[-1]))
+        logits = self.lm_head(self.norm(x))
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
