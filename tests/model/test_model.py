@@ -338,3 +338,34 @@ def test_attention_gets_qkv_in_one_dtype_under_autocast(row, monkeypatch):
     with torch.autocast("cpu", torch.bfloat16):
         HymbaLM(cfg)(ids[:, :-1], labels=ids[:, 1:]).loss.backward()
     assert seen and all(d == (torch.bfloat16,) * 3 for d in seen), seen
+
+
+@pytest.mark.parametrize("v_head_dim", [None, 8])  # the released layout (one W_out) and the paper's (split)
+def test_mean_fusion_without_branch_norms_is_the_plain_mean(v_head_dim):
+    """``fusion_norm=False`` drops Eq. 3's two branch norms and nothing else: the same as the normed model
+    with its norms made the identity; prefill + decode equal the full forward (the fused eval path)."""
+    from hymba.presets import row_config
+
+    cfg = row_config(13, "tiny", vocab_size=61, n_layers=6, window=8, init_std=0.2, v_head_dim=v_head_dim)
+    torch.manual_seed(0)
+    plain = HymbaLM(cfg.replace(fusion_norm=False))
+    normed = HymbaLM(cfg)
+    missing, unexpected = normed.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all("_norm." in k and "ffn" not in k for k in missing), missing
+    ids = torch.randint(0, 61, (2, 30))
+    assert not torch.allclose(plain(ids).logits, normed(ids).logits, atol=1e-2)  # the flag changes the model
+    for blk in normed.layers:
+        if hasattr(blk, "attn_norm"):
+            blk.attn_norm.forward = blk.ssm_norm.forward = lambda t: t
+    torch.testing.assert_close(plain(ids).logits, normed(ids).logits, rtol=1e-5, atol=1e-5)
+    plain.eval()
+    with torch.no_grad():
+        full = plain(ids).logits
+        logits, cache = plain.prefill(ids[:, :11], max_len=30)
+        steps = [logits] + [plain.decode_step(ids[:, t], cache) for t in range(11, 30)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
+
+
+def test_fusion_norm_must_be_a_bool():
+    with pytest.raises(ValueError, match="fusion_norm"):
+        ModelConfig(vocab_size=61, fusion_norm="no")

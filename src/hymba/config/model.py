@@ -61,6 +61,10 @@ class ModelConfig(Section):
     dt_init_floor: float = 1e-4
     # fusion of the two branches
     fusion: str = "mean"
+    # mean fusion: each branch RMS-normalised before the mean (beta1, beta2 of Eq. 3, as released). False: an
+    # ablation outside the paper, W_out((attn + ssm) / 2); the branch norms slow the MQAR probe's lookup
+    # (benchmarks/results/2026-12-07-s27.md). No effect in concat fusion or single-branch layers.
+    fusion_norm: bool = True
     # attention span per layer: "none" (all global), "all" (all SWA), "default" (global in first, middle,
     # last layer), or an explicit list of global layer indices
     swa_plan: str | list[int] = "none"
@@ -107,6 +111,8 @@ class ModelConfig(Section):
         elif self.n_kv_heads not in (None, 0):
             self.invalid("n_kv_heads", "needs attention heads (n_heads > 0)")
         self.check_choice("fusion", FUSIONS)
+        if not isinstance(self.fusion_norm, bool):
+            self.invalid("fusion_norm", "must be true or false")
         self.check_ints("window")
         if isinstance(self.swa_plan, str):
             self.check_choice("swa_plan", SWA_PLANS, " or a list of global layers")
