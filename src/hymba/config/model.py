@@ -63,7 +63,7 @@ class ModelConfig(Section):
     fusion: str = "mean"
     # mean fusion: each branch RMS-normalised before the mean (beta1, beta2 of Eq. 3, as released). False: an
     # ablation outside the paper, W_out((attn + ssm) / 2); the branch norms slow the MQAR probe's lookup
-    # (benchmarks/results/2026-12-07-s27.md). No effect in concat fusion or single-branch layers.
+    # (benchmarks/results/2026-12-07-h100-s27.md). No effect in concat fusion or single-branch layers.
     fusion_norm: bool = True
     # attention span per layer: "none" (all global), "all" (all SWA), "default" (global in first, middle,
     # last layer), or an explicit list of global layer indices
