@@ -77,9 +77,9 @@ class HymbaBlock(nn.Module):
         a_out = c.attn_out_dim if plan.attention else 0
         s_out = plan.ssm.out_width(c) if plan.ssm is not None else 0
         both = plan.attention and plan.ssm is not None
-        if both and c.fusion == "mean" and c.fusion_norm:
-            self.attn_norm = RMSNorm(a_out, c.norm_eps)  # beta1 of Eq. 3
-            self.ssm_norm = RMSNorm(s_out, c.norm_eps)  # beta2 of Eq. 3
+        if both and c.fusion == "mean":  # beta1, beta2 of Eq. 3 (fusion_norm=false: the ablation without them)
+            self.attn_norm = RMSNorm(a_out, c.norm_eps) if c.fusion_norm else nn.Identity()
+            self.ssm_norm = RMSNorm(s_out, c.norm_eps) if c.fusion_norm else nn.Identity()
         out_in = a_out + s_out if both and c.fusion == "concat" else (s_out or a_out)
         if both and c.split_out_proj:  # the paper's ablation layout: W_out split per branch, attention's here
             self.attn_proj = nn.Linear(a_out, c.d_model, bias=False)
@@ -161,13 +161,12 @@ class HymbaBlock(nn.Module):
             return rms_norm(t, n.weight, n.eps, residual=residual)
 
         if a is not None and s is not None:
-            if self.c.fusion == "mean" and not self.c.fusion_norm:  # the ablation without Eq. 3's branch norms
-                y = (self.attn_proj(a) + self.out_proj(s)) / 2 if self.c.split_out_proj else self.out_proj((a + s) / 2)
-            elif self.c.split_out_proj:  # Eq. 3 with W_out = [W_attn | W_ssm] acting on each branch
+            if self.c.split_out_proj:  # Eq. 3 with W_out = [W_attn | W_ssm] acting on each branch
                 y = (self.attn_proj(self.attn_norm(a)) + self.out_proj(self.ssm_norm(s))) / 2
             elif self.c.fusion == "mean":
                 an, sn = self.attn_norm, self.ssm_norm
-                y = self.out_proj(rms_norm_mean(a, an.weight, s, sn.weight, an.eps) if fused else (an(a) + sn(s)) / 2)
+                one_op = fused and self.c.fusion_norm
+                y = self.out_proj(rms_norm_mean(a, an.weight, s, sn.weight, an.eps) if one_op else (an(a) + sn(s)) / 2)
             else:
                 y = self.out_proj(torch.cat([a, s], dim=-1))
         else:
