@@ -32,6 +32,7 @@ except ImportError:  # a plain clone, not installed
 
 from hymba import HymbaLM  # noqa: E402
 from hymba.bench import DECODE_MODES, copy_bandwidth, generation_benchmark, hf_llama_config, load_model_config  # noqa: E402
+from hymba.cli.args import add_global_attn_arg  # noqa: E402
 from hymba.config import ModelConfig  # noqa: E402
 from hymba.presets import row_config  # noqa: E402
 
@@ -112,6 +113,7 @@ def main() -> int:
     p.add_argument("--ssm-state-dtype", default="fp32", help="comma list of fp32 and model: our SSM state's dtype "
                    "in the cache, each from its own prefill (model: the weights' dtype, as the released code keeps "
                    "it) (default: %(default)s)")  # fmt: skip
+    add_global_attn_arg(p)
     a = p.parse_args()
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -133,7 +135,12 @@ def main() -> int:
         p.error(f"--ssm-state-dtype {a.ssm_state_dtype}: expected a comma list of fp32 and model")
     bandwidth = copy_bandwidth(device)
     head = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
-    print(json.dumps({**head, "copy_bw_gbs": round(bandwidth / 1e9, 1), "torch": torch.__version__}), flush=True)
+    print(
+        json.dumps(
+            {**head, "copy_bw_gbs": round(bandwidth / 1e9, 1), "torch": torch.__version__, "global_attn": a.global_attn}
+        ),
+        flush=True,
+    )
     for name in names:
         spec = MODELS[name]
         cfg = load_model_config(spec) if isinstance(spec, str) else row_config(spec, a.preset)

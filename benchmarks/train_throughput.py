@@ -27,7 +27,7 @@ import torch
 
 from hymba.ablation.settings import AblationSettings
 from hymba.bench import hf_llama_config
-from hymba.cli.args import add_scan_impl_arg, add_set_arg
+from hymba.cli.args import add_global_attn_arg, add_scan_impl_arg, add_set_arg
 from hymba.config import RunConfig
 from hymba.data import prepare
 from hymba.kernels import attention
@@ -165,13 +165,7 @@ def main() -> None:
         default=scan_kernels.TRAIN_CONV,
         help="the Mamba conv where a gradient is needed (hymba.kernels.scan.TRAIN_CONV; default: %(default)s)",
     )
-    p.add_argument(
-        "--global-attn",
-        choices=attention.GLOBAL_CAUSALS,
-        default=attention.GLOBAL_CAUSAL,
-        help="what attention backend auto runs for global layers on CUDA "
-        "(hymba.kernels.attention.GLOBAL_CAUSAL; default: %(default)s)",
-    )
+    add_global_attn_arg(p)
     add_scan_impl_arg(p)
     add_set_arg(
         p,
@@ -179,7 +173,6 @@ def main() -> None:
     )
     args = p.parse_args()
     scan_kernels.TRAIN_CONV = args.train_conv
-    attention.GLOBAL_CAUSAL = args.global_attn
     settings = AblationSettings.load(
         args.preset,
         [

@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_generation_compare_runs_ours_and_transformers_llama_of_row_6s_shape():
     pytest.importorskip("transformers")
     cmd = [sys.executable, "benchmarks/generation_compare.py", "--models", "row6,row13,hf-row6", "--preset", "tiny"]
-    cmd += ["--device", "cpu", "--prompt-len", "24", "--batch", "2", "--new-tokens", "3"]
+    cmd += ["--device", "cpu", "--prompt-len", "24", "--batch", "2", "--new-tokens", "3", "--global-attn", "flex"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True).stdout
+    assert json.loads(out.splitlines()[0])["global_attn"] == "flex"  # recorded as asked (not the default)
     rows = {r["model"]: r for r in map(json.loads, out.splitlines()) if "model" in r}
     assert set(rows) == {"row6", "row13", "hf-row6"}
     assert not [r["error"] for r in rows.values() if "error" in r]
@@ -37,6 +38,14 @@ def test_train_throughput_trains_transformers_llama_of_row_6s_shape():
     assert hf["params_m"] == ours["params_m"]  # row 6's shape, the trainer's vocabulary
     assert (hf["batch"], hf["seq"]) == (ours["batch"], ours["seq"]) == (2, 64)
     assert hf["tokens_per_s"] > 0 and ours["tokens_per_s"] > 0
+    assert ours["global_attn"] == "sdpa"  # the default dispatch of global layers, recorded
+
+
+def test_global_attn_flag_names_its_choices_on_a_bad_value():
+    cmd = [sys.executable, "benchmarks/train_throughput.py", "--global-attn", "fast"]
+    bad = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--global-attn" in bad.stderr and "flex, sdpa" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 @pytest.mark.gpu

@@ -1,5 +1,5 @@
 """Arguments several subcommands share: ``--device``, ``--set``, and which model config (``--config`` or ``--row`` at
-``--preset``) for the benchmark subcommands; ``--scan-impl`` for the benchmark scripts."""
+``--preset``) for the benchmark subcommands; ``--scan-impl`` and ``--global-attn`` for the benchmark scripts."""
 
 from __future__ import annotations
 
@@ -38,6 +38,27 @@ def add_scan_impl_arg(p: argparse.ArgumentParser) -> None:
             raise argparse.ArgumentTypeError(str(e)) from None
 
     p.add_argument("--scan-impl", type=impl, help="the Triton scan's implementation: sequential or chunked")
+
+
+def add_global_attn_arg(p: argparse.ArgumentParser) -> None:
+    """``--global-attn NAME``: what attention backend ``auto`` runs a global layer of the plain layout on, on CUDA
+    (:data:`hymba.kernels.attention.GLOBAL_CAUSAL`), set as the flag is parsed; an unknown name is a usage error
+    naming the choices."""
+    from hymba.kernels import attention
+
+    def choice(name: str) -> str:
+        if name not in attention.GLOBAL_CAUSALS:
+            raise argparse.ArgumentTypeError(f"{name!r}: expected one of {', '.join(attention.GLOBAL_CAUSALS)}")
+        attention.GLOBAL_CAUSAL = name
+        return name
+
+    p.add_argument(
+        "--global-attn",
+        type=choice,
+        default=attention.GLOBAL_CAUSAL,
+        help="what `auto` runs global layers on, on CUDA: sdpa (its causal kernel) or flex "
+        "(hymba.kernels.attention.GLOBAL_CAUSAL; default: %(default)s)",
+    )
 
 
 def parse_device(name: str, flag: str = "--device") -> torch.device:

@@ -73,13 +73,29 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = lr
 
 
-def capturable_lr(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    """Make every parameter group's learning rate a device tensor (as :func:`build_optimizer` with
-    ``capturable=True`` sets it) where a loaded state dict put a float back: a CUDA graph captured with a float
-    learning rate would keep that value, and :func:`set_lr` would change nothing the graph reads."""
+def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Make a loaded optimizer capturable again (as :func:`build_optimizer` with ``capturable=True`` built it):
+    a state dict saved by plain steps puts back ``capturable=False``, which AdamW refuses inside a CUDA graph,
+    and a float learning rate, which a graph would keep (:func:`set_lr` would change nothing it reads). Every
+    group gets ``capturable=True`` and its learning rate as a device tensor; AdamW's step counts move to the
+    device."""
     for group in optimizer.param_groups:
+        group["capturable"] = True
         if not isinstance(group["lr"], Tensor):
             group["lr"] = torch.tensor(float(group["lr"]), device=device)
+    for state in optimizer.state.values():
+        step = state.get("step")
+        if isinstance(step, Tensor) and step.device != device:
+            state["step"] = step.to(device=device, dtype=torch.float32)
+
+
+def release_rng_capture(device: torch.device) -> None:
+    """After a CUDA-graph capture that failed part-way (an operation that cannot be captured), torch 2.11 leaves
+    the device's default generator marked as capturing, and every later random op on that device fails
+    ("Offset increment outside graph capture encountered unexpectedly"): give it a fresh copy of its state, the
+    same seed and offset, not capturing."""
+    gen = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    gen.graphsafe_set_state(gen.clone_state())
 
 
 def accumulate(
@@ -168,8 +184,12 @@ class GraphedStep:
         sx, sy = x.clone(), y.clone()
         self.optimizer.zero_grad(set_to_none=True)  # the graph allocates (and then owns) the gradients
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            out = self._step(sx, sy)
+        try:
+            with torch.cuda.graph(graph, pool=self._pool):
+                out = self._step(sx, sy)
+        except BaseException:
+            release_rng_capture(device)
+            raise
         self._graphs[key] = (graph, sx, sy, out)
         graph.replay()  # capture records the step without running it
         return out.clone()
@@ -185,9 +205,10 @@ __all__ = [
     "TrainingDiverged",
     "accumulate",
     "build_optimizer",
-    "capturable_lr",
     "check_finite",
     "lr_at",
+    "make_capturable",
     "no_decay",
+    "release_rng_capture",
     "set_lr",
 ]

@@ -48,10 +48,10 @@ from hymba.train.step import (
     GraphedStep,
     accumulate,
     build_optimizer,
-    capturable_lr,
     check_finite,
     compile_model,
     lr_at,
+    make_capturable,
     set_lr,
 )
 
@@ -525,8 +525,8 @@ def _train(
     if resume:
         par.load_full_state(wrapped, optimizer, weights, optim_state)
         del weights, optim_state
-        if tc.cuda_graphs:  # the graph reads the learning rate from a device tensor, whatever the checkpoint held
-            capturable_lr(optimizer, device)
+        if tc.cuda_graphs:  # whatever the checkpoint held: capturable, the learning rate a device tensor
+            make_capturable(optimizer, device)
     compiled = tc.compiles(device.type)
     if tc.compile == "auto":
         log.info(

@@ -5,8 +5,9 @@ grouped heads reading their K/V once, split over the keys; CUDA, or CPU under ``
 
 ``auto`` takes ``triton`` on CUDA for one query per row (decoding) when Triton is importable, ``flex`` on CUDA
 for the plain layout (training, unpadded prefill) and ``sdpa`` otherwise (padded batches, CPU, head dims
-FlexAttention cannot tile, sequences shorter than one 128-token flex block), logging its choice once; with
-``GLOBAL_CAUSAL = "sdpa"`` it runs the plain layout's global layers on SDPA's causal kernel instead of flex. A
+FlexAttention cannot tile, sequences shorter than one 128-token flex block), logging its choice once. The plain
+layout's global layers (plain causal attention) it runs on SDPA's causal kernel (``GLOBAL_CAUSAL = "sdpa"``, the
+default: faster in training than flex) or on flex (``"flex"``). A
 requested ``triton`` serves one query per row only; longer queries are an error. Should FlexAttention still
 fail to compile for a shape, ``auto`` logs the error and runs that shape on ``sdpa`` from then on; a requested
 ``flex`` raises it.
@@ -25,8 +26,9 @@ _TRITON = importlib.util.find_spec("triton") is not None  # looked up once: the 
 FLEX_BLOCK = 128  # FlexAttention's default block; shorter sequences with GQA fail to compile (torch 2.11, H200)
 FLEX_HEAD_DIMS = (16, 32, 64, 128)  # its Triton templates need power-of-two head dims (256 overflows shared memory)
 _flex_failed: set[tuple] = set()  # shapes whose flex compile failed under `auto`
-GLOBAL_CAUSAL = "flex"  # what `auto` runs on CUDA for a global layer in the plain layout (plain causal attention):
-# "flex", or "sdpa" (SDPA's is_causal: flash where the head dims match). flex until the two are timed in training
+GLOBAL_CAUSAL = "sdpa"  # what `auto` runs on CUDA for a global layer in the plain layout (plain causal attention):
+# "sdpa" (SDPA's is_causal: flash where the head dims match) or "flex". sdpa: compiled seed training on an H100,
+# row 6 527.7K against 285.4K tok/s on flex, row 13 158.6K against 162.6K (benchmarks/results/2026-12-07-h100-s28.md)
 GLOBAL_CAUSALS = ("flex", "sdpa")
 
 
