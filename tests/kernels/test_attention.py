@@ -149,12 +149,14 @@ def test_auto_runs_global_layers_on_sdpa_when_global_causal_says_so(monkeypatch)
 def test_auto_attention_falls_back_to_sdpa_when_flex_fails_to_compile(monkeypatch, caplog):
     import torch._inductor.exc
 
+    import hymba.kernels.attention as A
     import hymba.kernels.attention.flex as flex_mod
 
     def broken(*a, **kw):
         raise torch._inductor.exc.InductorError(RuntimeError("no valid choices"), None)
 
     monkeypatch.setattr(flex_mod, "attention_flex", broken)
+    monkeypatch.setattr(A, "GLOBAL_CAUSAL", "flex")  # a global layer asked to try flex first (default: sdpa)
     B, H, T, D = 2, 4, 256, 64
     g = dict(device="cuda", dtype=torch.bfloat16)
     q, k, v = (torch.randn(B, H, T, D, **g) for _ in range(3))
