@@ -21,20 +21,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
-from pathlib import Path
 
+import _hymba_path  # noqa: F401  (a plain clone: src/ on the path)
 import torch
 import torch.nn.functional as F
 
-try:
-    import hymba  # noqa: F401
-except ImportError:  # a plain clone, not installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from hymba.bench import copy_bandwidth, load_model_config  # noqa: E402
-from hymba.kernels.attention import MaskSpec  # noqa: E402
-from hymba.kernels.attention import triton_decode as dec  # noqa: E402
+from hymba.bench import copy_bandwidth, load_model_config
+from hymba.kernels.attention import MaskSpec
+from hymba.kernels.attention import triton_decode as dec
 
 SWEEP = {"BLOCK_N": (64, 128), "NUM_WARPS": (2, 4, 8), "NUM_STAGES": (2, 3, 4), "PROGRAMS_PER_SM": (4, 8, 16)}
 L2_BYTES = 256 * 2**20  # weight copies rotate past this many bytes (the H200's L2 is 50 MB)

@@ -15,19 +15,13 @@ import argparse
 import json
 import sys
 from collections import defaultdict
-from pathlib import Path
 
+import _hymba_path  # noqa: F401  (a plain clone: src/ on the path)
 import torch
+from torch.profiler import ProfilerActivity, profile
 
-try:
-    import hymba  # noqa: F401
-except ImportError:  # a plain clone, not installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
-
-from hymba.bench import DECODE_MODES, load_model_config  # noqa: E402
-from hymba.model import HymbaLM  # noqa: E402
+from hymba.bench import DECODE_MODES, load_model_config
+from hymba.model import HymbaLM
 
 
 def gpu_events(prof) -> list:

@@ -11,20 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
+import _hymba_path  # noqa: F401  (a plain clone: src/ on the path)
 import torch
 
-try:
-    import hymba  # noqa: F401
-except ImportError:  # a plain clone, not installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from hymba.bench import load_model_config  # noqa: E402
-from hymba.kernels.attention import flex  # noqa: E402
-from hymba.model.plan import layer_plans  # noqa: E402
+from hymba.bench import load_model_config
+from hymba.kernels.attention import flex
+from hymba.model.plan import layer_plans
 
 OTHERS = [  # (BLOCK_M, BLOCK_N, warps, stages) beside flex's default and ours
     (64, 64, 4, 3),

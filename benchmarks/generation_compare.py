@@ -19,22 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
+import _hymba_path  # noqa: F401  (a plain clone: src/ on the path)
 import torch
 
-try:
-    import hymba  # noqa: F401
-except ImportError:  # a plain clone, not installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from hymba import HymbaLM  # noqa: E402
-from hymba.bench import DECODE_MODES, copy_bandwidth, generation_benchmark, hf_llama_config, load_model_config  # noqa: E402
-from hymba.cli.args import add_global_attn_arg  # noqa: E402
-from hymba.config import ModelConfig  # noqa: E402
-from hymba.presets import row_config  # noqa: E402
+from hymba import HymbaLM
+from hymba.bench import DECODE_MODES, copy_bandwidth, generation_benchmark, hf_llama_config, load_model_config
+from hymba.cli.args import add_global_attn_arg
+from hymba.config import ModelConfig
+from hymba.presets import row_config
 
 MODELS = {
     "hymba-1.5b": "configs/models/hymba-1.5b.toml",

@@ -30,6 +30,7 @@ import json
 import time
 from collections import Counter
 
+import _hymba_path  # noqa: F401  (a plain clone: src/ on the path)
 import torch
 from torch.profiler import ProfilerActivity, profile
 

@@ -15,6 +15,7 @@ import argparse
 import json
 import time
 
+import _hymba_path  # noqa: F401  (a plain clone: src/ on the path)
 import numpy as np
 import torch
 

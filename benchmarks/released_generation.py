@@ -16,6 +16,7 @@ import json
 import time
 from pathlib import Path
 
+import _hymba_path  # noqa: F401  (a plain clone: src/ on the path)
 import torch
 
 from hymba.model import HymbaLM

@@ -18,6 +18,7 @@ import argparse
 import json
 import time
 
+import _hymba_path  # noqa: F401  (a plain clone: src/ on the path)
 import torch
 
 from hymba.kernels.scan import ref

@@ -19,6 +19,7 @@ import argparse
 import itertools
 import json
 
+import _hymba_path  # noqa: F401  (a plain clone: src/ on the path)
 import torch
 
 from hymba.kernels import BackendUnavailable

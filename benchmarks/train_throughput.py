@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _hymba_path  # noqa: F401  (a plain clone: src/ on the path)
 import torch
 
 from hymba.ablation.settings import AblationSettings

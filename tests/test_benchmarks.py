@@ -94,3 +94,27 @@ def test_glue_profile_runs_the_triton_scan_implementation_it_names():
     assert rec["scan"] == "triton" and rec["scan_impl"] == "sequential"
     bad = subprocess.run([*cmd, "fast"], **run)
     assert bad.returncode == 2 and "--scan-impl" in bad.stderr and "chunked" in bad.stderr
+
+
+def test_every_benchmark_runs_from_a_plain_clone_without_the_project_installed():
+    """``python benchmarks/NAME.py`` on a bare CUDA machine, nothing installed but torch and friends: each script
+    finds ``src/`` itself (``benchmarks/_hymba_path.py``), not through a PYTHONPATH set by some helper. Simulated
+    with ``-S`` (no site processing, so the editable install of ``hymba`` is not seen) and site-packages on the
+    path for torch; ``--help`` imports everything a script imports."""
+    import sysconfig
+
+    scripts = sorted((ROOT / "benchmarks").glob("*.py")) + sorted((ROOT / "benchmarks" / "results").glob("*/*.py"))
+    scripts = [s for s in scripts if not s.name.startswith("_")]
+    env = {"PYTHONPATH": sysconfig.get_paths()["purelib"], "PATH": os.environ.get("PATH", "")}
+    probe = [sys.executable, "-S", "-c", "import importlib.util; print(importlib.util.find_spec('hymba'))"]
+    assert subprocess.run(probe, env=env, capture_output=True, text=True, check=True).stdout.strip() == "None"
+    for script in scripts:
+        r = subprocess.run(
+            [sys.executable, "-S", str(script.relative_to(ROOT)), "--help"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0 and "usage" in r.stdout, f"{script.name}: {r.stderr[-500:]}"

@@ -2,7 +2,7 @@
 session 27; `model.fusion_norm=false` switches off both). NORM_A=0: no attention-branch norm, NORM_S=0: no SSM-
 branch norm; y = W_out((a' + s') / 2). Run from the repository root:
 
-    NORM_A=0 PYTHONPATH=src python benchmarks/results/2026-12-07-cpu-s27-fusion-norm/one_branch_norm_off.py \\
+    NORM_A=0 python benchmarks/results/2026-12-07-cpu-s27-fusion-norm/one_branch_norm_off.py \\
         --preset tiny --rows 4 --steps 600 --every 50 --lr 1e-3 <the --set flags of the README beside this file>
 """
 
@@ -11,8 +11,12 @@ import runpy
 import sys
 from pathlib import Path
 
-from hymba.kernels.norm import rms_norm
-from hymba.model import hymba as H
+BENCHMARKS = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(BENCHMARKS))  # recall_curve.py's own imports (_hymba_path), as when it runs as a script
+import _hymba_path  # noqa: E402, F401  (a plain clone: src/ on the path)
+
+from hymba.kernels.norm import rms_norm  # noqa: E402
+from hymba.model import hymba as H  # noqa: E402
 
 NORM_A, NORM_S = os.environ.get("NORM_A", "1") == "1", os.environ.get("NORM_S", "1") == "1"
 orig = H.HymbaBlock._fuse_ffn
@@ -31,4 +35,4 @@ def patched(self, x, a, s, fused):
 
 H.HymbaBlock._fuse_ffn = patched
 sys.argv = ["recall_curve.py", *sys.argv[1:]]
-runpy.run_path(str(Path(__file__).resolve().parents[2] / "recall_curve.py"), run_name="__main__")
+runpy.run_path(str(BENCHMARKS / "recall_curve.py"), run_name="__main__")
