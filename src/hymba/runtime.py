@@ -1,4 +1,5 @@
-"""Where and how the process computes: the device, the dtype names, autocast, peak FLOP/s, glibc's allocator.
+"""Where and how the process computes: the device, the dtype names, autocast, peak FLOP/s, CUDA-graph capture,
+glibc's allocator.
 
 Every part of the project asks this module: ``hymba train`` (``train.device``), ``hymba eval``/``generate``/
 ``bench`` (``--device``, ``--dtype``), the lm-eval adapter (``device=``, ``dtype=``) and the ablation runner.
@@ -127,6 +128,22 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
+@contextlib.contextmanager
+def cuda_graph_capture(graph: torch.cuda.CUDAGraph, **kwargs):
+    """``torch.cuda.graph(graph, **kwargs)``, for every capture in the project (training steps, decode steps).
+    Where the capture fails part-way (an operation that cannot be captured, out of memory), torch 2.11 leaves the
+    device's default generator marked as capturing, and every later random op on the device fails ("Offset
+    increment outside graph capture encountered unexpectedly"); the generator then gets a fresh copy of its
+    state, the same seed and offset, not capturing, and the error goes on to the caller."""
+    try:
+        with torch.cuda.graph(graph, **kwargs):
+            yield
+    except BaseException:
+        gen = torch.cuda.default_generators[torch.cuda.current_device()]
+        gen.graphsafe_set_state(gen.clone_state())
+        raise
+
+
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds for this process (see the module docstring); False where that
     is not possible (not Linux/glibc), which only costs speed."""
@@ -151,6 +168,7 @@ __all__ = [
     "TORCH_DTYPE_NAMES",
     "autocast_context",
     "autocast_dtype",
+    "cuda_graph_capture",
     "keep_freed_memory",
     "peak_flops",
     "resolve_device",

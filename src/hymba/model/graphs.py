@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from hymba.model.cache import HybridCache
+from hymba.runtime import cuda_graph_capture
 
 
 class GraphedDecoder:
@@ -58,7 +59,7 @@ class GraphedDecoder:
                     self._restore(saved)
             torch.cuda.current_stream().wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):  # recorded, not run: the cache is untouched
+            with cuda_graph_capture(self.graph):  # recorded, not run: the cache is untouched
                 self.logits = step(self.ids, cache)
 
     def _state(self) -> list[Tensor]:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from hymba.config import TrainConfig
-from hymba.runtime import autocast_context
+from hymba.runtime import autocast_context, cuda_graph_capture
 
 
 class TrainingDiverged(RuntimeError):
@@ -87,15 +87,6 @@ def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> N
         step = state.get("step")
         if isinstance(step, Tensor) and step.device != device:
             state["step"] = step.to(device=device, dtype=torch.float32)
-
-
-def release_rng_capture(device: torch.device) -> None:
-    """After a CUDA-graph capture that failed part-way (an operation that cannot be captured), torch 2.11 leaves
-    the device's default generator marked as capturing, and every later random op on that device fails
-    ("Offset increment outside graph capture encountered unexpectedly"): give it a fresh copy of its state, the
-    same seed and offset, not capturing."""
-    gen = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
-    gen.graphsafe_set_state(gen.clone_state())
 
 
 def accumulate(
@@ -184,12 +175,8 @@ class GraphedStep:
         sx, sy = x.clone(), y.clone()
         self.optimizer.zero_grad(set_to_none=True)  # the graph allocates (and then owns) the gradients
         graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph, pool=self._pool):
-                out = self._step(sx, sy)
-        except BaseException:
-            release_rng_capture(device)
-            raise
+        with cuda_graph_capture(graph, pool=self._pool):
+            out = self._step(sx, sy)
         self._graphs[key] = (graph, sx, sy, out)
         graph.replay()  # capture records the step without running it
         return out.clone()
@@ -209,6 +196,5 @@ __all__ = [
     "lr_at",
     "make_capturable",
     "no_decay",
-    "release_rng_capture",
     "set_lr",
 ]
