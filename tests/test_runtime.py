@@ -12,7 +12,7 @@ import resource, sys, torch
 from hymba.runtime import keep_freed_memory
 ok = keep_freed_memory() if sys.argv[1] == "keep" else None
 faults = []
-for _ in range(6):  # a "step": allocate and fill 256 MB of activations, then free them
+for _ in range(12):  # a "step": allocate and fill 256 MB of activations, then free them
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     x = torch.ones(64 << 20)
     del x
@@ -22,10 +22,15 @@ print(ok, *faults)
 
 
 def _faults(mode: str) -> tuple[str, int]:
-    """Minor page faults of the worst of the last two steps (the heap settles within the first few)."""
+    """Minor page faults of the worst of the last four of twelve steps. With the thresholds raised the heap
+    settles within the first few steps, not at once: PyTorch asks glibc for 64-byte-aligned blocks, memalign
+    needs a block 96 bytes larger than the one it hands out, and small allocations made between the steps take
+    that slack, so the freed block is too small for the next request and the heap grows by one to three blocks
+    before the steps alternate between freed ones (seen: last fresh block at step 4 of 24 in 100 runs, so
+    the old window of steps 4-5 failed about one run in five)."""
     out = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, check=True).stdout
     ok, *faults = out.split()
-    return ok, max(map(int, faults[-2:]))
+    return ok, max(map(int, faults[-4:]))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
