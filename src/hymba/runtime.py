@@ -12,7 +12,8 @@ batch 128) faults every page of them in again, every time. Raising the mmap and 
 memory for reuse (the heap settles within a few steps and then holds two to four blocks of a step's
 largest size, since glibc's aligned allocations need a little slack the freed block may have lost): a
 batch-128 MQAR step of a tiny hybrid row went from 4.65-4.91 s to 2.03-2.07 s on the 2-core CI box
-(``benchmarks/results/2026-11-29-h200-session3.md``). The command line and its worker processes call it; importing ``hymba`` changes nothing.
+(``benchmarks/results/2026-11-29-h200-session3.md``). The command line and its worker processes call it;
+importing ``hymba`` changes nothing.
 """
 
 from __future__ import annotations
