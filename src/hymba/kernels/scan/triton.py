@@ -46,6 +46,8 @@ BWD_STAGES = 1  # software-pipeline stages of the backward's time loops (tl.rang
 # slower (sequential) on an H100 (session 21)
 BLOCK_D = 32  # channels per program, sequential
 NUM_WARPS = 4  # per program, sequential (benchmarks/scan_kernel.py --sweep measures the alternatives)
+SEQUENTIAL_FWD_STAGES = 1  # pipeline stages of the sequential forward's time loop: 2 measured 18% slower at
+# 32 channels x 4 warps (H100, session 21); 2 pipelines the loads only at 64 channels a warp (see below)
 CHUNKED_BLOCK_D = 32  # channels per program, chunked backward (16 was 15-24% slower, H200 session 13)
 CHUNKED_WARPS = 1  # per program, chunked
 CHUNKED_FWD_BLOCK_D = 64  # channels per program, chunked forward
@@ -1071,7 +1073,7 @@ def _scan_fwd(
     b, dim, L = u.shape
     N = A.shape[1]
     impl, block, warps = _impl()
-    stages = 1  # the sequential forward measured 18% slower with 2 (H100, session 21)
+    stages = SEQUENTIAL_FWD_STAGES
     if impl == "chunked":  # its forward has its own settings (measured best: 64 channels, one warp, 2 stages)
         block, warps, stages = CHUNKED_FWD_BLOCK_D, CHUNKED_FWD_WARPS, CHUNKED_FWD_STAGES
     n_chunks = _n_chunks(L)
