@@ -3,7 +3,7 @@ session 27; `model.fusion_norm=false` switches off both). NORM_A=0: no attention
 branch norm; y = W_out((a' + s') / 2). Run from the repository root:
 
     NORM_A=0 python benchmarks/results/2026-12-07-cpu-s27-fusion-norm/one_branch_norm_off.py \\
-        --preset tiny --rows 4 --steps 600 --every 50 --lr 1e-3 <the --set flags of the README beside this file>
+        --preset tiny --rows 4 --steps 600 --every 50 --lr 1e-3 <the --set flags of ../2026-12-07-h100-s27.md>
 """
 
 import os
